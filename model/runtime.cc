@@ -1,0 +1,38 @@
+#include "model/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace vae {
+
+void ConfigureThreads(int threads) {
+  static std::once_flag once;
+  std::call_once(once, [threads] {
+    int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(n);
+    at::set_num_interop_threads(std::max(1, std::min(n, 4)));
+  });
+}
+
+absl::StatusOr<c10::Device> ResolveDevice(const std::string& spec) {
+  if (spec == "auto") return torch::cuda::is_available() ? c10::Device(c10::kCUDA) : c10::Device(c10::kCPU);
+  if (spec == "cpu") return c10::Device(c10::kCPU);
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device: '", spec, "' requested but this LibTorch build sees no CUDA device"));
+    }
+    try {
+      return c10::Device(spec);
+    } catch (const c10::Error&) {
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device: unknown device '", spec, "', expected auto, cpu or cuda[:N]"));
+}
+
+}  // namespace vae

@@ -1,0 +1,246 @@
+#include "model/trainer.h"
+
+#include <c10/core/GradMode.h>
+#include <glog/logging.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "model/loss.h"
+#include "model/status_macros.h"
+
+namespace vae {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+
+// Running sums of per-image metrics over some steps.
+struct Accumulator {
+  double loss = 0, recon = 0, kl = 0;
+  int64_t images = 0;
+  Clock::time_point start = Clock::now();
+  void Add(const LossOutput& l, int64_t n) {
+    loss += l.total.item<double>() * n;
+    recon += l.recon.item<double>() * n;
+    kl += l.kl.item<double>() * n;
+    images += n;
+  }
+  Metrics Mean() const {
+    if (images == 0) return {};
+    return {loss / images, recon / images, kl / images};
+  }
+  double ImagesPerSec() const {
+    const double s = Seconds(start);
+    return s > 0 ? images / s : 0.0;
+  }
+};
+
+nlohmann::json MetricsJson(const Metrics& m) { return {{"loss", m.loss}, {"recon", m.recon}, {"kl", m.kl}}; }
+
+absl::Status CheckDataset(const Dataset& data, const VaeOptions& o, const char* which) {
+  if (data.size() == 0) return absl::InvalidArgumentError(absl::StrCat(which, " dataset is empty"));
+  const auto s = data.images.sizes();
+  if (s.size() != 4 || s[1] != o.channels || s[2] != o.height || s[3] != o.width) {
+    return absl::InvalidArgumentError(absl::StrCat(which, " images have shape ", c10::str(s), ", the model expects [N, ",
+                                                   o.channels, ", ", o.height, ", ", o.width, "]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ToJson(const TrainOptions& o) {
+  nlohmann::json j = {{"epochs", o.epochs},
+                      {"batch_size", o.batch_size},
+                      {"learning_rate", o.learning_rate},
+                      {"seed", o.seed},
+                      {"binarize", o.binarize}};
+  return j.dump();
+}
+
+Trainer::Trainer(Vae model, TrainOptions options, torch::Device device)
+    : model_(std::move(model)), options_(std::move(options)), device_(device), generator_(MakeGenerator(options_.seed)) {
+  model_->to(device_);
+  model_->train();
+  optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
+                                                    torch::optim::AdamOptions(options_.learning_rate));
+  state_.seed = options_.seed;
+  state_.train_json = ToJson(options_);
+}
+
+absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
+  if (ToJson(checkpoint.options) != ToJson(model_->options())) {
+    return absl::InvalidArgumentError(absl::StrCat("resume: checkpoint options ", ToJson(checkpoint.options),
+                                                   " differ from the model's ", ToJson(model_->options())));
+  }
+  try {
+    if (checkpoint.optimizer) {
+      optimizer_->load(*checkpoint.optimizer);
+      // The learning rate is this run's choice, not the checkpoint's.
+      for (auto& group : optimizer_->param_groups()) {
+        static_cast<torch::optim::AdamOptions&>(group.options()).lr(options_.learning_rate);
+      }
+    }
+    if (checkpoint.state.rng_state.defined()) generator_.set_state(checkpoint.state.rng_state);
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(absl::StrCat("resume from ", checkpoint.path, ": ", e.what_without_backtrace()));
+  }
+  state_ = checkpoint.state;
+  state_.train_json = ToJson(options_);
+  options_.seed = state_.seed;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const Metrics* test) {
+  if (options_.checkpoint_dir.empty()) return std::string();
+  std::error_code ec;
+  std::filesystem::create_directories(options_.checkpoint_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot create checkpoint dir ", options_.checkpoint_dir, ": ", ec.message()));
+  }
+  nlohmann::json metrics = {{"train", MetricsJson(train)}};
+  if (test != nullptr) metrics["test"] = MetricsJson(*test);
+  state_.metrics_json = metrics.dump();
+  state_.rng_state = generator_.get_state();
+  const std::string path = NextCheckpointPath(options_.checkpoint_dir);
+  VAE_RETURN_IF_ERROR(SaveCheckpoint(path, model_, optimizer_.get(), state_));
+  PruneCheckpoints(options_.checkpoint_dir, options_.keep_checkpoints);
+  return path;
+}
+
+absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* test, const ProgressCallback& on_progress,
+                                         const std::atomic<bool>* cancel) {
+  const auto& mo = model_->options();
+  VAE_RETURN_IF_ERROR(CheckDataset(train, mo, "training"));
+  if (test != nullptr) VAE_RETURN_IF_ERROR(CheckDataset(*test, mo, "test"));
+  if (options_.batch_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", options_.batch_size));
+  }
+  if (options_.epochs < 1) return absl::InvalidArgumentError(absl::StrCat("epochs must be >= 1, got ", options_.epochs));
+  if (!(options_.learning_rate > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("learning_rate must be > 0, got ", options_.learning_rate));
+  }
+
+  const int64_t n = train.size();
+  const int64_t bs = options_.batch_size;
+  const int64_t steps_per_epoch = (n + bs - 1) / bs;
+  const auto run_start = Clock::now();
+  TrainResult result;
+  Metrics last_test;
+  int64_t run_steps = 0;
+  bool stopped = false;
+
+  auto report = [&](Progress::Kind kind, const Metrics& m, double ips) {
+    if (!on_progress) return;
+    Progress p;
+    p.kind = kind;
+    p.epoch = state_.epochs_done + (kind == Progress::Kind::kStep ? 1 : 0);
+    p.epochs = options_.epochs;
+    p.step_in_epoch = kind == Progress::Kind::kStep ? state_.step_in_epoch : steps_per_epoch;
+    p.steps_per_epoch = steps_per_epoch;
+    p.global_step = state_.global_step;
+    p.train = m;
+    p.images_per_sec = ips;
+    p.elapsed_sec = Seconds(run_start);
+    p.has_test = kind != Progress::Kind::kStep && test != nullptr && !std::isnan(last_test.loss);
+    p.test = last_test;
+    p.cancelled = stopped;
+    p.checkpoint_path = result.checkpoint_path;
+    on_progress(p, model_);
+  };
+
+  try {
+    model_->train();
+    while (state_.epochs_done < options_.epochs && !stopped) {
+      const int64_t epoch = state_.epochs_done;
+      auto perm = EpochPermutation(n, state_.seed, epoch);
+      Accumulator epoch_acc, window;
+      while (state_.step_in_epoch < steps_per_epoch) {
+        if ((cancel != nullptr && cancel->load()) || (options_.max_steps >= 0 && run_steps >= options_.max_steps)) {
+          stopped = true;
+          break;
+        }
+        const int64_t begin = state_.step_in_epoch * bs;
+        auto idx = perm.slice(0, begin, std::min(n, begin + bs));
+        auto x = train.images.index_select(0, idx).to(device_);
+        if (options_.binarize) x = Binarize(x, generator_);
+        auto out = model_->forward(x, generator_);
+        auto loss = ComputeLoss(mo, out, x);
+        optimizer_->zero_grad();
+        loss.total.backward();
+        optimizer_->step();
+        ++state_.step_in_epoch;
+        ++state_.global_step;
+        ++run_steps;
+        epoch_acc.Add(loss, x.size(0));
+        window.Add(loss, x.size(0));
+        if (!std::isfinite(epoch_acc.loss)) {
+          return absl::InternalError(absl::StrCat("training diverged at step ", state_.global_step,
+                                                  " (loss is not finite); lower the learning rate"));
+        }
+        if (options_.log_every_steps > 0 && state_.global_step % options_.log_every_steps == 0) {
+          report(Progress::Kind::kStep, window.Mean(), window.ImagesPerSec());
+          window = Accumulator();
+        }
+        if (options_.checkpoint_every_steps > 0 && state_.global_step % options_.checkpoint_every_steps == 0 &&
+            state_.step_in_epoch < steps_per_epoch) {
+          VAE_ASSIGN_OR_RETURN(result.checkpoint_path, WriteCheckpoint(epoch_acc.Mean(), nullptr));
+        }
+      }
+      result.last_train = epoch_acc.Mean();
+      if (stopped) break;
+      const double ips = epoch_acc.ImagesPerSec();
+      state_.epochs_done = epoch + 1;
+      state_.step_in_epoch = 0;
+      if (test != nullptr) {
+        VAE_ASSIGN_OR_RETURN(last_test, Evaluate(model_, *test, options_.eval_batch_size, state_.seed, device_));
+        model_->train();
+      }
+      VAE_ASSIGN_OR_RETURN(result.checkpoint_path,
+                           WriteCheckpoint(result.last_train, test != nullptr ? &last_test : nullptr));
+      result.epoch_images_per_sec.push_back(ips);
+      result.epoch_test.push_back(last_test);
+      report(Progress::Kind::kEpochEnd, result.last_train, ips);
+    }
+    if (stopped && run_steps > 0) {
+      VAE_ASSIGN_OR_RETURN(result.checkpoint_path, WriteCheckpoint(result.last_train, nullptr));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training failed at step ", state_.global_step, ": ",
+                                            e.what_without_backtrace()));
+  }
+  result.cancelled = stopped;
+  result.last_test = last_test;
+  result.state = state_;
+  report(Progress::Kind::kDone, result.last_train, 0.0);
+  return result;
+}
+
+absl::StatusOr<Metrics> Evaluate(Vae& model, const Dataset& data, int64_t batch_size, uint64_t seed,
+                                 const torch::Device& device) {
+  if (data.size() == 0) return absl::InvalidArgumentError("evaluate: empty dataset");
+  if (batch_size < 1) return absl::InvalidArgumentError(absl::StrCat("evaluate: batch_size must be >= 1, got ", batch_size));
+  try {
+    c10::NoGradGuard no_grad;
+    model->eval();
+    auto generator = MakeGenerator(seed);
+    double loss = 0, recon = 0, kl = 0;
+    const int64_t n = data.size();
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      auto x = data.images.slice(0, begin, std::min(n, begin + batch_size)).to(device);
+      auto l = ComputeLoss(model->options(), model->forward(x, generator), x);
+      loss += l.total_per_image.sum().item<double>();
+      recon += l.recon_per_image.sum().item<double>();
+      kl += l.kl_per_image.sum().item<double>();
+    }
+    return Metrics{loss / n, recon / n, kl / n};
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("evaluate: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace vae

@@ -1,0 +1,114 @@
+// Training loop and evaluation. Free of gRPC: the server's training job wraps a Trainer.
+//
+// Ownership and threads: a Trainer owns its model and Adam optimizer and is used from one thread. Another thread may
+// set the `cancel` flag passed to Run(); the loop checks it before every step, writes a checkpoint and returns.
+#ifndef VAE_MODEL_TRAINER_H_
+#define VAE_MODEL_TRAINER_H_
+
+#include <torch/optim/adam.h>
+
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/checkpoint.h"
+#include "model/dataset.h"
+#include "model/vae.h"
+
+namespace vae {
+
+struct TrainOptions {
+  int64_t epochs = 10;                 // total epochs of the run; a resumed run continues up to this number
+  int64_t batch_size = 128;            // images per optimizer step
+  double learning_rate = 1e-3;         // Adam step size
+  uint64_t seed = 1;                   // epoch order, noise eps and binarisation all derive from it
+  int64_t log_every_steps = 100;       // a kStep progress report every N steps (0: only at epoch ends)
+  bool binarize = false;               // dynamic binarisation of every training batch (Bernoulli models)
+  int64_t eval_batch_size = 1000;      // batch size of the test-set evaluation
+  std::string checkpoint_dir;          // where checkpoints go; empty: none are written
+  int64_t checkpoint_every_steps = 0;  // also checkpoint every N steps inside an epoch (0: at epoch ends only)
+  int keep_checkpoints = 3;            // older checkpoints in checkpoint_dir are deleted
+  int64_t max_steps = -1;              // stop (like a cancel, with a checkpoint) after N steps of this run
+};
+
+// Per-image means, nats.
+struct Metrics {
+  double loss = std::nan("");   // recon + beta * KL
+  double recon = std::nan("");  // -log p(x|z)
+  double kl = std::nan("");     // KL(q(z|x) || p(z))
+};
+
+struct Progress {
+  enum class Kind { kStep, kEpochEnd, kDone };
+  Kind kind = Kind::kStep;
+  int64_t epoch = 0;            // 1-based epoch being trained (kStep) or just finished (kEpochEnd)
+  int64_t epochs = 0;           // total epochs of the run
+  int64_t step_in_epoch = 0;    // batches done in this epoch
+  int64_t steps_per_epoch = 0;
+  int64_t global_step = 0;
+  Metrics train;                // mean over the steps since the previous report (kStep) or over the epoch
+  bool has_test = false;        // kEpochEnd/kDone when a test set was given
+  Metrics test;
+  double images_per_sec = 0;    // training throughput over the same steps as `train`
+  double elapsed_sec = 0;       // since Run() started
+  bool cancelled = false;       // kDone: stopped by cancel or max_steps before the last epoch
+  std::string checkpoint_path;  // kEpochEnd/kDone: the checkpoint just written, if any
+};
+
+// Called on the training thread. `model` holds the current weights; clone it to keep a snapshot.
+using ProgressCallback = std::function<void(const Progress& progress, const Vae& model)>;
+
+struct TrainResult {
+  TrainState state;
+  bool cancelled = false;
+  Metrics last_train;
+  Metrics last_test;
+  std::vector<double> epoch_images_per_sec;  // one per epoch completed in this run
+  std::vector<Metrics> epoch_test;           // test metrics after each epoch completed in this run
+  std::string checkpoint_path;               // the last checkpoint written
+};
+
+class Trainer {
+ public:
+  // Takes `model` (moved to `device`) for training. INVALID_ARGUMENT-worthy options are checked by Run().
+  Trainer(Vae model, TrainOptions options, torch::Device device);
+
+  // Continues from `checkpoint`: its weights must already be in the model (use checkpoint.model as the Trainer's
+  // model); restores Adam's moments, the noise generator and the epoch/step position. The checkpoint's seed wins.
+  absl::Status Resume(const Checkpoint& checkpoint);
+
+  // Trains until options.epochs are done, `cancel` becomes true, or max_steps. `test` may be null.
+  absl::StatusOr<TrainResult> Run(const Dataset& train, const Dataset* test,
+                                  const ProgressCallback& on_progress = nullptr,
+                                  const std::atomic<bool>* cancel = nullptr);
+
+  Vae& model() { return model_; }
+  const TrainState& state() const { return state_; }
+  const TrainOptions& options() const { return options_; }
+
+ private:
+  absl::StatusOr<std::string> WriteCheckpoint(const Metrics& train, const Metrics* test);
+
+  Vae model_;
+  TrainOptions options_;
+  torch::Device device_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  at::Generator generator_;
+  TrainState state_;
+};
+
+// -ELBO per image over `data` with sampled z (one sample per image, from a generator seeded with `seed`), no
+// gradients. Deterministic for a given seed and thread count.
+absl::StatusOr<Metrics> Evaluate(Vae& model, const Dataset& data, int64_t batch_size, uint64_t seed,
+                                 const torch::Device& device);
+
+// TrainOptions as JSON (stored in checkpoints).
+std::string ToJson(const TrainOptions& options);
+
+}  // namespace vae
+
+#endif  // VAE_MODEL_TRAINER_H_
