@@ -95,7 +95,7 @@ int RunTrain() {
     auto start = std::chrono::steady_clock::now();
     torch::Tensor ll;
     for (int64_t b = 0; b < n; b += 100) {
-      auto part = vae::ImportanceWeightedLogLikelihood(trainer.model(), x.slice(0, b, std::min(n, b + 100)), k,
+      auto part = vae::ImportanceWeightedLogLikelihood(trainer.serving_model(), x.slice(0, b, std::min(n, b + 100)), k,
                                                        vae::MakeGenerator(t.seed + 1000 + b));
       ll = ll.defined() ? torch::cat({ll, part}) : part;
     }

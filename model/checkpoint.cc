@@ -32,7 +32,7 @@ uint64_t GetLe(const char* p, int bytes) {
 }  // namespace
 
 absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer,
-                            const TrainState& state) {
+                            const TrainState& state, Vae* train_model) {
   try {
     torch::serialize::OutputArchive archive;
     archive.write("format_version", c10::IValue(kFormatVersion));
@@ -47,6 +47,11 @@ absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::A
     torch::serialize::OutputArchive model_archive(archive.compilation_unit());
     model->save(model_archive);
     archive.write("model", model_archive);
+    if (train_model != nullptr) {
+      torch::serialize::OutputArchive train_archive(archive.compilation_unit());
+      (*train_model)->save(train_archive);
+      archive.write("train_model", train_archive);
+    }
     if (optimizer != nullptr) {
       torch::serialize::OutputArchive optimizer_archive(archive.compilation_unit());
       optimizer->save(optimizer_archive);
@@ -125,6 +130,12 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::
     archive.read("model", model_archive);
     ckpt.model->load(model_archive);
     ckpt.model->to(device);
+    torch::serialize::InputArchive train_archive;
+    if (archive.try_read("train_model", train_archive)) {
+      ckpt.train_model = Vae(ckpt.options);
+      ckpt.train_model->load(train_archive);
+      ckpt.train_model->to(device);
+    }
     auto optimizer = std::make_shared<torch::serialize::InputArchive>();
     if (archive.try_read("optimizer", *optimizer)) ckpt.optimizer = optimizer;
   } catch (const c10::Error& e) {

@@ -33,15 +33,19 @@ struct TrainState {
 struct Checkpoint {
   std::string path;
   VaeOptions options;
-  Vae model{nullptr};  // on the device given to LoadCheckpoint
+  Vae model{nullptr};  // the weights to serve, on the device given to LoadCheckpoint
+  // The optimizer's own weights, when training keeps an average (EMA) in `model`; null otherwise (then `model` is
+  // also what training continues from).
+  Vae train_model{nullptr};
   TrainState state;
   // The Adam state as a nested archive (pass to Trainer::Resume); null when the file has none.
   std::shared_ptr<torch::serialize::InputArchive> optimizer;
 };
 
-// Writes `model` (+ `optimizer` when not null) and `state` to `path` atomically. INTERNAL on I/O or torch errors.
+// Writes `model` (the weights to serve), `train_model` and `optimizer` (each when not null) and `state` to `path`
+// atomically. INTERNAL on I/O or torch errors.
 absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer,
-                            const TrainState& state);
+                            const TrainState& state, Vae* train_model = nullptr);
 
 // Loads and verifies a checkpoint. NOT_FOUND when missing; DATA_LOSS when torn, corrupt (CRC, magic) or its
 // weights do not match its options, with the reason in the message.

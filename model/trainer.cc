@@ -58,7 +58,9 @@ std::string ToJson(const TrainOptions& o) {
                       {"batch_size", o.batch_size},
                       {"learning_rate", o.learning_rate},
                       {"seed", o.seed},
-                      {"binarize", o.binarize}};
+                      {"binarize", o.binarize},
+                      {"init_output_bias", o.init_output_bias},
+                      {"ema_decay", o.ema_decay}};
   return j.dump();
 }
 
@@ -66,6 +68,7 @@ Trainer::Trainer(Vae model, TrainOptions options, torch::Device device)
     : model_(std::move(model)), options_(std::move(options)), device_(device), generator_(MakeGenerator(options_.seed)) {
   model_->to(device_);
   model_->train();
+  if (options_.ema_decay > 0) ema_ = CloneVae(model_, device_);
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
                                                     torch::optim::AdamOptions(options_.learning_rate));
   state_.seed = options_.seed;
@@ -78,6 +81,14 @@ absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
                                                    " differ from the model's ", ToJson(model_->options())));
   }
   try {
+    // The average first: the Trainer's model is usually checkpoint.model itself, overwritten just below.
+    if (options_.ema_decay > 0) ema_ = CloneVae(checkpoint.model, device_);
+    if (checkpoint.train_model) {
+      torch::NoGradGuard no_grad;
+      auto src = checkpoint.train_model->parameters();
+      auto dst = model_->parameters();
+      for (size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+    }
     if (checkpoint.optimizer) {
       optimizer_->load(*checkpoint.optimizer);
       // The learning rate is this run's choice, not the checkpoint's.
@@ -107,9 +118,20 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   state_.metrics_json = metrics.dump();
   state_.rng_state = generator_.get_state();
   const std::string path = NextCheckpointPath(options_.checkpoint_dir);
-  VAE_RETURN_IF_ERROR(SaveCheckpoint(path, model_, optimizer_.get(), state_));
+  VAE_RETURN_IF_ERROR(SaveCheckpoint(path, serving_model(), optimizer_.get(), state_, ema_ ? &model_ : nullptr));
   PruneCheckpoints(options_.checkpoint_dir, options_.keep_checkpoints);
   return path;
+}
+
+void Trainer::UpdateAverage() {
+  if (!ema_) return;
+  torch::NoGradGuard no_grad;
+  const double t = static_cast<double>(state_.global_step);
+  const double decay = std::min(options_.ema_decay, (1.0 + t) / (10.0 + t));
+  auto avg = ema_->parameters();
+  auto cur = model_->parameters();
+  // avg <- decay * avg + (1 - decay) * cur
+  for (size_t i = 0; i < avg.size(); ++i) avg[i].lerp_(cur[i], 1.0 - decay);
 }
 
 absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* test, const ProgressCallback& on_progress,
@@ -150,10 +172,14 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     p.test = last_test;
     p.cancelled = stopped;
     p.checkpoint_path = result.checkpoint_path;
-    on_progress(p, model_);
+    on_progress(p, serving_model());
   };
 
   try {
+    if (options_.init_output_bias && state_.global_step == 0) {
+      model_->init_output_bias(train.images.mean(0));
+      if (ema_) ema_->init_output_bias(train.images.mean(0));
+    }
     model_->train();
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
@@ -173,6 +199,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         optimizer_->zero_grad();
         loss.total.backward();
         optimizer_->step();
+        UpdateAverage();
         ++state_.step_in_epoch;
         ++state_.global_step;
         ++run_steps;
@@ -197,7 +224,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
       state_.epochs_done = epoch + 1;
       state_.step_in_epoch = 0;
       if (test != nullptr) {
-        VAE_ASSIGN_OR_RETURN(last_test, Evaluate(model_, *test, options_.eval_batch_size, state_.seed, device_));
+        VAE_ASSIGN_OR_RETURN(last_test, Evaluate(serving_model(), *test, options_.eval_batch_size, state_.seed, device_));
         model_->train();
       }
       VAE_ASSIGN_OR_RETURN(result.checkpoint_path,

@@ -28,6 +28,10 @@ struct TrainOptions {
   uint64_t seed = 1;                   // epoch order, noise eps and binarisation all derive from it
   int64_t log_every_steps = 100;       // a kStep progress report every N steps (0: only at epoch ends)
   bool binarize = false;               // dynamic binarisation of every training batch (Bernoulli models)
+  bool init_output_bias = true;        // a fresh model (step 0) starts with the decoder bias at logit(mean image)
+  // The weights that are evaluated, published and served are an exponential moving average of the optimizer's
+  // weights (Polyak averaging), with decay min(ema_decay, (1 + t) / (10 + t)) at step t. 0 serves the raw weights.
+  double ema_decay = 0.998;
   int64_t eval_batch_size = 1000;      // batch size of the test-set evaluation
   std::string checkpoint_dir;          // where checkpoints go; empty: none are written
   int64_t checkpoint_every_steps = 0;  // also checkpoint every N steps inside an epoch (0: at epoch ends only)
@@ -59,7 +63,8 @@ struct Progress {
   std::string checkpoint_path;  // kEpochEnd/kDone: the checkpoint just written, if any
 };
 
-// Called on the training thread. `model` holds the current weights; clone it to keep a snapshot.
+// Called on the training thread. `model` holds the current weights to serve (the average when ema_decay > 0);
+// clone it to keep a snapshot.
 using ProgressCallback = std::function<void(const Progress& progress, const Vae& model)>;
 
 struct TrainResult {
@@ -77,8 +82,9 @@ class Trainer {
   // Takes `model` (moved to `device`) for training. INVALID_ARGUMENT-worthy options are checked by Run().
   Trainer(Vae model, TrainOptions options, torch::Device device);
 
-  // Continues from `checkpoint`: its weights must already be in the model (use checkpoint.model as the Trainer's
-  // model); restores Adam's moments, the noise generator and the epoch/step position. The checkpoint's seed wins.
+  // Continues from `checkpoint`: restores the optimizer's weights (checkpoint.train_model, else checkpoint.model),
+  // the averaged weights, Adam's moments, the noise generator and the epoch/step position. The checkpoint's seed
+  // wins. The Trainer's model must have the checkpoint's options (construct it from checkpoint.model).
   absl::Status Resume(const Checkpoint& checkpoint);
 
   // Trains until options.epochs are done, `cancel` becomes true, or max_steps. `test` may be null.
@@ -86,14 +92,21 @@ class Trainer {
                                   const ProgressCallback& on_progress = nullptr,
                                   const std::atomic<bool>* cancel = nullptr);
 
+  // The weights the optimizer updates.
   Vae& model() { return model_; }
+  // The weights that are evaluated, checkpointed as `model` and published: the average, or model() when
+  // ema_decay is 0.
+  Vae& serving_model() { return ema_ ? ema_ : model_; }
   const TrainState& state() const { return state_; }
   const TrainOptions& options() const { return options_; }
 
  private:
   absl::StatusOr<std::string> WriteCheckpoint(const Metrics& train, const Metrics* test);
 
+  void UpdateAverage();
+
   Vae model_;
+  Vae ema_{nullptr};  // the moving average; null when ema_decay == 0
   TrainOptions options_;
   torch::Device device_;
   std::unique_ptr<torch::optim::Adam> optimizer_;

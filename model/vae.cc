@@ -127,6 +127,20 @@ VaeOutput VaeImpl::forward(const torch::Tensor& x, c10::optional<at::Generator> 
   return out;
 }
 
+void VaeImpl::init_output_bias(const torch::Tensor& pixel_mean) {
+  torch::NoGradGuard no_grad;
+  // The decoder's mean goes through a sigmoid for every likelihood, so its bias is logit(mean pixel).
+  auto p = pixel_mean.to(torch::kFloat32).clamp(1e-3, 1 - 1e-3);
+  auto logit = (p.log() - (-p).log1p()).reshape({options_.channels, -1});
+  auto last = decoder_->ptr(decoder_->size() - 1);
+  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(last.get())) {
+    // Output layout [out_channels, H, W]: the first C channels are the mean (then the log-variance, if learned).
+    linear->bias.slice(0, 0, options_.input_dim()).copy_(logit.reshape({-1}).to(linear->bias.device()));
+  } else if (auto* conv = dynamic_cast<torch::nn::ConvTranspose2dImpl*>(last.get())) {
+    conv->bias.slice(0, 0, options_.channels).copy_(logit.mean(1).to(conv->bias.device()));
+  }
+}
+
 int64_t VaeImpl::parameter_count() const {
   int64_t count = 0;
   for (const auto& p : parameters()) count += p.numel();

@@ -45,6 +45,12 @@ class VaeImpl : public torch::nn::Cloneable<VaeImpl> {
   // generator when none is given), decode.
   VaeOutput forward(const torch::Tensor& x, c10::optional<at::Generator> generator = c10::nullopt);
 
+  // Data-dependent initialisation (as in Burda et al.'s IWAE code): sets the decoder's output bias so that an
+  // untrained model's mean image is `pixel_mean` ([C, H, W] in [0, 1]; per channel for conv decoders) instead of
+  // 0.5 everywhere. Training then starts from the marginal pixel statistics rather than spending its first steps
+  // learning them.
+  void init_output_bias(const torch::Tensor& pixel_mean);
+
   const VaeOptions& options() const { return options_; }
   int64_t parameter_count() const;
 

@@ -67,6 +67,8 @@ TEST_F(CheckpointTest, RoundTripsBitwise) {
   torch::optim::Adam restored(ckpt->model->parameters(), torch::optim::AdamOptions(1e-3));
   restored.load(*ckpt->optimizer);
   auto x = torch::rand({4, 1, 28, 28});
+  optimizer_->zero_grad();
+  restored.zero_grad();
   for (auto* pair : {&model_, &ckpt->model}) {
     auto out = (*pair)->forward(x, MakeGenerator(1));
     (out.decoded.param.sum() + out.mu.sum()).backward();
