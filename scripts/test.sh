@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine, as root: installs the packages, fetches the real datasets,
+# builds, and runs every test with CTest. `.ci/run` calls exactly this.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DATA_DIR="${DATA_DIR:-${ROOT}/data}"
+export BUILD_DIR="${BUILD_DIR:-${ROOT}/build}"
+
+bash "${ROOT}/scripts/install-deps.sh"
+bash "${ROOT}/scripts/fetch-data.sh" "${DATA_DIR}"
+bash "${ROOT}/scripts/build.sh"
+# Tests use 2 torch threads each; run them one at a time so timings inside (e.g. deadlines) are not starved.
+ctest --test-dir "${BUILD_DIR}" --output-on-failure --timeout 900 -j "${CTEST_JOBS:-1}"

@@ -1,0 +1,123 @@
+#include "server/dataset_registry.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/status_macros.h"
+
+namespace vae::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+// True when `path` is `root` or lies below it (both absolute and normalised), compared component by component so
+// that /data2 is not taken to be inside /data.
+bool IsWithin(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (r->empty()) continue;  // a trailing separator in root
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
+std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+
+std::shared_ptr<const TrainTestSplit> HeadOfTrain(const std::shared_ptr<const TrainTestSplit>& split,
+                                                  int64_t max_train) {
+  if (max_train <= 0 || max_train >= split->train.size()) return split;
+  auto head = std::make_shared<TrainTestSplit>();
+  head->train.images = split->train.images.slice(0, 0, max_train);  // a view: the cached tensor stays read-only
+  if (split->train.labels.defined()) head->train.labels = split->train.labels.slice(0, 0, max_train);
+  head->test = split->test;
+  return head;
+}
+
+}  // namespace
+
+DatasetRegistry::DatasetRegistry(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+
+bool DatasetRegistry::IsNamedDataset(const std::string& name) { return name == "mnist" || name == "fashion-mnist"; }
+
+absl::StatusOr<std::string> DatasetRegistry::Resolve(const std::string& name) const {
+  if (name.empty()) {
+    return absl::InvalidArgumentError(
+        "dataset is empty; expected mnist, fashion-mnist or a folder of images relative to --data_dir");
+  }
+  if (name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("dataset contains a NUL byte; expected a relative folder name");
+  }
+  const fs::path relative(name);
+  if (relative.is_absolute() || relative.has_root_name() || relative.has_root_directory()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("dataset '", name, "' is an absolute path; expected a path relative to --data_dir"));
+  }
+  for (const auto& part : relative) {
+    if (part == "..") {
+      return absl::PermissionDeniedError(
+          absl::StrCat("dataset '", name, "' contains '..'; expected a path inside --data_dir"));
+    }
+  }
+  std::error_code ec;
+  const fs::path root = fs::canonical(data_dir_, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("--data_dir '", data_dir_, "' does not exist: ", ec.message()));
+  // weakly_canonical resolves every symlink of the part that exists: a link that points out of data_dir is caught
+  // here, before anything is opened.
+  const fs::path target = fs::weakly_canonical(root / relative, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("dataset '", name, "' cannot be resolved: ", ec.message()));
+  if (!IsWithin(target, root)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("dataset '", name, "' resolves to ", target.string(), ", outside --data_dir ", root.string()));
+  }
+  if (!fs::exists(target, ec)) {
+    return absl::NotFoundError(absl::StrCat("dataset '", name, "' not found under --data_dir ", root.string()));
+  }
+  if (!fs::is_directory(target, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset '", name, "' is not a folder"));
+  }
+  return target.string();
+}
+
+absl::StatusOr<std::shared_ptr<const TrainTestSplit>> DatasetRegistry::Load(const std::string& name,
+                                                                            const VaeOptions& model,
+                                                                            int64_t max_train) {
+  VAE_ASSIGN_OR_RETURN(const std::string folder, Resolve(name));
+  std::shared_ptr<const TrainTestSplit> split;
+  if (IsNamedDataset(name)) {
+    absl::MutexLock lock(&mu_);
+    auto& cached = named_[name];
+    if (cached == nullptr) {
+      auto loaded = LoadNamedDataset(fs::path(folder).parent_path().string(), name);
+      if (!loaded.ok()) {
+        named_.erase(name);
+        return loaded.status();
+      }
+      cached = std::make_shared<const TrainTestSplit>(std::move(*loaded));
+    }
+    split = cached;
+    const auto shape = split->train.images.sizes().slice(1);
+    if (shape != at::IntArrayRef(model.input_shape())) {
+      return absl::InvalidArgumentError(absl::StrCat("dataset ", name, " has images ", ShapeString(shape),
+                                                     ", the model expects ", ShapeString(model.input_shape())));
+    }
+  } else {
+    VAE_ASSIGN_OR_RETURN(Dataset all, LoadImageFolder(folder, model.channels, model.height, model.width));
+    if (all.size() < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dataset '", name, "' holds ", all.size(), " image; at least 2 are needed (train and test)"));
+    }
+    auto own = std::make_shared<TrainTestSplit>(SplitDataset(all, kFolderTestFraction, kFolderSplitSeed));
+    if (own->test.size() == 0) {  // tiny folders: hold out one image rather than none
+      own =
+          std::make_shared<TrainTestSplit>(SplitDataset(all, 1.0 / static_cast<double>(all.size()), kFolderSplitSeed));
+    }
+    split = std::move(own);
+  }
+  return HeadOfTrain(split, max_train);
+}
+
+}  // namespace vae::server

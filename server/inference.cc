@@ -1,0 +1,200 @@
+#include "server/inference.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Config.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/loss.h"
+#include "model/status_macros.h"
+
+namespace vae::server {
+namespace {
+
+std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+
+absl::Status CheckDeadline(absl::Time deadline, const char* op) {
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(op, ": the deadline passed before the model ran"));
+  }
+  return absl::OkStatus();
+}
+
+// Finite and, when `lo` < `hi`, within [lo, hi]. Names the first offending element.
+absl::Status CheckValues(const at::Tensor& t, const char* op, const char* field, double lo, double hi) {
+  const at::Tensor finite = at::isfinite(t);
+  if (!finite.all().item<bool>()) {
+    const int64_t index = at::logical_not(finite).flatten().nonzero()[0][0].item<int64_t>();
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": ", field, " holds a non-finite value (NaN or Inf) at flat index ", index, "; expected finite values"));
+  }
+  if (lo < hi) {
+    const at::Tensor outside = at::logical_or(t<lo, t> hi);
+    if (outside.any().item<bool>()) {
+      const int64_t index = outside.flatten().nonzero()[0][0].item<int64_t>();
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " value ", t.flatten()[index].item<double>(),
+                                                     " at flat index ", index, " is outside the expected range [", lo,
+                                                     ", ", hi, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Outputs leave as contiguous CPU tensors (model outputs are fresh tensors: they alias no parameter).
+at::Tensor ToCpu(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
+
+uint64_t RandomSeed() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+}  // namespace
+
+InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads)
+    : max_batch_(max_batch < 1 ? 1 : max_batch), intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads) {}
+
+void InferenceEngine::LimitThreads() const {
+#if AT_PARALLEL_OPENMP
+  // With ATen's OpenMP backend the intra-op thread count is an OpenMP per-thread setting. at::set_num_threads would
+  // also change the process-wide count that new threads (a training job's) start from, so set OpenMP's own value,
+  // after ATen's lazy per-thread initialisation (which would otherwise reset it on this thread's first parallel op).
+  at::internal::lazy_init_num_threads();
+  omp_set_num_threads(intra_op_threads_);
+#endif
+}
+
+absl::Status InferenceEngine::CheckBatch(int64_t n, const char* op, const char* field) const {
+  if (n < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", field, " is an empty batch (N = 0); expected 1 to ", max_batch_, " items"));
+  }
+  if (n > max_batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", field, " holds ", n, " items, over the limit of ", max_batch_, " (--max_batch)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const {
+  const auto& o = model.options;
+  const std::string expected = absl::StrCat("[N,", o.channels, ",", o.height, ",", o.width, "]");
+  if (!images.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": images is not set"));
+  if (images.scalar_type() != at::kFloat) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": images.dtype ", c10::toString(images.scalar_type()),
+                                                   " is not supported, expected float32"));
+  }
+  const auto s = images.sizes();
+  if (s.size() != 4 || s[1] != o.channels || s[2] != o.height || s[3] != o.width) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": images.shape ", ShapeString(s), " does not match model input ", expected));
+  }
+  VAE_RETURN_IF_ERROR(CheckBatch(s[0], op, "images"));
+  return CheckValues(images, op, "images", 0.0, 1.0);
+}
+
+absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
+                                                     absl::Time deadline) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
+  try {
+    Vae vae = model.model;  // a handle to the shared, read-only module
+    auto [mu, logvar] = vae->encode(images.to(model.device));
+    return EncodeResult{ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("encode: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
+                                                     absl::Time deadline) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  const int64_t j = model.options.latent_dim;
+  if (!z.defined()) return absl::InvalidArgumentError("decode: z is not set");
+  if (z.scalar_type() != at::kFloat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: z.dtype ", c10::toString(z.scalar_type()), " is not supported, expected float32"));
+  }
+  if (z.dim() != 2 || z.size(1) != j) {
+    return absl::InvalidArgumentError(absl::StrCat("decode: z.shape ", ShapeString(z.sizes()),
+                                                   " does not match the model's latent size [N,", j, "]"));
+  }
+  VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
+  VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
+  try {
+    Vae vae = model.model;
+    return DecodeResult{ToCpu(vae->mean_image(vae->decode(z.to(model.device))))};
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("decode: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
+                                                     double temperature, absl::Time deadline) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  if (count < 1 || count > max_batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: count is ", count, ", expected 1 to ", max_batch_, " (--max_batch)"));
+  }
+  if (!(temperature > 0.0 && temperature <= kMaxTemperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: temperature is ", temperature, ", expected a value in (0, ", kMaxTemperature, "]"));
+  }
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "sample"));
+  SampleResult result;
+  result.seed = seed.has_value() ? *seed : RandomSeed();
+  try {
+    Vae vae = model.model;
+    // z ~ N(0, temperature^2 I), drawn on the CPU from this call's own generator: bitwise repeatable per seed.
+    at::Tensor z = SampleStandardNormal({count, model.options.latent_dim}, at::TensorOptions().dtype(at::kFloat),
+                                        MakeGenerator(result.seed)) *
+                   temperature;
+    result.images = ToCpu(vae->mean_image(vae->decode(z.to(model.device))));
+    result.z = ToCpu(z);
+    return result;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("sample: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& model, const at::Tensor& images,
+                                                               bool sample_z, uint64_t seed,
+                                                               absl::Time deadline) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  VAE_RETURN_IF_ERROR(CheckImages(model, images, "reconstruct"));
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
+  try {
+    Vae vae = model.model;
+    const at::Tensor x = images.to(model.device);
+    auto [mu, logvar] = vae->encode(x);
+    at::Tensor z = mu;
+    if (sample_z) {
+      // z = mu + sigma * eps with sigma = exp(0.5 * log sigma^2).
+      z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
+    }
+    const DecoderOutput decoded = vae->decode(z);
+    ReconstructResult result;
+    result.images = ToCpu(vae->mean_image(decoded));
+    result.recon_nll = ToCpu(ReconstructionNll(model.options, decoded, x));
+    result.kl = ToCpu(KlDivergence(mu, logvar));
+    return result;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("reconstruct: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace vae::server

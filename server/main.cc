@@ -1,0 +1,127 @@
+// vae-server: serves (and trains, on request) one VAE over gRPC. Parses flags into ServerOptions, starts VaeServer,
+// prints "vae-server listening on HOST:PORT" once it serves, and shuts down gracefully on SIGINT/SIGTERM, exiting 0.
+#include <glog/logging.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/server.h"
+#include "server/server_options.h"
+
+namespace {
+const vae::server::ServerOptions kDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, host, kDefaults.host, "address to listen on (0.0.0.0 or :: for all interfaces)");
+ABSL_FLAG(int32_t, port, kDefaults.port, "TCP port; 0 picks a free one (printed on stdout)");
+ABSL_FLAG(std::string, model_dir, kDefaults.model_dir,
+          "checkpoint folder: the newest valid checkpoint is served at start, training writes new ones here");
+ABSL_FLAG(std::string, data_dir, kDefaults.data_dir, "root of the datasets a Train call may name");
+ABSL_FLAG(std::string, preset, kDefaults.preset, "model to serve when model_dir has no valid checkpoint");
+ABSL_FLAG(uint64_t, seed, kDefaults.seed, "initial weights of that fresh model");
+ABSL_FLAG(std::string, device, kDefaults.device, "auto, cpu, cuda or cuda:N");
+ABSL_FLAG(int32_t, threads, kDefaults.threads, "torch intra-op threads of training; 0: one per core");
+ABSL_FLAG(int32_t, inference_threads, kDefaults.inference_threads,
+          "torch intra-op threads of each inference call (concurrent calls each get their own)");
+ABSL_FLAG(int32_t, max_message_mb, kDefaults.max_message_mb, "largest gRPC message received or sent, MiB");
+ABSL_FLAG(int32_t, max_batch, kDefaults.max_batch, "most images or codes per request (and Sample's largest count)");
+ABSL_FLAG(int32_t, keep_checkpoints, kDefaults.keep_checkpoints, "checkpoints kept in model_dir");
+ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "reserved: coalesce concurrent inference calls");
+ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "reserved: longest wait to fill a batch");
+ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue, "reserved: inference requests queued for batching");
+ABSL_FLAG(int32_t, shutdown_grace_s, 10, "on SIGINT/SIGTERM, seconds in-flight calls get to finish");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "serves a Variational Autoencoder over gRPC (vae.v1.VaeService)\n"
+      "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return std::string("vae-server 0.1.0\n"); };
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  // Encoded images come from clients: refuse to decode absurd sizes (OpenCV's default allows 2^30 pixels).
+  setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "67108864", /*overwrite=*/0);
+
+  // Block the shutdown signals in every thread (threads inherit the mask); one thread takes them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  vae::server::ServerOptions options;
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = absl::GetFlag(FLAGS_port);
+  options.model_dir = absl::GetFlag(FLAGS_model_dir);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.preset = absl::GetFlag(FLAGS_preset);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
+  options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  options.enable_batching = absl::GetFlag(FLAGS_enable_batching);
+  options.batch_timeout_us = absl::GetFlag(FLAGS_batch_timeout_us);
+  options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  const absl::Duration grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+
+  auto server = vae::server::VaeServer::Create(options);
+  if (!server.ok()) {
+    std::cerr << "vae-server: " << server.status() << std::endl;
+    return 1;
+  }
+  auto port = (*server)->Start();
+  if (!port.ok()) {
+    std::cerr << "vae-server: " << port.status() << std::endl;
+    return 1;
+  }
+  std::cout << "vae-server listening on " << (*server)->address() << std::endl;
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LOG(INFO) << "received " << strsignal(signal_number) << ": shutting down (grace " << grace << ")";
+  // A bound on the whole shutdown: should draining hang, or a second signal arrive, exit anyway.
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    const absl::Time limit = absl::Now() + grace + absl::Seconds(20);
+    timespec poll{0, 100 * 1000 * 1000};
+    while (!done.load() && absl::Now() < limit) {
+      if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+        LOG(ERROR) << "second signal: exiting without waiting for the shutdown to finish";
+        std::fflush(nullptr);
+        _exit(1);
+      }
+    }
+    if (!done.load()) {
+      LOG(ERROR) << "shutdown did not finish in time: exiting";
+      std::fflush(nullptr);
+      _exit(1);
+    }
+  });
+  (*server)->Shutdown(grace);
+  done.store(true);
+  watchdog.join();
+  server->reset();
+  LOG(INFO) << "vae-server exited cleanly";
+  return 0;
+}

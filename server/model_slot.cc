@@ -1,0 +1,70 @@
+#include "server/model_slot.h"
+
+#include <ATen/Context.h>
+
+#include <cmath>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+namespace vae::server {
+
+std::shared_ptr<const Snapshot> ModelSlot::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+ModelVersion ModelSlot::Publish(std::shared_ptr<Snapshot> next) {
+  absl::MutexLock lock(&mu_);
+  next->version.generation = ++generation_;
+  current_ = std::move(next);
+  return current_->version;
+}
+
+Vae NewSeededVae(const VaeOptions& options, uint64_t seed) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  at::manual_seed(seed);
+  return Vae(options);
+}
+
+std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& device) {
+  auto snapshot = std::make_shared<Snapshot>();
+  snapshot->model = CloneVae(model, device);
+  snapshot->model->eval();
+  snapshot->options = model->options();
+  snapshot->device = device;
+  return snapshot;
+}
+
+std::shared_ptr<Snapshot> SnapshotOfCheckpoint(Checkpoint checkpoint, const c10::Device& device) {
+  auto snapshot = std::make_shared<Snapshot>();
+  snapshot->model = std::move(checkpoint.model);
+  snapshot->model->to(device);
+  snapshot->model->eval();
+  snapshot->options = checkpoint.options;
+  snapshot->device = device;
+  snapshot->version.epochs_trained = checkpoint.state.epochs_done;
+  snapshot->version.global_step = checkpoint.state.global_step;
+  snapshot->checkpoint_path = checkpoint.path;
+  snapshot->train_json = checkpoint.state.train_json;
+  ParseMetricsJson(checkpoint.state.metrics_json, &snapshot->last_train, &snapshot->last_test);
+  return snapshot;
+}
+
+void ParseMetricsJson(const std::string& json, std::optional<Metrics>* train, std::optional<Metrics>* test) {
+  const auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  auto read = [&](const char* key, std::optional<Metrics>* out) {
+    out->reset();
+    if (!j.is_object() || !j.contains(key) || !j[key].is_object()) return;
+    const auto& m = j[key];
+    auto number = [&](const char* name) {
+      return m.contains(name) && m[name].is_number() ? m[name].get<double>() : std::nan("");
+    };
+    Metrics metrics{number("loss"), number("recon"), number("kl")};
+    if (std::isfinite(metrics.loss)) *out = metrics;
+  };
+  read("train", train);
+  read("test", test);
+}
+
+}  // namespace vae::server

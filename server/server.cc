@@ -1,0 +1,112 @@
+#include "server/server.h"
+
+#include <glog/logging.h>
+#include <grpc/grpc.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "server/server_core.h"
+#include "server/vae_service_impl.h"
+
+namespace vae::server {
+
+std::string JoinHostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos && host.front() != '[') return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
+
+VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
+    : options_(std::move(options)), core_(std::move(core)), service_(std::make_unique<VaeServiceImpl>(core_.get())) {}
+
+VaeServer::~VaeServer() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions& options) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("port is ", options.port, ", expected 0 to 65535"));
+  }
+  if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_mb is ", options.max_message_mb, ", expected 1 to 2047"));
+  }
+  auto core = ServerCore::Create(options);
+  if (!core.ok()) return core.status();
+  return std::unique_ptr<VaeServer>(new VaeServer(options, std::move(*core)));
+}
+
+std::string VaeServer::address() const { return JoinHostPort(options_.host, port_); }
+
+absl::StatusOr<int> VaeServer::Start() {
+  if (server_ != nullptr) return absl::FailedPreconditionError("server already started");
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = JoinHostPort(options_.host, options_.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_mb << 20);
+  builder.SetMaxSendMessageSize(options_.max_message_mb << 20);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use, or not a local address?)"));
+  }
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  LOG(INFO) << "serving " << kServiceName << " on " << JoinHostPort(options_.host, port_);
+  return port_;
+}
+
+void VaeServer::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    auto* health = server_->GetHealthCheckService();
+    health->SetServingStatus("", false);
+    health->SetServingStatus(kServiceName, false);
+  }
+  // Stop training first: its Train call then streams DONE and returns instead of holding the drain up.
+  core_->Shutdown();
+  if (server_ != nullptr) {
+    const absl::Time deadline = absl::Now() + grace;
+    // grpc::Server::Shutdown refuses new calls and waits for in-flight ones until the deadline, then cancels them.
+    // But it also waits for every client connection to close, and an idle client may act on the GOAWAY only
+    // seconds later (when its backup poller runs). So once our handlers have all returned, and stayed so for
+    // kSettle (time for gRPC to send their final status), the connections are cut with
+    // grpc_server_cancel_all_calls -- what Shutdown itself does at the deadline -- rather than waited for.
+    constexpr absl::Duration kSettle = absl::Milliseconds(100);
+    absl::Notification started, finished;
+    std::thread cutter([&] {
+      started.WaitForNotification();
+      absl::Time idle_since = absl::InfiniteFuture();
+      while (!finished.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+        const absl::Time now = absl::Now();
+        if (service_->active_calls() > 0) {
+          idle_since = absl::InfiniteFuture();
+        } else if (idle_since == absl::InfiniteFuture()) {
+          idle_since = now;
+        }
+        if (now - idle_since >= kSettle || now >= deadline) {
+          grpc_server_cancel_all_calls(server_->c_server());
+          return;
+        }
+      }
+    });
+    started.Notify();
+    server_->Shutdown(absl::ToChronoTime(deadline));
+    finished.Notify();
+    cutter.join();
+    server_->Wait();
+  }
+  LOG(INFO) << "server stopped";
+}
+
+}  // namespace vae::server

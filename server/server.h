@@ -1,0 +1,62 @@
+// VaeServer: vae-server's gRPC front. It owns a ServerCore and a grpc::Server exposing vae.v1.VaeService, the
+// standard grpc.health.v1.Health service (SERVING once the model is loaded and warmed up, NOT_SERVING while
+// draining) and server reflection, so generic gRPC tools and probes work.
+//
+// Lifetime: Create (loads the model) -> Start (binds, serves) -> Shutdown (graceful) -> destroy. Start and Shutdown
+// are called by one controlling thread (main, or a test); Shutdown is idempotent, and the destructor calls it.
+// Torch-free header: the core is only forward-declared.
+#ifndef VAE_SERVER_SERVER_H_
+#define VAE_SERVER_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/server_options.h"
+
+namespace vae::server {
+
+class ServerCore;
+class VaeServiceImpl;
+
+class VaeServer {
+ public:
+  static constexpr char kServiceName[] = "vae.v1.VaeService";
+
+  // Builds the core (ServerCore::Create: loads the newest checkpoint or a fresh preset model, warms it up).
+  static absl::StatusOr<std::unique_ptr<VaeServer>> Create(const ServerOptions& options);
+  ~VaeServer();
+
+  // Listens on options.host:options.port (port 0: a free one) and starts serving; health becomes SERVING.
+  // Returns the bound port. UNAVAILABLE when the address cannot be bound.
+  absl::StatusOr<int> Start();
+
+  // Graceful shutdown: health goes NOT_SERVING, a running training job is stopped (it writes a checkpoint and its
+  // Train call ends), no new calls are accepted, in-flight calls get until `grace` to finish (then they are
+  // cancelled), and the server's threads are joined. Returns once all of that is done.
+  void Shutdown(absl::Duration grace);
+
+  int port() const { return port_; }
+  std::string address() const;  // host:port as bound
+  ServerCore& core() { return *core_; }
+
+ private:
+  VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core);
+
+  const ServerOptions options_;
+  std::unique_ptr<ServerCore> core_;
+  std::unique_ptr<VaeServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+// "host:port", with IPv6 literals bracketed ("[::1]:50051").
+std::string JoinHostPort(const std::string& host, int port);
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_SERVER_H_

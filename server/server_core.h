@@ -1,0 +1,59 @@
+// ServerCore: everything vae-server is, minus gRPC. It owns the served model (ModelSlot), the InferenceEngine, the
+// datasets and the TrainingManager; the gRPC service (vae_service_impl.h) is a thin mapping onto these calls, and
+// tests drive the core directly.
+//
+// Lifetime: Create() -> serve -> Shutdown() (or the destructor). Threads: every method may be called from any thread
+// after Create returns; the members it hands out are thread-safe as their headers describe.
+#ifndef VAE_SERVER_SERVER_CORE_H_
+#define VAE_SERVER_SERVER_CORE_H_
+
+#include <c10/core/Device.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/dataset_registry.h"
+#include "server/inference.h"
+#include "server/model_slot.h"
+#include "server/server_options.h"
+#include "server/training_job.h"
+
+namespace vae::server {
+
+class ServerCore {
+ public:
+  // Configures torch's threads (once per process), resolves the device, creates model_dir, loads the newest valid
+  // checkpoint there (torn or corrupt ones are skipped with a warning) or builds a fresh `preset` model seeded with
+  // `seed`, runs one warm-up forward pass, and publishes it as generation 1. INVALID_ARGUMENT for bad options,
+  // FAILED_PRECONDITION for an unavailable device, INTERNAL when the model cannot run.
+  static absl::StatusOr<std::unique_ptr<ServerCore>> Create(const ServerOptions& options);
+
+  ~ServerCore();  // Shutdown()
+
+  // The snapshot to answer one request with: call once per request and use it throughout.
+  std::shared_ptr<const Snapshot> Current() const { return slot_.Current(); }
+
+  const InferenceEngine& inference() const { return inference_; }
+  TrainingManager& training() { return *training_; }
+  const ServerOptions& options() const { return options_; }
+  const c10::Device& device() const { return device_; }
+
+  // Stops a running training job (it writes a checkpoint) and waits for it; Train calls afterwards get UNAVAILABLE.
+  // Inference keeps working on the last published snapshot. Idempotent.
+  void Shutdown();
+
+ private:
+  ServerCore(ServerOptions options, c10::Device device);
+
+  const ServerOptions options_;
+  const c10::Device device_;
+  ModelSlot slot_;
+  InferenceEngine inference_;
+  DatasetRegistry datasets_;
+  std::unique_ptr<TrainingManager> training_;
+};
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_SERVER_CORE_H_

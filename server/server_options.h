@@ -1,0 +1,33 @@
+// ServerOptions: everything vae-server is configured with. Plain data with defaults; server/main.cc fills it from
+// absl flags (the only place flags are parsed), tests fill it directly.
+#ifndef VAE_SERVER_SERVER_OPTIONS_H_
+#define VAE_SERVER_SERVER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+namespace vae::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";    // address to listen on ("0.0.0.0" / "::" for all interfaces)
+  int port = 50051;                  // TCP port; 0 picks a free one (VaeServer::Start returns it)
+  std::string model_dir = "models";  // checkpoints: the newest valid one is loaded at start; training writes here
+  std::string data_dir = "data";     // root of the datasets a TrainRequest may name
+  std::string preset = "mnist";      // model built when model_dir holds no valid checkpoint
+  uint64_t seed = 1;                 // initial weights of that fresh model
+  std::string device = "auto";       // auto | cpu | cuda | cuda:N
+  int threads = 0;                   // torch intra-op threads of training (process-wide); 0: one per core
+  int inference_threads = 1;         // torch intra-op threads of each inference call (calls run concurrently)
+  int max_message_mb = 64;           // largest gRPC message received or sent, MiB
+  int max_batch = 1024;              // most images / codes one request may carry (and Sample's largest count)
+  int keep_checkpoints = 3;          // training deletes all but the newest N checkpoints in model_dir
+  // Dynamic batching of concurrent Encode/Decode/Reconstruct calls into one model call (InferenceEngine is where it
+  // slots in). Reserved for that issue: accepted, not yet acted on.
+  bool enable_batching = true;
+  int64_t batch_timeout_us = 500;  // longest a request waits for others to join its batch
+  int max_queue = 256;             // requests waiting for a batch; more get RESOURCE_EXHAUSTED
+};
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_SERVER_OPTIONS_H_

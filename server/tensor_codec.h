@@ -1,0 +1,48 @@
+// Bytes <-> tensors for the gRPC service: vae.v1.Tensor (raw little-endian data with an explicit shape and dtype),
+// vae.v1.ImageBatch (a tensor or encoded PNG/JPEG files) and PNG output.
+//
+// Everything is copied: a decoded tensor owns its memory and never aliases the request's buffer, an encoded message
+// owns its bytes. Errors are INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank,
+// the model's shape, value ranges, batch limits) belong to the InferenceEngine. Stateless and thread-safe.
+#ifndef VAE_SERVER_TENSOR_CODEC_H_
+#define VAE_SERVER_TENSOR_CODEC_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/options.h"
+#include "vae/v1/vae_service.pb.h"
+
+namespace vae::server {
+
+// Dimensions a Tensor may have, and the most elements it may hold (far above any message size limit; it only
+// guards the arithmetic).
+inline constexpr int kMaxTensorRank = 8;
+inline constexpr int64_t kMaxTensorElements = int64_t{1} << 40;
+
+// A CPU tensor (float32 or uint8, as `proto.dtype` says) holding a copy of `proto.data`. Checks that the dtype is
+// FLOAT32 or UINT8, that every dimension is >= 0, and that len(data) == product(shape) * sizeof(dtype). `field` names
+// the proto field in messages ("z", "images.tensor").
+absl::StatusOr<at::Tensor> TensorFromProto(const v1::Tensor& proto, const std::string& field);
+
+// Writes a CPU float32 or uint8 tensor into `proto` (shape, dtype, raw bytes). Other dtypes are converted to float32.
+void TensorToProto(const at::Tensor& tensor, v1::Tensor* proto);
+
+// The images of a request as float32 [N, C, H, W] for a model with input `model`:
+//   tensor float32 -> as sent (the engine checks range and finiteness);  tensor uint8 -> value / 255;
+//   encoded        -> each file decoded by OpenCV (PNG or JPEG, detected from the bytes) to the model's channels
+//                     (grayscale, or BGR converted to RGB), resized with INTER_AREA when batch.resize is set and the
+//                     size differs, else rejected. At most `max_batch` files are decoded.
+// Exactly one of tensor and encoded must be set.
+absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch);
+
+// One 8-bit PNG per image of `images` (float [N, C, H, W] in [0, 1]; C = 1 grayscale, 3 RGB or 4 RGBA).
+absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images);
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_TENSOR_CODEC_H_

@@ -1,0 +1,357 @@
+#include "server/training_job.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "model/checkpoint.h"
+#include "model/status_macros.h"
+
+namespace vae::server {
+
+// ---------------------------------------------------------------------------------------------------------------------
+// TrainingJob
+
+TrainingJob::Poll TrainingJob::Next(TrainEvent* event, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() || finished_; };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  if (!events_.empty()) {
+    *event = std::move(events_.front());
+    events_.pop_front();
+    return Poll::kEvent;
+  }
+  return finished_ ? Poll::kEnd : Poll::kTimeout;
+}
+
+void TrainingJob::Cancel(CancelReason reason) {
+  if (!cancel_.exchange(true) && reason == CancelReason::kShutdown) cancel_for_shutdown_.store(true);
+}
+
+absl::Status TrainingJob::status() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+std::string TrainingJob::Position() const {
+  absl::MutexLock lock(&mu_);
+  return position_;
+}
+
+void TrainingJob::Push(TrainEvent event) {
+  absl::MutexLock lock(&mu_);
+  position_ = absl::StrCat("epoch ", event.epoch, "/", event.epochs, ", step ", event.step_in_epoch, "/",
+                           event.steps_per_epoch);
+  events_.push_back(std::move(event));
+}
+
+void TrainingJob::Finish(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  if (status.ok() && cancel_for_shutdown_.load()) {
+    status = absl::UnavailableError(absl::StrCat("train: job ", id_,
+                                                 " was stopped because the server is shutting down; its checkpoint "
+                                                 "was written, resume it after the restart"));
+  }
+  status_ = std::move(status);
+  finished_ = true;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Validation helpers
+
+absl::Status ValidateTrainSpec(const TrainSpec& s) {
+  if (s.epochs < 1 || s.epochs > TrainingManager::kMaxEpochs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: epochs is ", s.epochs, ", expected 1 to ", TrainingManager::kMaxEpochs));
+  }
+  if (s.batch_size < 1 || s.batch_size > TrainingManager::kMaxBatchSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: batch_size is ", s.batch_size, ", expected 1 to ", TrainingManager::kMaxBatchSize));
+  }
+  if (!(s.learning_rate > 0.0 && s.learning_rate <= TrainingManager::kMaxLearningRate)) {
+    return absl::InvalidArgumentError(absl::StrCat("train: learning_rate is ", s.learning_rate,
+                                                   ", expected a value in (0, ", TrainingManager::kMaxLearningRate,
+                                                   "]"));
+  }
+  if (s.log_every_steps < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("train: log_every_steps is ", s.log_every_steps, ", expected >= 1"));
+  }
+  if (s.max_train_images < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: max_train_images is ", s.max_train_images, ", expected >= 0 (0: all)"));
+  }
+  if (s.resume && (!s.preset.empty() || !s.options_json.empty())) {
+    return absl::InvalidArgumentError(
+        "train: preset and options_json only apply to a fresh model (resume = false); a resumed model keeps the "
+        "options of its checkpoint");
+  }
+  return absl::OkStatus();
+}
+
+int64_t CountParameters(const VaeOptions& o) {
+  const int64_t j = o.latent_dim;
+  const int64_t out_c = o.likelihood == Likelihood::kGaussianLearned ? 2 * o.channels : o.channels;
+  auto linear = [](int64_t in, int64_t out) { return in * out + out; };
+  int64_t count = 0;
+  if (o.architecture == Architecture::kMlp) {
+    int64_t in = o.input_dim();
+    for (int64_t h : o.hidden) count += linear(in, h), in = h;
+    count += linear(in, 2 * j);
+    in = j;
+    for (auto it = o.hidden.rbegin(); it != o.hidden.rend(); ++it) count += linear(in, *it), in = *it;
+    count += linear(in, out_c * o.height * o.width);
+  } else {
+    // 4x4 stride-2 convolutions down, a linear layer each way, 4x4 stride-2 transposed convolutions up.
+    auto conv = [](int64_t in, int64_t out) { return 16 * in * out + out; };
+    int64_t in = o.channels, h = o.height, w = o.width;
+    for (int64_t c : o.hidden) count += conv(in, c), in = c, h /= 2, w /= 2;
+    const int64_t flat = in * h * w;
+    count += linear(flat, 2 * j) + linear(j, flat);
+    for (size_t i = o.hidden.size(); i-- > 0;) count += conv(o.hidden[i], i == 0 ? out_c : o.hidden[i - 1]);
+  }
+  return count;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// TrainingManager
+
+struct TrainingManager::Prepared {
+  std::unique_ptr<Trainer> trainer;
+  std::shared_ptr<const TrainTestSplit> data;
+  int64_t steps_per_epoch = 0;
+};
+
+TrainingManager::TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std::string model_dir, c10::Device device,
+                                 int keep_checkpoints)
+    : slot_(slot),
+      datasets_(datasets),
+      model_dir_(std::move(model_dir)),
+      device_(device),
+      keep_checkpoints_(keep_checkpoints < 1 ? 1 : keep_checkpoints) {}
+
+TrainingManager::~TrainingManager() { Shutdown(); }
+
+std::shared_ptr<TrainingJob> TrainingManager::Running() const {
+  absl::MutexLock lock(&mu_);
+  return job_;
+}
+
+absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainSpec& spec) {
+  std::shared_ptr<TrainingJob> job;
+  std::thread previous;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return absl::UnavailableError("train: the server is shutting down");
+    if (reserved_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("train: training job ", job_->id(), " on dataset '", job_->dataset(), "' is already running (",
+                       job_->Position(), "); one job at a time: cancel its Train call or wait for it to finish"));
+    }
+    reserved_ = true;
+    const std::string id = absl::StrCat("train-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()),
+                                        "-", ++jobs_started_);
+    job.reset(new TrainingJob(id, spec.dataset));
+    job_ = job;
+    previous = std::move(thread_);
+  }
+  if (previous.joinable()) previous.join();  // the last job's thread, done but for its final lines
+
+  auto prepared = Prepare(spec);
+  absl::MutexLock lock(&mu_);
+  if (!prepared.ok() || shutting_down_) {
+    reserved_ = false;
+    job_.reset();
+    if (!prepared.ok()) return prepared.status();
+    return absl::UnavailableError("train: the server is shutting down");
+  }
+  const TrainState& state = (*prepared)->trainer->state();
+  TrainEvent started;
+  started.kind = TrainEvent::Kind::kStarted;
+  started.job_id = job->id();
+  started.dataset = job->dataset();
+  started.epoch = state.epochs_done + 1;
+  started.epochs = (*prepared)->trainer->options().epochs;
+  started.step_in_epoch = state.step_in_epoch;
+  started.steps_per_epoch = (*prepared)->steps_per_epoch;
+  started.global_step = state.global_step;
+  started.version = slot_->Current()->version;
+  job->Push(std::move(started));
+  LOG(INFO) << "training job " << job->id() << " started: dataset '" << spec.dataset << "', "
+            << (*prepared)->data->train.size() << " training images, up to epoch "
+            << (*prepared)->trainer->options().epochs << (spec.resume ? " (resumed)" : " (fresh model)");
+  thread_ = std::thread(&TrainingManager::Run, this, job, std::move(*prepared));
+  return job;
+}
+
+absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prepare(const TrainSpec& spec) {
+  VAE_RETURN_IF_ERROR(ValidateTrainSpec(spec));
+  VAE_RETURN_IF_ERROR(datasets_->Resolve(spec.dataset).status());
+
+  VaeOptions options;
+  std::optional<Checkpoint> checkpoint;
+  if (spec.resume) {
+    auto loaded = LoadNewestCheckpoint(model_dir_, device_);
+    if (!loaded.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("train: resume = true but there is no valid checkpoint in --model_dir ", model_dir_,
+                       "; train with resume = false first"));
+    }
+    checkpoint = std::move(*loaded);
+    options = checkpoint->options;
+  } else if (!spec.options_json.empty()) {
+    auto parsed = OptionsFromJson(spec.options_json);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("train: options_json: ", parsed.status().message()));
+    }
+    options = *parsed;
+  } else if (!spec.preset.empty()) {
+    auto preset = Preset(spec.preset);
+    if (!preset.ok()) return absl::InvalidArgumentError(absl::StrCat("train: ", preset.status().message()));
+    options = *preset;
+  } else {
+    options = slot_->Current()->options;
+  }
+  if (!spec.resume && CountParameters(options) > kMaxParameters) {
+    return absl::InvalidArgumentError(absl::StrCat("train: the model would have ", CountParameters(options),
+                                                   " parameters, over the limit of ", kMaxParameters));
+  }
+  if (spec.binarize && options.likelihood != Likelihood::kBernoulli) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: binarize needs a bernoulli likelihood, the model's is ", ToString(options.likelihood)));
+  }
+  // The decoder's output holds batch_size x mc_samples images: bound it (1 GiB of float32) so that a request cannot
+  // make the training thread allocate without limit.
+  constexpr int64_t kMaxBatchElements = int64_t{1} << 28;
+  if (spec.batch_size * options.mc_samples * options.input_dim() > kMaxBatchElements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train: batch_size ", spec.batch_size, " x mc_samples ", options.mc_samples, " x ", options.input_dim(),
+        " pixels is over the limit of ", kMaxBatchElements, " values per batch; lower batch_size"));
+  }
+
+  auto prepared = std::make_unique<Prepared>();
+  VAE_ASSIGN_OR_RETURN(prepared->data, datasets_->Load(spec.dataset, options, spec.max_train_images));
+  prepared->steps_per_epoch = (prepared->data->train.size() + spec.batch_size - 1) / spec.batch_size;
+
+  TrainOptions train;
+  train.epochs = (checkpoint ? checkpoint->state.epochs_done : 0) + spec.epochs;
+  train.batch_size = spec.batch_size;
+  train.learning_rate = spec.learning_rate;
+  train.seed = spec.seed;
+  train.log_every_steps = spec.log_every_steps;
+  train.binarize = spec.binarize;
+  train.checkpoint_dir = model_dir_;
+  train.keep_checkpoints = keep_checkpoints_;
+  try {
+    if (checkpoint) {
+      // A copy, so that Resume's writes into the trainer's module cannot alias the checkpoint's own weights.
+      prepared->trainer = std::make_unique<Trainer>(CloneVae(checkpoint->model, device_), train, device_);
+      VAE_RETURN_IF_ERROR(prepared->trainer->Resume(*checkpoint));
+    } else {
+      prepared->trainer = std::make_unique<Trainer>(NewSeededVae(options, spec.seed), train, device_);
+    }
+  } catch (const std::exception& e) {  // c10::Error, std::bad_alloc
+    return absl::ResourceExhaustedError(absl::StrCat("train: cannot build the model: ", e.what()));
+  }
+  return prepared;
+}
+
+void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prepared> prepared) {
+  Trainer& trainer = *prepared->trainer;
+  const int64_t first_step = trainer.state().global_step;
+  const int64_t steps_per_epoch = prepared->steps_per_epoch;
+  std::optional<TrainEvent> done;  // held back until the job slot is free (see below)
+
+  auto on_progress = [&](const Progress& p, const Vae& model) {
+    TrainEvent e;
+    e.kind = p.kind == Progress::Kind::kStep       ? TrainEvent::Kind::kStep
+             : p.kind == Progress::Kind::kEpochEnd ? TrainEvent::Kind::kEpochEnd
+                                                   : TrainEvent::Kind::kDone;
+    e.job_id = job->id();
+    e.dataset = job->dataset();
+    e.epoch = p.epoch;
+    e.epochs = p.epochs;
+    e.step_in_epoch = p.step_in_epoch;
+    e.steps_per_epoch = p.steps_per_epoch;
+    e.global_step = p.global_step;
+    e.train = p.train;
+    e.has_test = p.has_test;
+    e.test = p.test;
+    e.images_per_sec = p.images_per_sec;
+    e.elapsed_sec = p.elapsed_sec;
+    e.cancelled = p.cancelled;
+    e.checkpoint_path = p.checkpoint_path;
+    const int64_t run_steps = p.global_step - first_step;
+    const int64_t total_steps = p.epochs * steps_per_epoch;
+    const int64_t done_steps = (p.epoch - (p.kind == Progress::Kind::kStep ? 1 : 0)) * steps_per_epoch +
+                               (p.kind == Progress::Kind::kStep ? p.step_in_epoch : 0);
+    if (run_steps > 0 && p.kind != Progress::Kind::kDone) {
+      e.eta_sec = std::max<int64_t>(0, total_steps - done_steps) * p.elapsed_sec / static_cast<double>(run_steps);
+    }
+    switch (p.kind) {
+      case Progress::Kind::kStep:
+        job->Push(std::move(e));
+        break;
+      case Progress::Kind::kEpochEnd: {
+        // Publish a deep copy: the trainer goes on mutating `model`, serving reads only the copy.
+        auto snapshot = SnapshotOfModel(model, device_);
+        snapshot->version.epochs_trained = p.epoch;
+        snapshot->version.global_step = p.global_step;
+        if (!std::isnan(p.train.loss)) snapshot->last_train = p.train;
+        if (p.has_test) snapshot->last_test = p.test;
+        snapshot->checkpoint_path = p.checkpoint_path;
+        snapshot->train_json = trainer.state().train_json;
+        e.version = slot_->Publish(std::move(snapshot));
+        LOG(INFO) << "training job " << job->id() << ": epoch " << p.epoch << "/" << p.epochs << " train loss "
+                  << p.train.loss << ", test loss " << p.test.loss << "; published generation " << e.version.generation;
+        job->Push(std::move(e));
+        break;
+      }
+      case Progress::Kind::kDone:
+        done = std::move(e);
+        break;
+    }
+  };
+
+  absl::Status status;
+  try {
+    auto result = trainer.Run(prepared->data->train, &prepared->data->test, on_progress, &job->cancel_);
+    status = result.status();
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("train: job ", job->id(), " failed: ", e.what()));
+  }
+  if (!status.ok()) LOG(ERROR) << "training job " << job->id() << " failed: " << status;
+  prepared.reset();  // free the trainer's model, optimizer state and data reference before the next job
+
+  // Free the job slot before the reader sees DONE, so that a client may start its next job as soon as it has read
+  // DONE. The thread itself is joined by the next Start or by Shutdown.
+  {
+    absl::MutexLock lock(&mu_);
+    reserved_ = false;
+    job_.reset();
+  }
+  if (done.has_value()) {
+    done->version = slot_->Current()->version;
+    LOG(INFO) << "training job " << job->id() << " done at step " << done->global_step
+              << (done->cancelled ? " (cancelled)" : "") << ", checkpoint " << done->checkpoint_path;
+    job->Push(std::move(*done));
+  }
+  job->Finish(status);
+}
+
+void TrainingManager::Shutdown() {
+  std::thread thread;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    if (job_ != nullptr) job_->Cancel(TrainingJob::CancelReason::kShutdown);
+    thread = std::move(thread_);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+}  // namespace vae::server

@@ -1,0 +1,169 @@
+// Training on request, one job at a time, while the server keeps serving.
+//
+// TrainingManager::Start validates a TrainSpec, builds the job's own model (fresh, or resumed from the newest
+// checkpoint in model_dir), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything that
+// can be wrong with a request is reported by Start itself, before any state changes. The job:
+//   - streams TrainEvents (STARTED, STEP every log_every_steps steps, EPOCH_END, DONE) into a queue that one reader
+//     (the Train RPC) drains with TrainingJob::Next;
+//   - after every epoch writes a checkpoint to model_dir (the Trainer does) and publishes a deep copy of its weights
+//     to the ModelSlot; serving never touches the trainer's module;
+//   - stops before its next step when cancelled (the RPC's client went away, or server shutdown), writing a
+//     checkpoint of the steps done since the last one; the last published snapshot keeps serving.
+//
+// Threads and locks: Start/Running/Shutdown from any thread (manager mutex, never held while training or loading);
+// the training thread calls ModelSlot::Publish and the job's queue (job mutex). Ownership: the manager owns the
+// training thread and joins it in Shutdown() or before the next job starts; a TrainingJob is shared by the manager,
+// the training thread and the RPC handler, and outlives all three as needed.
+#ifndef VAE_SERVER_TRAINING_JOB_H_
+#define VAE_SERVER_TRAINING_JOB_H_
+
+#include <c10/core/Device.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "model/trainer.h"
+#include "server/dataset_registry.h"
+#include "server/model_slot.h"
+
+namespace vae::server {
+
+// What to train; TrainRequest with its defaults applied (the service maps proto zeros to these defaults).
+struct TrainSpec {
+  std::string dataset;            // see DatasetRegistry
+  int64_t epochs = 1;             // epochs to train in this job, 1 .. kMaxEpochs
+  int64_t batch_size = 128;       // 1 .. kMaxBatchSize
+  double learning_rate = 1e-3;    // Adam step size, (0, kMaxLearningRate]
+  uint64_t seed = 1;              // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
+  bool resume = false;            // continue the newest checkpoint in model_dir, else train a fresh model
+  std::string preset;             // fresh model: a preset name
+  std::string options_json;       // fresh model: explicit VaeOptions (wins over preset); both empty: served options
+  int64_t log_every_steps = 100;  // a STEP event every N steps, >= 1
+  int64_t max_train_images = 0;   // use the first N training images; 0: all
+  bool binarize = false;          // dynamic binarisation (Bernoulli models only)
+};
+
+struct TrainEvent {
+  enum class Kind { kStarted, kStep, kEpochEnd, kDone };
+  Kind kind = Kind::kStarted;
+  std::string job_id;
+  std::string dataset;
+  int64_t epoch = 0;   // 1-based epoch of the model's life being trained (kStep) or just finished
+  int64_t epochs = 0;  // the epoch number this job trains up to
+  int64_t step_in_epoch = 0;
+  int64_t steps_per_epoch = 0;
+  int64_t global_step = 0;
+  Metrics train;  // kStep: mean since the previous event; kEpochEnd/kDone: the epoch's mean
+  bool has_test = false;
+  Metrics test;  // test-set -ELBO after the epoch
+  double images_per_sec = 0;
+  double elapsed_sec = 0;
+  double eta_sec = 0;           // estimated seconds to the end of the job
+  bool cancelled = false;       // kDone: stopped before its last epoch
+  std::string checkpoint_path;  // kEpochEnd/kDone: the checkpoint just written
+  ModelVersion version;         // kEpochEnd/kDone: the version served after this event
+};
+
+class TrainingManager;
+
+// One training job. Thread-safe.
+class TrainingJob {
+ public:
+  enum class Poll { kEvent, kTimeout, kEnd };
+  enum class CancelReason { kClient, kShutdown };
+
+  const std::string& id() const { return id_; }
+  const std::string& dataset() const { return dataset_; }
+
+  // Waits up to `timeout` for the next event. kEnd once the job has finished and every event was taken.
+  Poll Next(TrainEvent* event, absl::Duration timeout);
+
+  // Asks the trainer to stop before its next step. Idempotent; the first reason sticks.
+  void Cancel(CancelReason reason);
+  bool cancelled() const { return cancel_.load(); }
+
+  // The job's outcome, once Next returned kEnd: OK when it finished or was cancelled by its client, UNAVAILABLE when
+  // server shutdown stopped it, the trainer's error otherwise.
+  absl::Status status() const;
+
+  // Where the job stands (for FAILED_PRECONDITION messages and GetModelInfo), e.g. "epoch 2/5, step 10/40".
+  std::string Position() const;
+
+ private:
+  friend class TrainingManager;
+  TrainingJob(std::string id, std::string dataset) : id_(std::move(id)), dataset_(std::move(dataset)) {}
+  void Push(TrainEvent event);
+  void Finish(absl::Status status);
+
+  const std::string id_;
+  const std::string dataset_;
+  std::atomic<bool> cancel_{false};
+  std::atomic<bool> cancel_for_shutdown_{false};
+  mutable absl::Mutex mu_;
+  std::deque<TrainEvent> events_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::string position_ ABSL_GUARDED_BY(mu_);
+};
+
+class TrainingManager {
+ public:
+  static constexpr int64_t kMaxEpochs = 1000;
+  static constexpr int64_t kMaxBatchSize = 65536;
+  static constexpr double kMaxLearningRate = 10.0;
+  // A fresh model may not exceed this many parameters (the largest preset, "seed", has ~271M).
+  static constexpr int64_t kMaxParameters = 300'000'000;
+
+  // `slot` and `datasets` are not owned and must outlive the manager. Checkpoints go to `model_dir`, of which
+  // training keeps the newest `keep_checkpoints`.
+  TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std::string model_dir, c10::Device device,
+                  int keep_checkpoints);
+  ~TrainingManager();  // Shutdown()
+
+  // Starts a job, or returns why not: FAILED_PRECONDITION while another job runs (naming it) or for resume without a
+  // checkpoint; INVALID_ARGUMENT / PERMISSION_DENIED / NOT_FOUND for the spec; UNAVAILABLE after Shutdown(). The
+  // first event in the returned job's queue is kStarted.
+  absl::StatusOr<std::shared_ptr<TrainingJob>> Start(const TrainSpec& spec);
+
+  // The running job, or null.
+  std::shared_ptr<TrainingJob> Running() const;
+
+  // Cancels the running job (it writes its checkpoint), waits for its thread, and refuses later Starts. Idempotent.
+  void Shutdown();
+
+ private:
+  struct Prepared;
+  absl::StatusOr<std::unique_ptr<Prepared>> Prepare(const TrainSpec& spec);
+  void Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prepared> prepared);
+
+  ModelSlot* const slot_;
+  DatasetRegistry* const datasets_;
+  const std::string model_dir_;
+  const c10::Device device_;
+  const int keep_checkpoints_;
+
+  mutable absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool reserved_ ABSL_GUARDED_BY(mu_) = false;  // a Start is preparing or a job is running
+  std::shared_ptr<TrainingJob> job_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
+  int64_t jobs_started_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Validates a spec's numbers (not the dataset or the model). INVALID_ARGUMENT naming the field.
+absl::Status ValidateTrainSpec(const TrainSpec& spec);
+
+// The number of parameters a Vae with `options` will have, computed without building it.
+int64_t CountParameters(const VaeOptions& options);
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_TRAINING_JOB_H_

@@ -1,0 +1,204 @@
+// Bytes <-> tensors, PNG in and out, and the one absl -> gRPC status conversion.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "server/grpc_status.h"
+#include "server/tensor_codec.h"
+#include "tests/server/server_test_util.h"
+
+namespace vae::server {
+namespace {
+
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+using ::vae::testing::TinyOptions;
+
+v1::Tensor FloatTensor(std::vector<int64_t> shape, std::vector<float> values) {
+  v1::Tensor t;
+  for (int64_t d : shape) t.add_shape(d);
+  t.set_dtype(v1::DATA_TYPE_FLOAT32);
+  t.set_data(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  return t;
+}
+
+std::string Png(const cv::Mat& image) {
+  std::vector<uchar> buffer;
+  EXPECT_TRUE(cv::imencode(".png", image, buffer));
+  return std::string(buffer.begin(), buffer.end());
+}
+
+TEST(TensorCodecTest, FloatAndUint8RoundTripBitwiseAndOwnTheirMemory) {
+  v1::Tensor proto = FloatTensor({2, 3}, {0.0f, -1.5f, 3.25f, 1e-30f, 7.0f, 0.125f});
+  auto tensor = TensorFromProto(proto, "z");
+  ASSERT_TRUE(tensor.ok()) << tensor.status();
+  EXPECT_EQ(tensor->sizes(), at::IntArrayRef({2, 3}));
+  EXPECT_EQ(tensor->scalar_type(), at::kFloat);
+  EXPECT_FLOAT_EQ((*tensor)[0][1].item<float>(), -1.5f);
+  proto.mutable_data()->assign(proto.data().size(), '\0');  // the request buffer goes away
+  EXPECT_FLOAT_EQ((*tensor)[1][0].item<float>(), 1e-30f);
+
+  v1::Tensor back;
+  TensorToProto(*tensor, &back);
+  EXPECT_EQ(back.dtype(), v1::DATA_TYPE_FLOAT32);
+  EXPECT_THAT(back.shape(), ::testing::ElementsAre(2, 3));
+  EXPECT_EQ(back.data(), FloatTensor({2, 3}, {0.0f, -1.5f, 3.25f, 1e-30f, 7.0f, 0.125f}).data());
+
+  v1::Tensor bytes;
+  bytes.add_shape(4);
+  bytes.set_dtype(v1::DATA_TYPE_UINT8);
+  bytes.set_data(std::string("\x00\x7f\x80\xff", 4));
+  auto u8 = TensorFromProto(bytes, "images.tensor");
+  ASSERT_TRUE(u8.ok());
+  EXPECT_EQ(u8->scalar_type(), at::kByte);
+  EXPECT_EQ((*u8)[3].item<uint8_t>(), 255);
+}
+
+TEST(TensorCodecTest, RejectsBadDtypesShapesAndLengths) {
+  struct Case {
+    v1::Tensor tensor;
+    std::string message;
+  };
+  v1::Tensor unspecified = FloatTensor({1}, {1.0f});
+  unspecified.set_dtype(v1::DATA_TYPE_UNSPECIFIED);
+  v1::Tensor unknown = FloatTensor({1}, {1.0f});
+  unknown.set_dtype(static_cast<v1::DataType>(7));
+  v1::Tensor negative = FloatTensor({2, -1}, {});
+  v1::Tensor overflow = FloatTensor({int64_t{1} << 32, int64_t{1} << 32}, {});
+  v1::Tensor rank9 = FloatTensor({1, 1, 1, 1, 1, 1, 1, 1, 1}, {1.0f});
+  v1::Tensor short_data = FloatTensor({1, 4}, {1.0f, 2.0f, 3.0f});
+  const std::vector<Case> cases = {
+      {unspecified, "z.dtype DATA_TYPE_UNSPECIFIED is not supported; expected DATA_TYPE_FLOAT32 or DATA_TYPE_UINT8"},
+      {unknown, "z.dtype 7 is not supported"},
+      {negative, "z.shape [2,-1] has a negative dimension"},
+      {overflow, "z.shape [4294967296,4294967296] holds more than 1099511627776 elements"},
+      {rank9, "z.shape has 9 dimensions; expected at most 8"},
+      {short_data, "z.data is 12 bytes; expected 16 (shape [1,4] x 4 bytes of DATA_TYPE_FLOAT32)"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.message);
+    auto result = TensorFromProto(c.tensor, "z");
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(result.status().message(), HasSubstr(c.message));
+  }
+}
+
+TEST(TensorCodecTest, ImageBatchTensorsAndTheirChoice) {
+  v1::ImageBatch batch;
+  batch.mutable_tensor()->add_shape(1);
+  batch.mutable_tensor()->add_shape(2);
+  batch.mutable_tensor()->set_dtype(v1::DATA_TYPE_UINT8);
+  batch.mutable_tensor()->set_data(std::string("\x00\xff", 2));
+  auto images = ImagesFromProto(batch, TinyOptions(), 8);
+  ASSERT_TRUE(images.ok());
+  EXPECT_EQ(images->scalar_type(), at::kFloat);  // uint8 / 255
+  EXPECT_FLOAT_EQ((*images)[0][1].item<float>(), 1.0f);
+
+  batch.add_encoded("png bytes");
+  auto both = ImagesFromProto(batch, TinyOptions(), 8);
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(both.status().message(), HasSubstr("both images.tensor and images.encoded are set"));
+  auto neither = ImagesFromProto(v1::ImageBatch(), TinyOptions(), 8);
+  EXPECT_EQ(neither.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(neither.status().message(), HasSubstr("images is an empty batch"));
+}
+
+TEST(TensorCodecTest, DecodesGrayscalePngExactly) {
+  cv::Mat gradient(28, 28, CV_8UC1);
+  for (int r = 0; r < 28; ++r) {
+    for (int c = 0; c < 28; ++c) gradient.at<uint8_t>(r, c) = static_cast<uint8_t>(9 * r + c);
+  }
+  v1::ImageBatch batch;
+  batch.add_encoded(Png(gradient));
+  batch.add_encoded(Png(255 - gradient));
+  auto images = ImagesFromProto(batch, TinyOptions(), 8);
+  ASSERT_TRUE(images.ok()) << images.status();
+  EXPECT_EQ(images->sizes(), at::IntArrayRef({2, 1, 28, 28}));
+  // PNG is lossless: pixel (r, c) of image 0 is (9r + c) / 255.
+  EXPECT_FLOAT_EQ((*images)[0][0][3][5].item<float>(), 32.0f / 255.0f);
+  EXPECT_FLOAT_EQ((*images)[1][0][3][5].item<float>(), (255.0f - 32.0f) / 255.0f);
+}
+
+TEST(TensorCodecTest, ColorImagesArriveAsRgb) {
+  VaeOptions rgb = TinyOptions();
+  rgb.channels = 3;
+  rgb.height = rgb.width = 8;
+  const cv::Mat red(8, 8, CV_8UC3, cv::Scalar(0, 0, 255));  // OpenCV stores BGR: this is pure red
+  v1::ImageBatch batch;
+  batch.add_encoded(Png(red));
+  auto images = ImagesFromProto(batch, rgb, 8);
+  ASSERT_TRUE(images.ok()) << images.status();
+  EXPECT_FLOAT_EQ((*images)[0][0].mean().item<float>(), 1.0f);  // R
+  EXPECT_FLOAT_EQ((*images)[0][1].mean().item<float>(), 0.0f);  // G
+  EXPECT_FLOAT_EQ((*images)[0][2].mean().item<float>(), 0.0f);  // B
+
+  // And back: the PNG of an RGB tensor decodes (BGR) to the same red.
+  auto pngs = EncodePngs(*images);
+  ASSERT_TRUE(pngs.ok());
+  const std::vector<uchar> buffer((*pngs)[0].begin(), (*pngs)[0].end());
+  const cv::Mat decoded = cv::imdecode(buffer, cv::IMREAD_COLOR);
+  EXPECT_EQ(decoded.at<cv::Vec3b>(4, 4), cv::Vec3b(0, 0, 255));
+}
+
+TEST(TensorCodecTest, EncodedImagesOfTheWrongSizeNeedResize) {
+  v1::ImageBatch batch;
+  batch.add_encoded(Png(cv::Mat(32, 30, CV_8UC1, cv::Scalar(51))));
+  auto rejected = ImagesFromProto(batch, TinyOptions(), 8);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(rejected.status().message(),
+              HasSubstr("images.encoded[0] is 30x32 (WxH), the model expects 28x28; set images.resize"));
+  batch.set_resize(true);
+  auto resized = ImagesFromProto(batch, TinyOptions(), 8);
+  ASSERT_TRUE(resized.ok());
+  EXPECT_EQ(resized->sizes(), at::IntArrayRef({1, 1, 28, 28}));
+  EXPECT_NEAR(resized->mean().item<float>(), 0.2f, 1e-6);  // area interpolation of a flat 51/255 image
+}
+
+TEST(TensorCodecTest, UndecodableAndTooManyEncodedImages) {
+  v1::ImageBatch batch;
+  batch.add_encoded(Png(cv::Mat(28, 28, CV_8UC1, cv::Scalar(0))));
+  batch.add_encoded("\x89PNG garbage");
+  auto garbage = ImagesFromProto(batch, TinyOptions(), 8);
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(garbage.status().message(), HasSubstr("images.encoded[1] (12 bytes) is not a decodable PNG or JPEG"));
+
+  v1::ImageBatch many;
+  for (int i = 0; i < 9; ++i) many.add_encoded("x");
+  auto over = ImagesFromProto(many, TinyOptions(), 8);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(over.status().message(), HasSubstr("images.encoded holds 9 images, over the limit of 8"));
+}
+
+TEST(TensorCodecTest, PngOutputRoundsToEightBits) {
+  const at::Tensor images = at::tensor({0.0f, 0.5f, 1.0f, 0.2f}).reshape({1, 1, 2, 2});
+  auto pngs = EncodePngs(images);
+  ASSERT_TRUE(pngs.ok());
+  ASSERT_EQ(pngs->size(), 1u);
+  const std::vector<uchar> buffer((*pngs)[0].begin(), (*pngs)[0].end());
+  const cv::Mat decoded = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(decoded.type(), CV_8UC1);
+  EXPECT_EQ(decoded.at<uint8_t>(0, 0), 0);
+  EXPECT_EQ(decoded.at<uint8_t>(0, 1), 128);  // 127.5, rounded half to even
+  EXPECT_EQ(decoded.at<uint8_t>(1, 0), 255);
+  EXPECT_EQ(decoded.at<uint8_t>(1, 1), 51);
+}
+
+TEST(GrpcStatusTest, KeepsTheCodeAndTruncatesLongMessages) {
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  for (int code = 1; code <= 16; ++code) {
+    const grpc::Status s = ToGrpcStatus(absl::Status(static_cast<absl::StatusCode>(code), "why"));
+    EXPECT_EQ(static_cast<int>(s.error_code()), code);
+    EXPECT_EQ(s.error_message(), "why");
+  }
+  const grpc::Status truncated = ToGrpcStatus(absl::InternalError(std::string(5000, 'x')));
+  EXPECT_EQ(truncated.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(truncated.error_message().size(), kMaxStatusMessageBytes);
+  EXPECT_THAT(truncated.error_message(), EndsWith("...(truncated)"));
+}
+
+}  // namespace
+}  // namespace vae::server

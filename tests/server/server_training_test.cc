@@ -1,0 +1,297 @@
+// TrainingManager on real MNIST subsets: events, publication, checkpoints, cancellation, resume, bad requests.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <limits>
+#include <vector>
+
+#include "model/checkpoint.h"
+#include "model/runtime.h"
+#include "server/training_job.h"
+#include "tests/common/test_util.h"
+#include "tests/server/server_test_util.h"
+
+namespace vae::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::vae::testing::DataDir;
+using ::vae::testing::TempDir;
+
+using Kind = TrainEvent::Kind;
+
+// Everything a job reported, in order, and its final status.
+struct Drained {
+  std::vector<TrainEvent> events;
+  absl::Status status;
+  std::vector<TrainEvent> Of(Kind kind) const {
+    std::vector<TrainEvent> out;
+    for (const auto& e : events) {
+      if (e.kind == kind) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+Drained Drain(TrainingJob& job) {
+  Drained d;
+  TrainEvent e;
+  for (;;) {
+    const auto poll = job.Next(&e, absl::Seconds(60));
+    if (poll == TrainingJob::Poll::kEnd) break;
+    if (poll == TrainingJob::Poll::kTimeout) {
+      ADD_FAILURE() << "no training event for 60 s";
+      break;
+    }
+    d.events.push_back(e);
+  }
+  d.status = job.status();
+  return d;
+}
+
+// Waits for the first event of `kind`.
+bool WaitFor(TrainingJob& job, Kind kind, std::vector<TrainEvent>* seen) {
+  TrainEvent e;
+  while (job.Next(&e, absl::Seconds(60)) == TrainingJob::Poll::kEvent) {
+    seen->push_back(e);
+    if (e.kind == kind) return true;
+  }
+  return false;
+}
+
+class TrainingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ConfigureThreads(2); }
+  void SetUp() override {
+    auto initial = SnapshotOfModel(NewSeededVae(*Preset("mnist"), 1), at::kCPU);
+    slot_.Publish(initial);
+    manager_ = std::make_unique<TrainingManager>(&slot_, &datasets_, model_dir_.path(), at::kCPU, 3);
+  }
+  // 1000 images in batches of 100: 10 steps per epoch.
+  static TrainSpec Small(int64_t epochs) {
+    TrainSpec spec;
+    spec.dataset = "mnist";
+    spec.epochs = epochs;
+    spec.batch_size = 100;
+    spec.max_train_images = 1000;
+    spec.log_every_steps = 5;
+    return spec;
+  }
+  TempDir model_dir_;
+  ModelSlot slot_;
+  DatasetRegistry datasets_{DataDir()};
+  std::unique_ptr<TrainingManager> manager_;
+};
+
+TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
+  auto job = manager_->Start(Small(2));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(manager_->Running(), *job);
+  const Drained d = Drain(**job);
+  ASSERT_TRUE(d.status.ok()) << d.status;
+
+  ASSERT_FALSE(d.events.empty());
+  const TrainEvent& started = d.events.front();
+  EXPECT_EQ(started.kind, Kind::kStarted);
+  EXPECT_EQ(started.job_id, (*job)->id());
+  EXPECT_EQ(started.dataset, "mnist");
+  EXPECT_EQ(started.epoch, 1);
+  EXPECT_EQ(started.epochs, 2);
+  EXPECT_EQ(started.steps_per_epoch, 10);
+  EXPECT_EQ(started.global_step, 0);
+  EXPECT_EQ(started.version.generation, 1);
+
+  // Steps 5, 10, 15, 20 report; each epoch ends with test metrics and a new generation.
+  const auto steps = d.Of(Kind::kStep);
+  ASSERT_EQ(steps.size(), 4u);
+  EXPECT_EQ(steps[0].global_step, 5);
+  EXPECT_EQ(steps[0].step_in_epoch, 5);
+  EXPECT_EQ(steps[3].global_step, 20);
+  EXPECT_GT(steps[0].eta_sec, 0.0);
+  const auto ends = d.Of(Kind::kEpochEnd);
+  ASSERT_EQ(ends.size(), 2u);
+  // An untrained Bernoulli decoder scores ~545 nats on MNIST; 10 Adam steps already cut that.
+  EXPECT_LT(ends[0].test.loss, 530.0);
+  EXPECT_LT(ends[1].test.loss, ends[0].test.loss);
+  EXPECT_NEAR(ends[1].test.loss, ends[1].test.recon + ends[1].test.kl, 1e-3);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(ends[i].has_test);
+    EXPECT_EQ(ends[i].epoch, i + 1);
+    EXPECT_EQ(ends[i].global_step, 10 * (i + 1));
+    EXPECT_EQ(ends[i].version.generation, 2 + i);
+    EXPECT_EQ(ends[i].version.epochs_trained, i + 1);
+    EXPECT_TRUE(std::filesystem::exists(ends[i].checkpoint_path)) << ends[i].checkpoint_path;
+  }
+  const TrainEvent& done = d.events.back();
+  EXPECT_EQ(done.kind, Kind::kDone);
+  EXPECT_FALSE(done.cancelled);
+  EXPECT_EQ(done.global_step, 20);
+  EXPECT_EQ(done.version.generation, 3);
+
+  // The served snapshot is exactly the last checkpoint's weights.
+  const auto served = slot_.Current();
+  EXPECT_EQ(served->version.generation, 3);
+  EXPECT_EQ(served->version.global_step, 20);
+  EXPECT_EQ(served->checkpoint_path, ends[1].checkpoint_path);
+  ASSERT_TRUE(served->last_test.has_value());
+  EXPECT_DOUBLE_EQ(served->last_test->loss, ends[1].test.loss);
+  auto checkpoint = LoadCheckpoint(ends[1].checkpoint_path, at::kCPU);
+  ASSERT_TRUE(checkpoint.ok());
+  const auto a = served->model->parameters(), b = checkpoint->model->parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i], b[i]));
+  EXPECT_EQ(manager_->Running(), nullptr);
+}
+
+TEST_F(TrainingTest, OneJobAtATimeAndCancelStopsWithACheckpoint) {
+  auto job = manager_->Start(Small(100));
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<TrainEvent> seen;
+  ASSERT_TRUE(WaitFor(**job, Kind::kStep, &seen));
+
+  auto second = manager_->Start(Small(1));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(),
+              HasSubstr("training job " + (*job)->id() + " on dataset 'mnist' is already running (epoch 1/100"));
+
+  (*job)->Cancel(TrainingJob::CancelReason::kClient);
+  const Drained d = Drain(**job);
+  EXPECT_TRUE(d.status.ok()) << d.status;
+  ASSERT_FALSE(d.events.empty());
+  const TrainEvent& done = d.events.back();
+  EXPECT_EQ(done.kind, Kind::kDone);
+  EXPECT_TRUE(done.cancelled);
+  EXPECT_GE(done.global_step, 5);
+  EXPECT_LT(done.global_step, 1000);
+  EXPECT_TRUE(std::filesystem::exists(done.checkpoint_path));
+  auto checkpoint = LoadCheckpoint(done.checkpoint_path, at::kCPU);
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_EQ(checkpoint->state.global_step, done.global_step);
+  EXPECT_EQ(manager_->Running(), nullptr);
+
+  // The slot is free again as soon as DONE was read.
+  auto next = manager_->Start(Small(1));
+  ASSERT_TRUE(next.ok()) << next.status();
+  (*next)->Cancel(TrainingJob::CancelReason::kClient);
+  Drain(**next);
+}
+
+TEST_F(TrainingTest, ResumeContinuesFromTheNewestCheckpoint) {
+  auto first = manager_->Start(Small(1));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(Drain(**first).status.ok());
+
+  TrainSpec spec = Small(1);
+  spec.resume = true;
+  auto resumed = manager_->Start(spec);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  const Drained d = Drain(**resumed);
+  ASSERT_TRUE(d.status.ok()) << d.status;
+  EXPECT_EQ(d.events.front().epoch, 2);
+  EXPECT_EQ(d.events.front().epochs, 2);
+  EXPECT_EQ(d.events.front().global_step, 10);
+  EXPECT_EQ(d.events.back().global_step, 20);
+  EXPECT_EQ(slot_.Current()->version.epochs_trained, 2);
+  EXPECT_EQ(slot_.Current()->version.generation, 3);
+}
+
+TEST_F(TrainingTest, ResumeWithoutACheckpointIsFailedPrecondition) {
+  TrainSpec spec = Small(1);
+  spec.resume = true;
+  auto job = manager_->Start(spec);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(job.status().message(), HasSubstr("no valid checkpoint in --model_dir"));
+}
+
+TEST_F(TrainingTest, AFreshModelWithNewOptionsReplacesTheServedOneAtItsFirstEpoch) {
+  VaeOptions options = *Preset("mnist");
+  options.hidden = {64};
+  options.latent_dim = 8;
+  TrainSpec spec = Small(1);
+  spec.options_json = ToJson(options);
+  auto job = manager_->Start(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(Drain(**job).status.ok());
+  EXPECT_EQ(slot_.Current()->options.latent_dim, 8);
+  EXPECT_EQ(slot_.Current()->options.hidden, std::vector<int64_t>({64}));
+}
+
+TEST_F(TrainingTest, BadRequestsAreRejectedWithoutChangingAnything) {
+  auto with = [](auto change) {
+    TrainSpec spec = Small(1);
+    change(spec);
+    return spec;
+  };
+  VaeOptions huge = *Preset("mnist");
+  huge.hidden = {65536, 65536};
+  VaeOptions color = *Preset("conv64");
+  VaeOptions many_samples = *Preset("mnist");
+  many_samples.mc_samples = 1000;
+  struct Case {
+    TrainSpec spec;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {with([](TrainSpec& s) { s.epochs = 0; }), absl::StatusCode::kInvalidArgument, "epochs is 0, expected 1 to 1000"},
+      {with([](TrainSpec& s) { s.epochs = 1001; }), absl::StatusCode::kInvalidArgument, "epochs is 1001"},
+      {with([](TrainSpec& s) { s.batch_size = 0; }), absl::StatusCode::kInvalidArgument,
+       "batch_size is 0, expected 1 to 65536"},
+      {with([](TrainSpec& s) { s.learning_rate = -1; }), absl::StatusCode::kInvalidArgument,
+       "learning_rate is -1, expected a value in (0, 10]"},
+      {with([](TrainSpec& s) { s.learning_rate = std::numeric_limits<double>::quiet_NaN(); }),
+       absl::StatusCode::kInvalidArgument, "learning_rate is nan"},
+      {with([](TrainSpec& s) { s.log_every_steps = 0; }), absl::StatusCode::kInvalidArgument,
+       "log_every_steps is 0, expected >= 1"},
+      {with([](TrainSpec& s) { s.max_train_images = -1; }), absl::StatusCode::kInvalidArgument,
+       "max_train_images is -1"},
+      {with([](TrainSpec& s) { s.resume = true, s.preset = "mnist"; }), absl::StatusCode::kInvalidArgument,
+       "preset and options_json only apply to a fresh model"},
+      {with([](TrainSpec& s) { s.preset = "imagenet"; }), absl::StatusCode::kInvalidArgument,
+       "unknown preset 'imagenet'"},
+      {with([](TrainSpec& s) { s.options_json = "{"; }), absl::StatusCode::kInvalidArgument,
+       "options_json: model options: not a JSON object"},
+      {with([&](TrainSpec& s) { s.options_json = ToJson(huge); }), absl::StatusCode::kInvalidArgument,
+       "parameters, over the limit of 300000000"},
+      {with([&](TrainSpec& s) { s.options_json = ToJson(color); }), absl::StatusCode::kInvalidArgument,
+       "dataset mnist has images [1,28,28], the model expects [3,64,64]"},
+      {with([&](TrainSpec& s) { s.options_json = ToJson(many_samples), s.batch_size = 1000; }),
+       absl::StatusCode::kInvalidArgument,
+       "batch_size 1000 x mc_samples 1000 x 784 pixels is over the limit of 268435456 values per batch"},
+      {with([](TrainSpec& s) { s.preset = "fashion", s.binarize = true; }), absl::StatusCode::kInvalidArgument,
+       "binarize needs a bernoulli likelihood, the model's is gaussian"},
+      {with([](TrainSpec& s) { s.dataset = "../etc"; }), absl::StatusCode::kPermissionDenied, "contains '..'"},
+      {with([](TrainSpec& s) { s.dataset = "/etc"; }), absl::StatusCode::kPermissionDenied, "absolute path"},
+      {with([](TrainSpec& s) { s.dataset = "celeba"; }), absl::StatusCode::kNotFound, "not found under --data_dir"},
+      {with([](TrainSpec& s) { s.dataset = ""; }), absl::StatusCode::kInvalidArgument, "dataset is empty"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.message);
+    auto job = manager_->Start(c.spec);
+    EXPECT_EQ(job.status().code(), c.code);
+    EXPECT_THAT(job.status().message(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(manager_->Running(), nullptr);
+  EXPECT_EQ(slot_.Current()->version.generation, 1);
+  EXPECT_TRUE(ListCheckpoints(model_dir_.path()).empty());
+}
+
+TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
+  auto job = manager_->Start(Small(100));
+  ASSERT_TRUE(job.ok());
+  std::vector<TrainEvent> seen;
+  ASSERT_TRUE(WaitFor(**job, Kind::kStep, &seen));
+  manager_->Shutdown();  // returns once the training thread has ended
+  const Drained d = Drain(**job);
+  EXPECT_EQ(d.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(d.status.message(), HasSubstr("server is shutting down"));
+  ASSERT_FALSE(d.events.empty());
+  EXPECT_TRUE(d.events.back().cancelled);
+  EXPECT_FALSE(ListCheckpoints(model_dir_.path()).empty());
+  EXPECT_EQ(manager_->Start(Small(1)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace vae::server
