@@ -52,6 +52,11 @@ absl::Status CheckValues(const at::Tensor& t, const char* op, const char* field,
 // Outputs leave as contiguous CPU tensors (model outputs are fresh tensors: they alias no parameter).
 at::Tensor ToCpu(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
 
+// "op: message", keeping the code.
+absl::Status Prefixed(const absl::Status& status, const char* op) {
+  return absl::Status(status.code(), absl::StrCat(op, ": ", status.message()));
+}
+
 uint64_t RandomSeed() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -59,16 +64,38 @@ uint64_t RandomSeed() {
 
 }  // namespace
 
-InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads)
-    : max_batch_(max_batch < 1 ? 1 : max_batch), intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads) {}
+InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads, BatchingOptions batching)
+    : max_batch_(max_batch < 1 ? 1 : max_batch),
+      intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads),
+      batch_threads_(std::max(batching.threads, intra_op_threads_)) {
+  if (batching.enabled) {
+    batcher_ = std::make_unique<Batcher>(Batcher::Options{max_batch_, batching.max_wait, std::max(1, batching.max_queue)});
+  }
+}
 
-void InferenceEngine::LimitThreads() const {
+absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunRows(const Snapshot& model, int op, const at::Tensor& rows,
+                                                                 const Batcher::Compute& compute, absl::Time deadline,
+                                                                 const CallContext& call) const {
+  if (batcher_ == nullptr) {
+    try {
+      return compute(rows);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(e.what_without_backtrace());
+    }
+  }
+  // One key per (snapshot, operation): only calls on the same weights doing the same thing share a model call.
+  const void* key = reinterpret_cast<const char*>(&model) + op;
+  return batcher_->Run(key, rows, compute, deadline, call.cancelled, call.pending);
+}
+
+void InferenceEngine::LimitThreads(int threads) const {
+  if (threads <= 0) threads = intra_op_threads_;
 #if AT_PARALLEL_OPENMP
   // With ATen's OpenMP backend the intra-op thread count is an OpenMP per-thread setting. at::set_num_threads would
   // also change the process-wide count that new threads (a training job's) start from, so set OpenMP's own value,
   // after ATen's lazy per-thread initialisation (which would otherwise reset it on this thread's first parallel op).
   at::internal::lazy_init_num_threads();
-  omp_set_num_threads(intra_op_threads_);
+  omp_set_num_threads(threads);
 #endif
 }
 
@@ -102,22 +129,24 @@ absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tenso
 }
 
 absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
-                                                     absl::Time deadline) const {
+                                                     absl::Time deadline, const CallContext& call) const {
   c10::InferenceMode guard;
   LimitThreads();
   VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
-  try {
+  const Batcher::Compute compute = [this, &model](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    LimitThreads(rows.size(0) >= kParallelRows ? batch_threads_ : intra_op_threads_);
     Vae vae = model.model;  // a handle to the shared, read-only module
-    auto [mu, logvar] = vae->encode(images.to(model.device));
-    return EncodeResult{ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("encode: ", e.what_without_backtrace()));
-  }
+    auto [mu, logvar] = vae->encode(rows.to(model.device));
+    return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
+  };
+  auto out = RunRows(model, 0, images, compute, deadline, call);
+  if (!out.ok()) return Prefixed(out.status(), "encode");
+  return EncodeResult{(*out)[0], (*out)[1]};
 }
 
 absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
-                                                     absl::Time deadline) const {
+                                                     absl::Time deadline, const CallContext& call) const {
   c10::InferenceMode guard;
   LimitThreads();
   const int64_t j = model.options.latent_dim;
@@ -133,12 +162,14 @@ absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, cons
   VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
   VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
-  try {
+  const Batcher::Compute compute = [this, &model](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    LimitThreads(rows.size(0) >= kParallelRows ? batch_threads_ : intra_op_threads_);
     Vae vae = model.model;
-    return DecodeResult{ToCpu(vae->mean_image(vae->decode(z.to(model.device))))};
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("decode: ", e.what_without_backtrace()));
-  }
+    return {ToCpu(vae->mean_image(vae->decode(rows.to(model.device))))};
+  };
+  auto out = RunRows(model, 1, z, compute, deadline, call);
+  if (!out.ok()) return Prefixed(out.status(), "decode");
+  return DecodeResult{(*out)[0]};
 }
 
 absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
@@ -171,15 +202,16 @@ absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int6
 }
 
 absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& model, const at::Tensor& images,
-                                                               bool sample_z, uint64_t seed,
-                                                               absl::Time deadline) const {
+                                                               bool sample_z, uint64_t seed, absl::Time deadline,
+                                                               const CallContext& call) const {
   c10::InferenceMode guard;
   LimitThreads();
   VAE_RETURN_IF_ERROR(CheckImages(model, images, "reconstruct"));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
-  try {
+  const Batcher::Compute compute = [this, &model, sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    LimitThreads(rows.size(0) >= kParallelRows ? batch_threads_ : intra_op_threads_);
     Vae vae = model.model;
-    const at::Tensor x = images.to(model.device);
+    const at::Tensor x = rows.to(model.device);
     auto [mu, logvar] = vae->encode(x);
     at::Tensor z = mu;
     if (sample_z) {
@@ -187,14 +219,22 @@ absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& m
       z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
     }
     const DecoderOutput decoded = vae->decode(z);
-    ReconstructResult result;
-    result.images = ToCpu(vae->mean_image(decoded));
-    result.recon_nll = ToCpu(ReconstructionNll(model.options, decoded, x));
-    result.kl = ToCpu(KlDivergence(mu, logvar));
-    return result;
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("reconstruct: ", e.what_without_backtrace()));
+    return {ToCpu(vae->mean_image(decoded)), ToCpu(ReconstructionNll(model.options, decoded, x)),
+            ToCpu(KlDivergence(mu, logvar))};
+  };
+  // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
+  absl::StatusOr<std::vector<at::Tensor>> out;
+  if (sample_z) {
+    try {
+      out = compute(images);
+    } catch (const c10::Error& e) {
+      out = absl::InternalError(e.what_without_backtrace());
+    }
+  } else {
+    out = RunRows(model, 2, images, compute, deadline, call);
   }
+  if (!out.ok()) return Prefixed(out.status(), "reconstruct");
+  return ReconstructResult{(*out)[0], (*out)[1], (*out)[2]};
 }
 
 }  // namespace vae::server

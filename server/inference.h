@@ -16,10 +16,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/batcher.h"
 #include "server/model_slot.h"
 
 namespace vae::server {
@@ -45,22 +48,39 @@ struct ReconstructResult {
   at::Tensor kl;         // [N], KL(q(z|x) || N(0, I)), nats
 };
 
+// Dynamic batching of Encode, Decode and Reconstruct (with z = mu): see Batcher.
+struct BatchingOptions {
+  bool enabled = false;
+  absl::Duration max_wait = absl::Microseconds(500);  // --batch_timeout_us
+  int max_queue = 256;                                // --max_queue
+  int threads = 1;  // torch threads of a batched model call of >= kParallelRows rows (one batch runs at a time)
+};
+
+// Per-call extras from the transport: cancellation of a queued request, and the batcher's pending mark.
+struct CallContext {
+  std::function<bool()> cancelled;             // true once the caller has gone away
+  Batcher::PendingCall* pending = nullptr;     // released once the request is queued
+};
+
 class InferenceEngine {
  public:
+  static constexpr int64_t kParallelRows = 64;
   static constexpr double kMaxTemperature = 10.0;
 
   // `max_batch` >= 1: the most images or codes one call may carry. `intra_op_threads` >= 1: the torch threads one
   // call may use. Concurrent calls each get their own, so 1 suits a server with many small requests: on 2 cores,
   // 3 concurrent clients got 140 Encode calls/s with 2 threads per call (OpenMP teams oversubscribe the cores) and
   // 1079/s with 1. Set per calling thread; the training job keeps the process-wide --threads.
-  InferenceEngine(int64_t max_batch, int intra_op_threads = 1);
+  InferenceEngine(int64_t max_batch, int intra_op_threads = 1, BatchingOptions batching = {});
 
   // images: float32 [N, C, H, W] (C, H, W = the model's input shape), 1 <= N <= max_batch, finite, in [0, 1], any
   // device. Calls whose `deadline` has passed return DEADLINE_EXCEEDED without running the model.
-  absl::StatusOr<EncodeResult> Encode(const Snapshot& model, const at::Tensor& images, absl::Time deadline) const;
+  absl::StatusOr<EncodeResult> Encode(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
+                                      const CallContext& call = {}) const;
 
   // z: float32 [N, J], 1 <= N <= max_batch, finite.
-  absl::StatusOr<DecodeResult> Decode(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const;
+  absl::StatusOr<DecodeResult> Decode(const Snapshot& model, const at::Tensor& z, absl::Time deadline,
+                                      const CallContext& call = {}) const;
 
   // Draws z = temperature * eps, eps ~ N(0, I) from a CPU generator seeded with `seed` (a random seed when unset),
   // and decodes it. 1 <= count <= max_batch; temperature in (0, kMaxTemperature].
@@ -70,19 +90,28 @@ class InferenceEngine {
   // Encodes, decodes z = mu (sample_z false) or one z ~ q(z|x) drawn with `seed` (sample_z true), and scores each
   // image's reconstruction and KL terms. Same input rules as Encode.
   absl::StatusOr<ReconstructResult> Reconstruct(const Snapshot& model, const at::Tensor& images, bool sample_z,
-                                                uint64_t seed, absl::Time deadline) const;
+                                                uint64_t seed, absl::Time deadline,
+                                                const CallContext& call = {}) const;
 
   int64_t max_batch() const { return max_batch_; }
   int intra_op_threads() const { return intra_op_threads_; }
+  // Null when batching is off.
+  Batcher* batcher() const { return batcher_.get(); }
 
  private:
-  // Limits the calling thread's torch ops to intra_op_threads_.
-  void LimitThreads() const;
+  // Limits the calling thread's torch ops to `threads` (default intra_op_threads_).
+  void LimitThreads(int threads = 0) const;
+  // Runs `compute` through the batcher (when on) or directly. `op` tells the operations apart in the batch key.
+  absl::StatusOr<std::vector<at::Tensor>> RunRows(const Snapshot& model, int op, const at::Tensor& rows,
+                                                  const Batcher::Compute& compute, absl::Time deadline,
+                                                  const CallContext& call) const;
   absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const;
   absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;
 
   int64_t max_batch_;
   int intra_op_threads_;
+  int batch_threads_;
+  std::unique_ptr<Batcher> batcher_;
 };
 
 }  // namespace vae::server

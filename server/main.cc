@@ -41,9 +41,9 @@ ABSL_FLAG(int32_t, inference_threads, kDefaults.inference_threads,
 ABSL_FLAG(int32_t, max_message_mb, kDefaults.max_message_mb, "largest gRPC message received or sent, MiB");
 ABSL_FLAG(int32_t, max_batch, kDefaults.max_batch, "most images or codes per request (and Sample's largest count)");
 ABSL_FLAG(int32_t, keep_checkpoints, kDefaults.keep_checkpoints, "checkpoints kept in model_dir");
-ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "reserved: coalesce concurrent inference calls");
-ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "reserved: longest wait to fill a batch");
-ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue, "reserved: inference requests queued for batching");
+ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "coalesce concurrent Encode/Decode/Reconstruct calls into one model call");
+ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "longest a batch waits for requests already on their way (a lone request never waits)");
+ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue, "inference requests queued for batching; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, shutdown_grace_s, 10, "on SIGINT/SIGTERM, seconds in-flight calls get to finish");
 
 int main(int argc, char** argv) {

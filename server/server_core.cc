@@ -4,6 +4,7 @@
 #include <glog/logging.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "model/checkpoint.h"
@@ -11,11 +12,21 @@
 #include "model/status_macros.h"
 
 namespace vae::server {
+namespace {
+
+// One batch runs at a time, so it may use every core (--threads, 0 = all).
+int BatchThreads(int threads) {
+  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
 
 ServerCore::ServerCore(ServerOptions options, c10::Device device)
     : options_(std::move(options)),
       device_(device),
-      inference_(options_.max_batch, options_.inference_threads),
+      inference_(options_.max_batch, options_.inference_threads,
+                 BatchingOptions{options_.enable_batching, absl::Microseconds(options_.batch_timeout_us),
+                                 options_.max_queue, BatchThreads(options_.threads)}),
       datasets_(options_.data_dir) {
   training_ =
       std::make_unique<TrainingManager>(&slot_, &datasets_, options_.model_dir, device_, options_.keep_checkpoints);
@@ -32,6 +43,11 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(const ServerOptio
   if (options.inference_threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("inference_threads is ", options.inference_threads, ", expected >= 1"));
+  }
+  if (options.enable_batching && (options.batch_timeout_us < 0 || options.max_queue < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("batching: batch_timeout_us is ", options.batch_timeout_us,
+                                                   " and max_queue ", options.max_queue,
+                                                   ", expected >= 0 and >= 1"));
   }
   if (options.model_dir.empty()) return absl::InvalidArgumentError("model_dir is empty; expected a folder");
   ConfigureThreads(options.threads);

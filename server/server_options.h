@@ -21,10 +21,11 @@ struct ServerOptions {
   int max_message_mb = 64;           // largest gRPC message received or sent, MiB
   int max_batch = 1024;              // most images / codes one request may carry (and Sample's largest count)
   int keep_checkpoints = 3;          // training deletes all but the newest N checkpoints in model_dir
-  // Dynamic batching of concurrent Encode/Decode/Reconstruct calls into one model call (InferenceEngine is where it
-  // slots in). Reserved for that issue: accepted, not yet acted on.
+  // Dynamic batching: concurrent Encode/Decode/Reconstruct calls on the same weights share one model call (see
+  // server/batcher.h). A lone request never waits; a batch waits at most batch_timeout_us for requests already
+  // being decoded.
   bool enable_batching = true;
-  int64_t batch_timeout_us = 500;  // longest a request waits for others to join its batch
+  int64_t batch_timeout_us = 500;  // longest a batch waits for requests on their way
   int max_queue = 256;             // requests waiting for a batch; more get RESOURCE_EXHAUSTED
 };
 

@@ -21,6 +21,14 @@ absl::Time DeadlineOf(const grpc::ServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+// A queued inference request gives up once its caller has gone (client cancel, disconnect, deadline).
+CallContext CallOf(const grpc::ServerContext& context, Batcher::PendingCall* pending) {
+  CallContext call;
+  call.cancelled = [&context] { return context.IsCancelled(); };
+  call.pending = pending;
+  return call;
+}
+
 void SetVersion(const ModelVersion& version, v1::ModelVersion* out) {
   out->set_generation(version.generation);
   out->set_epochs_trained(version.epochs_trained);
@@ -198,10 +206,12 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
 
 absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContext& context, const v1::EncodeRequest& request,
                                       v1::EncodeResponse* response) {
+  Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();
   VAE_ASSIGN_OR_RETURN(at::Tensor images,
                        ImagesFromProto(request.images(), model->options, core_->inference().max_batch()));
-  VAE_ASSIGN_OR_RETURN(EncodeResult result, core_->inference().Encode(*model, images, DeadlineOf(context)));
+  VAE_ASSIGN_OR_RETURN(EncodeResult result,
+                       core_->inference().Encode(*model, images, DeadlineOf(context), CallOf(context, &pending)));
   TensorToProto(result.mu, response->mutable_mu());
   TensorToProto(result.sigma, response->mutable_sigma());
   SetVersion(model->version, response->mutable_version());
@@ -210,12 +220,14 @@ absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContext& context, const 
 
 absl::Status VaeServiceImpl::DoDecode(const grpc::ServerContext& context, const v1::DecodeRequest& request,
                                       v1::DecodeResponse* response) {
+  Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();
   VAE_ASSIGN_OR_RETURN(at::Tensor z, TensorFromProto(request.z(), "z"));
   // Sizes the engine rejects anyway are left to its clearer message.
   const int64_t n = z.dim() > 0 && z.size(0) <= core_->inference().max_batch() ? z.size(0) : 0;
   VAE_RETURN_IF_ERROR(CheckOutput(request.format(), n, *model, core_->options()));
-  VAE_ASSIGN_OR_RETURN(DecodeResult result, core_->inference().Decode(*model, z, DeadlineOf(context)));
+  VAE_ASSIGN_OR_RETURN(DecodeResult result,
+                       core_->inference().Decode(*model, z, DeadlineOf(context), CallOf(context, &pending)));
   VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
   SetVersion(model->version, response->mutable_version());
   return absl::OkStatus();
@@ -240,12 +252,14 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContext& context, const 
 
 absl::Status VaeServiceImpl::DoReconstruct(const grpc::ServerContext& context, const v1::ReconstructRequest& request,
                                            v1::ReconstructResponse* response) {
+  Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();
   VAE_RETURN_IF_ERROR(CheckOutput(request.format(), 0, *model, core_->options()));
   VAE_ASSIGN_OR_RETURN(at::Tensor images,
                        ImagesFromProto(request.images(), model->options, core_->inference().max_batch()));
   VAE_ASSIGN_OR_RETURN(ReconstructResult result, core_->inference().Reconstruct(*model, images, request.sample_z(),
-                                                                                request.seed(), DeadlineOf(context)));
+                                                                                request.seed(), DeadlineOf(context),
+                                                                                CallOf(context, &pending)));
   VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
   const at::Tensor recon = result.recon_nll.contiguous(), kl = result.kl.contiguous();
   response->mutable_recon_nll()->Add(recon.data_ptr<float>(), recon.data_ptr<float>() + recon.numel());

@@ -1,0 +1,51 @@
+// vae-client: the command-line face of vae::Client. client/main.cc only calls Run; the commands live here so that
+// tests can reach the pieces (exit codes, message formats, progress lines).
+//
+//   vae-client [--server=HOST:PORT] [--timeout=30s] COMMAND [ARGS...] [FLAGS...]
+//   commands: health, info, train, encode, decode, sample, reconstruct; `vae-client COMMAND --help` lists a
+//   command's flags (absl flags: their help texts and defaults come from the definitions in cli.cc).
+//
+// Output: results (tables, JSON, "wrote FILE" lines, training epochs) on `out`; notes and the live training bar on
+// `err`. Every failure is one line on `err` naming the cause (and the server address when the server is involved)
+// and a non-zero exit code (kExit*); nothing throws and no stack trace is printed.
+//
+// Threading: Run is not reentrant (flags are process-wide; Run resets them to their defaults before parsing). `train`
+// blocks SIGINT and SIGTERM in the calling thread before the first gRPC call, so that gRPC's threads inherit the
+// mask and one watcher thread receives them: the first cancels the job (the server checkpoints it), a second exits
+// at once.
+#ifndef VAE_CLIENT_CLI_H_
+#define VAE_CLIENT_CLI_H_
+
+#include <ostream>
+#include <string>
+
+#include "client/types.h"
+
+namespace vae::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;          // the server, an RPC, or writing an output failed
+inline constexpr int kExitUsage = 2;          // bad command, flag, argument or input file
+inline constexpr int kExitNotServing = 3;     // health: the server answered, but not SERVING
+inline constexpr int kExitInterrupted = 130;  // train: cancelled by SIGINT / SIGTERM (128 + SIGINT)
+
+// The address used when --server is not given: $VAE_SERVER, else 127.0.0.1:50051.
+std::string DefaultServer();
+
+// Runs one command line (argv[0] is the program name). Returns the exit code.
+int Run(int argc, char** argv, std::ostream& out, std::ostream& err);
+
+// "1:02:03", "2:03", "0:05"; "?" for negative or non-finite seconds.
+std::string FormatDuration(double seconds);
+
+// The live line of a training step, for a terminal `width` columns wide:
+//   "epoch 2/5 [#######.............] 130/469  loss 123.45  4321 img/s  ETA 1:23"
+std::string FormatProgressBar(const client::TrainProgress& p, int width);
+
+// One line per finished epoch (kEpochEnd):
+//   "epoch 2/5: train loss 123.45 (recon 100.12, kl 23.33), test loss 120.11, 4321 img/s, 12.3 s, serving version 3"
+std::string FormatEpochLine(const client::TrainProgress& p);
+
+}  // namespace vae::cli
+
+#endif  // VAE_CLIENT_CLI_H_

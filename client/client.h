@@ -1,0 +1,164 @@
+// vae::Client: the C++ client library of vae-server (vae.v1.VaeService and grpc.health.v1.Health).
+//
+// Everything lives in namespace vae::client (plain data in client/types.h); vae::Client is an alias of
+// vae::client::Client. The public API speaks at::Tensor (the same type as torch::Tensor) and plain structs; no
+// generated proto type appears here. Tensors that come back are CPU tensors that own their memory (copied out of the
+// response, never aliasing it). Every method returns absl::Status / absl::StatusOr; nothing throws. Error codes are the
+// server's, with its message unchanged; a call that could not reach the server fails with UNAVAILABLE (or
+// DEADLINE_EXCEEDED) and the one-line message "cannot reach vae-server at HOST:PORT: CAUSE" (see client/grpc_status.h).
+//
+// Thread-safety: a Client is safe to share between threads; every method may be called concurrently (gRPC channels
+// and stubs are thread-safe, and the Client holds no other mutable state). Lifetime: one channel, created by Create
+// and reused by every call, lives as long as the Client; the Client must outlive the calls made on it. The
+// connection is made lazily on the first call and re-established by gRPC after failures.
+//
+// Images as cv::Mat (to tensors and back, grids, PNG): client/images.h.
+//
+// Example:
+//   VAE_ASSIGN_OR_RETURN(std::unique_ptr<vae::Client> client, vae::Client::Create("127.0.0.1:50051"));
+//   VAE_ASSIGN_OR_RETURN(vae::client::EncodeResult z, client->Encode(vae::client::ImageInput::FromTensor(images)));
+#ifndef VAE_CLIENT_CLIENT_H_
+#define VAE_CLIENT_CLIENT_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "client/types.h"
+
+namespace grpc {
+class Channel;
+class ClientContext;
+}  // namespace grpc
+
+namespace vae::client {
+
+// Images for Encode and Reconstruct: exactly one of `tensor` and `encoded`.
+struct ImageInput {
+  // [N, C, H, W] with the model's C, H, W: float32 in [0, 1], or uint8 in [0, 255]. Sent as raw bytes.
+  at::Tensor tensor;
+  // PNG or JPEG files, one image each; the server converts them to the model's channels.
+  std::vector<std::string> encoded;
+  // Encoded files of another size are resized by the server (area interpolation) when true, rejected when false.
+  bool resize = false;
+
+  static ImageInput FromTensor(at::Tensor images);
+  static ImageInput FromEncoded(std::vector<std::string> files, bool resize);
+};
+
+struct EncodeResult {
+  at::Tensor mu;     // float32 [N, J]
+  at::Tensor sigma;  // float32 [N, J], the posterior standard deviation
+  ModelVersion version;
+};
+
+struct DecodeResult {
+  at::Tensor images;  // float32 [N, C, H, W] in [0, 1]
+  ModelVersion version;
+};
+
+struct SampleResult {
+  at::Tensor images;  // float32 [count, C, H, W] in [0, 1]
+  at::Tensor z;       // float32 [count, J], the codes decoded
+  uint64_t seed = 0;  // the seed used: the same seed gives bitwise the same images (same model version)
+  ModelVersion version;
+};
+
+struct ReconstructResult {
+  at::Tensor images;             // float32 [N, C, H, W] in [0, 1]
+  std::vector<float> recon_nll;  // per image, nats
+  std::vector<float> kl;         // per image, nats
+  ModelVersion version;
+};
+
+// Called by Train on the calling thread for every message, in order. Must not call Train on the same Client
+// recursively; other calls are fine.
+using TrainProgressCallback = std::function<void(const TrainProgress&)>;
+
+// Cancels a Train call from another thread. Share one between the thread that calls Train and the one that cancels;
+// it must outlive the Train call. Cancel may come before Train starts (Train then returns at once, cancelled), while
+// it runs, or after it returned (no effect). Thread-safe; locks its own mutex only.
+class TrainCancellation {
+ public:
+  TrainCancellation() = default;
+  TrainCancellation(const TrainCancellation&) = delete;
+  TrainCancellation& operator=(const TrainCancellation&) = delete;
+
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  friend class Client;
+  // Train registers its call context while the call runs, so that Cancel can TryCancel it.
+  bool Attach(grpc::ClientContext* context);  // false when already cancelled
+  void Detach();
+
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+class Client {
+ public:
+  // Creates the channel to `target` ("host:port", or any gRPC target URI); no connection is made yet.
+  // INVALID_ARGUMENT for an empty target or max_message_mb < 1.
+  static absl::StatusOr<std::unique_ptr<Client>> Create(const std::string& target, ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& target() const { return target_; }
+  const ClientOptions& options() const { return options_; }
+
+  // grpc.health.v1.Health/Check of `service` ("" = the server as a whole; vae-server also answers for
+  // "vae.v1.VaeService"). NOT_FOUND when the server does not know `service`.
+  absl::StatusOr<ServingStatus> Health(const std::string& service = "");
+
+  absl::StatusOr<ModelInfo> GetModelInfo();
+
+  // Images -> q(z|x) = N(mu, diag(sigma^2)).
+  absl::StatusOr<EncodeResult> Encode(const ImageInput& images);
+
+  // Codes z, float [N, J] (sent as float32; a uint8 tensor is INVALID_ARGUMENT) -> the decoder's mean images.
+  absl::StatusOr<DecodeResult> Decode(const at::Tensor& z);
+
+  absl::StatusOr<SampleResult> Sample(const SampleOptions& options);
+
+  absl::StatusOr<ReconstructResult> Reconstruct(const ImageInput& images, const ReconstructOptions& options = {});
+
+  // Runs a training job on the server and blocks until its stream ends, calling `on_progress` (may be empty) for each
+  // message. `cancellation` (may be null) stops it from another thread; a cancelled job returns OK with
+  // TrainResult::cancelled set. Errors: the server's (FAILED_PRECONDITION when a job is already running,
+  // INVALID_ARGUMENT, NOT_FOUND / PERMISSION_DENIED for datasets), or unreachable.
+  absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainProgressCallback& on_progress = nullptr,
+                                    TrainCancellation* cancellation = nullptr);
+
+ private:
+  struct Stubs;
+  Client(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+
+  // Sets the per-call deadline (ClientOptions::timeout) on `context`.
+  void PrepareContext(grpc::ClientContext* context) const;
+
+  const std::string target_;
+  const ClientOptions options_;
+  const std::shared_ptr<grpc::Channel> channel_;
+  const std::unique_ptr<Stubs> stubs_;
+};
+
+}  // namespace vae::client
+
+namespace vae {
+// The library's entry point under its short name.
+using Client = client::Client;
+}  // namespace vae
+
+#endif  // VAE_CLIENT_CLIENT_H_

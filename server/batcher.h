@@ -1,0 +1,111 @@
+// Batcher: dynamic batching for row-wise model calls. Concurrent requests with the same key (operation + model
+// snapshot) are concatenated along dim 0 into one model call, and each caller gets back exactly its own rows.
+//
+// Scheduling (leader/follower, no dispatcher thread): a caller enqueues its request; when no batch is running, the
+// caller at the head becomes the leader, takes every queued request with the head's key (up to max_rows rows) and
+// runs the batch on its own thread, then wakes the others. Requests that arrive while a batch runs form the next
+// batch, so a lone caller pays no wait and no thread hand-off, and under load batches grow by themselves. Before
+// running, a leader waits up to max_wait for more rows only while callers that have entered Run() are still on their
+// way to the queue (validation, tensor decoding; see PendingCall).
+//
+// Limits: more than max_queue queued requests -> RESOURCE_EXHAUSTED. A queued request whose deadline passes returns
+// DEADLINE_EXCEEDED, one whose `cancelled` callback turns true returns CANCELLED; either way its rows are not run.
+//
+// Threads: any number of callers; one batch runs at a time (all cores go to it). Internally synchronised by mu_.
+// The computation passed with a request must be a pure function of its input rows: batching must not change
+// results, up to the floating-point effects of a different batch size on the BLAS kernels.
+#ifndef VAE_SERVER_BATCHER_H_
+#define VAE_SERVER_BATCHER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace vae::server {
+
+class Batcher {
+ public:
+  struct Options {
+    int64_t max_rows = 1024;                          // rows (images or codes) per model call
+    absl::Duration max_wait = absl::Microseconds(500);  // longest a leader waits for callers still on their way
+    int max_queue = 256;                              // queued requests; more get RESOURCE_EXHAUSTED
+  };
+  // rows [n, ...] -> outputs, each with n rows in the same order.
+  using Compute = std::function<std::vector<at::Tensor>(const at::Tensor& rows)>;
+
+  struct Stats {
+    int64_t requests = 0;  // requests that ran in a batch
+    int64_t batches = 0;   // model calls
+    int64_t rows = 0;      // rows in those calls
+    int64_t max_batch_rows = 0;
+  };
+
+  explicit Batcher(Options options);
+
+  // Marks a caller on its way to Run() (from the start of request handling: decoding, validation). A leader waits
+  // (up to max_wait) while any are pending, since they are about to join. Run() releases the mark once the
+  // request is queued; the destructor releases it on every other path.
+  class PendingCall {
+   public:
+    explicit PendingCall(Batcher* b) : b_(b) {
+      if (b_) b_->pending_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~PendingCall() { Release(); }
+    void Release() {
+      if (b_) b_->pending_.fetch_sub(1, std::memory_order_relaxed);
+      b_ = nullptr;
+    }
+    PendingCall(const PendingCall&) = delete;
+    PendingCall& operator=(const PendingCall&) = delete;
+
+   private:
+    Batcher* b_;
+  };
+
+
+  // Runs `compute` on `input` ([n, ...], n <= max_rows), batched with other requests of the same `key`. `compute`
+  // must be the same function for every request of a key. Returns the caller's rows of each output.
+  absl::StatusOr<std::vector<at::Tensor>> Run(const void* key, const at::Tensor& input, const Compute& compute,
+                                              absl::Time deadline, const std::function<bool()>& cancelled = nullptr,
+                                              PendingCall* pending = nullptr);
+
+  Stats stats() const;
+  // Requests waiting in the queue now.
+  int queued() const;
+  const Options& options() const { return options_; }
+
+ private:
+  struct Request {
+    const void* key;
+    at::Tensor input;
+    const Compute* compute;
+    bool done = false;
+    absl::Status status;
+    std::vector<at::Tensor> outputs;
+  };
+
+  // Takes the head's batch off the queue. Requires mu_.
+  std::vector<std::shared_ptr<Request>> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t QueuedRowsFor(const void* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void Execute(const std::vector<std::shared_ptr<Request>>& batch);
+
+  const Options options_;
+  std::atomic<int> pending_{0};
+  mutable absl::Mutex mu_;
+  std::deque<std::shared_ptr<Request>> queue_ ABSL_GUARDED_BY(mu_);
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace vae::server
+
+#endif  // VAE_SERVER_BATCHER_H_

@@ -1,0 +1,192 @@
+// Dynamic batching: coalescing, each caller's own rows, limits, deadlines, cancellation, and equality with
+// unbatched inference.
+#include "server/batcher.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "model/options.h"
+#include "server/inference.h"
+#include "tests/server/server_test_util.h"
+
+namespace vae::server {
+namespace {
+
+using ::vae::testing::RandomImages;
+using ::vae::testing::TinySnapshot;
+
+const void* const kKey = reinterpret_cast<const void*>(0x1);
+
+// A compute whose first call blocks until released, so that later callers queue up behind it.
+struct GatedCompute {
+  absl::Notification entered, release;
+  std::atomic<int> calls{0};
+  Batcher::Compute fn = [this](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    if (calls.fetch_add(1) == 0) {
+      entered.Notify();
+      release.WaitForNotification();
+    }
+    return {rows * 2 + 1, rows.sum(1)};
+  };
+};
+
+TEST(BatcherTest, QueuedRequestsShareOneModelCallAndGetTheirOwnRows) {
+  Batcher batcher({/*max_rows=*/1024, absl::ZeroDuration(), /*max_queue=*/64});
+  GatedCompute gate;
+  std::thread leader([&] {
+    auto out = batcher.Run(kKey, at::full({1, 3}, 100.0), gate.fn, absl::InfiniteFuture());
+    ASSERT_TRUE(out.ok());
+    EXPECT_TRUE(at::equal((*out)[0], at::full({1, 3}, 201.0)));
+  });
+  gate.entered.WaitForNotification();
+  // Seven callers with 1..7 rows each queue behind the running batch.
+  std::vector<std::thread> followers;
+  std::atomic<int> ok{0};
+  for (int i = 1; i <= 7; ++i) {
+    followers.emplace_back([&, i] {
+      const at::Tensor x = at::full({i, 3}, static_cast<double>(i));
+      auto out = batcher.Run(kKey, x, gate.fn, absl::InfiniteFuture());
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_TRUE(at::equal((*out)[0], x * 2 + 1)) << i;  // exactly its own rows, in order
+      EXPECT_TRUE(at::equal((*out)[1], at::full({i}, 3.0 * i))) << i;
+      ++ok;
+    });
+  }
+  while (batcher.queued() < 7) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  gate.release.Notify();
+  leader.join();
+  for (auto& t : followers) t.join();
+  EXPECT_EQ(ok.load(), 7);
+  const auto stats = batcher.stats();
+  EXPECT_EQ(stats.batches, 2);        // the leader's, then all seven followers together
+  EXPECT_EQ(stats.requests, 8);
+  EXPECT_EQ(stats.rows, 1 + 28);      // 1 + (1 + 2 + ... + 7)
+  EXPECT_EQ(stats.max_batch_rows, 28);
+}
+
+TEST(BatcherTest, BatchesNeverExceedMaxRowsAndKeysDoNotMix) {
+  Batcher batcher({/*max_rows=*/10, absl::ZeroDuration(), 64});
+  GatedCompute gate;
+  std::thread leader([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  gate.entered.WaitForNotification();
+  const void* other_key = reinterpret_cast<const void*>(0x2);
+  std::vector<std::thread> followers;
+  for (int i = 0; i < 4; ++i) {  // 4 x 6 rows with kKey, max 10 per batch -> one request per batch
+    followers.emplace_back([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({6, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  }
+  followers.emplace_back([&] { ASSERT_TRUE(batcher.Run(other_key, at::ones({2, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  while (batcher.queued() < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  gate.release.Notify();
+  leader.join();
+  for (auto& t : followers) t.join();
+  const auto stats = batcher.stats();
+  EXPECT_EQ(stats.batches, 6);  // leader, 4 x (6 rows), and the other key alone
+  EXPECT_LE(stats.max_batch_rows, 10);
+}
+
+TEST(BatcherTest, FullQueueIsResourceExhausted) {
+  Batcher batcher({1024, absl::ZeroDuration(), /*max_queue=*/1});
+  GatedCompute gate;
+  std::thread leader([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  gate.entered.WaitForNotification();
+  std::thread queued([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  while (batcher.queued() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto rejected = batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture());
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(rejected.status().message().find("max_queue"), std::string::npos) << rejected.status();
+  gate.release.Notify();
+  leader.join();
+  queued.join();
+}
+
+TEST(BatcherTest, QueuedRequestsHonourDeadlineAndCancellation) {
+  Batcher batcher({1024, absl::ZeroDuration(), 64});
+  GatedCompute gate;
+  std::thread leader([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  gate.entered.WaitForNotification();
+  auto late = batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::Now() + absl::Milliseconds(30));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);
+  std::atomic<bool> gone{false};
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gone = true;
+  });
+  auto cancelled = batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture(), [&] { return gone.load(); });
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+  canceller.join();
+  EXPECT_EQ(batcher.queued(), 0);  // both left the queue; their rows never ran
+  gate.release.Notify();
+  leader.join();
+  EXPECT_EQ(batcher.stats().rows, 1);
+}
+
+TEST(BatcherTest, ALeaderWaitsForCallersOnTheirWay) {
+  Batcher batcher({1024, /*max_wait=*/absl::Seconds(5), 64});
+  std::atomic<int> calls{0};
+  Batcher::Compute fn = [&](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    ++calls;
+    return {rows};
+  };
+  auto pending = std::make_unique<Batcher::PendingCall>(&batcher);  // a caller still decoding its request
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(batcher.Run(kKey, at::ones({2, 2}), fn, absl::InfiniteFuture(), nullptr, pending.get()).ok());
+  });
+  ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), fn, absl::InfiniteFuture()).ok());
+  late.join();
+  EXPECT_EQ(calls.load(), 1);  // the leader waited, and both ran in one call
+  EXPECT_EQ(batcher.stats().max_batch_rows, 3);
+}
+
+TEST(BatcherTest, ALoneCallerDoesNotWait) {
+  Batcher batcher({1024, /*max_wait=*/absl::Seconds(5), 64});
+  Batcher::Compute fn = [](const at::Tensor& rows) -> std::vector<at::Tensor> { return {rows}; };
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), fn, absl::InfiniteFuture()).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));  // far below max_wait: nobody was pending
+}
+
+// Through the engine: concurrent Encode/Decode/Reconstruct with batching give what unbatched calls give.
+TEST(BatchedInferenceTest, ConcurrentCallsMatchUnbatchedResults) {
+  const auto snapshot = TinySnapshot(7);
+  InferenceEngine plain(1024);
+  InferenceEngine batched(1024, 1, BatchingOptions{true, absl::Microseconds(200), 256, 2});
+  constexpr int kThreads = 8, kCalls = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> checked{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        const at::Tensor x = RandomImages(1 + (t + c) % 5, 1000 * t + c);
+        auto a = batched.Encode(*snapshot, x, absl::InfiniteFuture());
+        auto b = plain.Encode(*snapshot, x, absl::InfiniteFuture());
+        ASSERT_TRUE(a.ok() && b.ok());
+        EXPECT_TRUE(at::allclose(a->mu, b->mu, 1e-6, 1e-6)) << (a->mu - b->mu).abs().max();
+        EXPECT_TRUE(at::allclose(a->sigma, b->sigma, 1e-6, 1e-6));
+        auto da = batched.Decode(*snapshot, a->mu, absl::InfiniteFuture());
+        auto db = plain.Decode(*snapshot, b->mu, absl::InfiniteFuture());
+        ASSERT_TRUE(da.ok() && db.ok());
+        EXPECT_TRUE(at::allclose(da->images, db->images, 1e-6, 1e-6));
+        auto ra = batched.Reconstruct(*snapshot, x, false, 0, absl::InfiniteFuture());
+        auto rb = plain.Reconstruct(*snapshot, x, false, 0, absl::InfiniteFuture());
+        ASSERT_TRUE(ra.ok() && rb.ok());
+        EXPECT_TRUE(at::allclose(ra->recon_nll, rb->recon_nll, 1e-5, 1e-3));
+        EXPECT_TRUE(at::allclose(ra->kl, rb->kl, 1e-5, 1e-5));
+        ++checked;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(checked.load(), kThreads * kCalls);
+  const auto stats = batched.batcher()->stats();
+  EXPECT_EQ(stats.requests, 3 * kThreads * kCalls);
+  EXPECT_LE(stats.batches, stats.requests);
+}
+
+}  // namespace
+}  // namespace vae::server
