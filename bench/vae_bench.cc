@@ -2,8 +2,19 @@
 //
 //   vae-bench train --data_dir=data --dataset=mnist --preset=mnist --epochs=10 --batch_size=128 --threads=2 --json
 //       Trains on the full training set, evaluates -ELBO on the test set after every epoch (sampled z, fixed seed),
-//       optionally the importance-weighted NLL (--iw_k, on --iw_images test images). The last line of stdout is one
-//       JSON object.
+//       optionally the importance-weighted NLL (--iw_k, on --iw_images test images).
+//
+//   vae-bench infer --preset=mnist --threads=2 --json
+//       In-process Encode and Decode images/s through the server's InferenceEngine (validation included, no
+//       transport, no batching) at batch 1, 64, 256, 1024.
+//
+//   vae-bench grpc --server=127.0.0.1:50051 [--server_pid=PID] --json
+//       Against a running vae-server: Encode b=1 latency p50/p90/p99 from one sequential client; Encode images/s
+//       for C concurrent clients (C = 1, 8, 32, 64) at b=1 and b=256; GetModelInfo calls/s at C=32 (the transport
+//       floor); in-process b=256 Encode in this same run, and the ratios encode_b1_p50_us, c8_b256_vs_inproc,
+//       c32_b1_encode_vs_info. With --server_pid, the server's peak RSS (VmHWM).
+//
+// Every mode prints one JSON object as the last line of stdout.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +31,17 @@
 #include "model/loss.h"
 #include "model/runtime.h"
 #include "model/trainer.h"
+#include "server/inference.h"
+#include "server/model_slot.h"
+#include "server/tensor_codec.h"
+#include "vae/v1/vae_service.grpc.pb.h"
+
+#include <ATen/ATen.h>
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
 
 ABSL_FLAG(std::string, data_dir, "data", "folder filled by scripts/fetch-data.sh");
 ABSL_FLAG(std::string, dataset, "mnist", "mnist or fashion-mnist");
@@ -33,6 +55,10 @@ ABSL_FLAG(int64_t, max_train, -1, "use only the first N training images (-1: all
 ABSL_FLAG(int64_t, iw_k, 0, "importance samples for the IW-NLL estimate (0: skip)");
 ABSL_FLAG(int64_t, iw_images, 1000, "test images the IW-NLL is estimated on");
 ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the last line)");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");
+ABSL_FLAG(int64_t, server_pid, 0, "grpc: the server's PID, to report its peak RSS");
+ABSL_FLAG(double, seconds, 2.0, "infer/grpc: seconds each throughput point runs");
+ABSL_FLAG(int64_t, latency_calls, 3000, "grpc: sequential Encode b=1 calls for the latency percentiles");
 
 namespace {
 
@@ -110,17 +136,205 @@ int RunTrain() {
   return 0;
 }
 
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+// Calls `fn` for ~`seconds` (after a short warm-up) and returns calls per second.
+template <typename Fn>
+double CallsPerSecond(Fn&& fn, double seconds) {
+  for (int i = 0; i < 3; ++i) fn();
+  int64_t calls = 0;
+  const auto start = Clock::now();
+  while (SecondsSince(start) < seconds) {
+    fn();
+    ++calls;
+  }
+  return calls / SecondsSince(start);
+}
+
+// In-process Encode images/s at batch `b` through the server's InferenceEngine (unbatched, `threads` torch threads).
+double InProcessEncodeImagesPerSec(const vae::server::Snapshot& snapshot, int64_t b, int threads, double seconds) {
+  vae::server::InferenceEngine engine(1 << 16, threads);
+  const auto& o = snapshot.options;
+  const at::Tensor x = at::rand({b, o.channels, o.height, o.width});
+  return b * CallsPerSecond([&] { (void)engine.Encode(snapshot, x, absl::InfiniteFuture()); }, seconds);
+}
+
+int RunInfer() {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  vae::ConfigureThreads(threads);
+  auto options = vae::Preset(absl::GetFlag(FLAGS_preset));
+  if (!options.ok()) return Fail(options.status());
+  auto snapshot = vae::server::SnapshotOfModel(vae::server::NewSeededVae(*options, 1), torch::kCPU);
+  vae::server::InferenceEngine engine(1 << 16, threads);
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  nlohmann::json out = {{"mode", "infer"}, {"preset", options->preset}, {"threads", threads}};
+  for (int64_t b : {1, 64, 256, 1024}) {
+    const at::Tensor x = at::rand({b, options->channels, options->height, options->width});
+    const at::Tensor z = at::randn({b, options->latent_dim});
+    const double enc = b * CallsPerSecond([&] { (void)engine.Encode(*snapshot, x, absl::InfiniteFuture()); }, seconds);
+    const double dec = b * CallsPerSecond([&] { (void)engine.Decode(*snapshot, z, absl::InfiniteFuture()); }, seconds);
+    out[absl::StrCat("encode_b", b, "_images_per_sec")] = enc;
+    out[absl::StrCat("decode_b", b, "_images_per_sec")] = dec;
+    std::fprintf(stderr, "b=%-5lld encode %10.0f images/s   decode %10.0f images/s\n", static_cast<long long>(b), enc,
+                 dec);
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per client thread
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+vae::v1::EncodeRequest MakeEncodeRequest(const vae::VaeOptions& o, int64_t b) {
+  vae::v1::EncodeRequest request;
+  vae::server::TensorToProto(at::rand({b, o.channels, o.height, o.width}), request.mutable_images()->mutable_tensor());
+  return request;
+}
+
+// `clients` threads, each with its own channel, call `call(stub)` in a closed loop for `seconds`; returns calls/s.
+template <typename Call>
+double ClosedLoop(const std::string& target, int clients, double seconds, Call call) {
+  std::atomic<int64_t> calls{0}, failures{0};
+  std::atomic<bool> go{false}, stop{false};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&] {
+      auto stub = vae::v1::VaeService::NewStub(NewChannel(target));
+      for (int i = 0; i < 3; ++i) call(*stub);  // connect and warm up
+      while (!go.load()) std::this_thread::yield();
+      int64_t mine = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (call(*stub)) {
+          ++mine;
+        } else {
+          ++failures;
+        }
+      }
+      calls += mine;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto start = Clock::now();
+  go = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  const double elapsed = SecondsSince(start);
+  for (auto& t : threads) t.join();
+  if (failures.load() > 0) std::fprintf(stderr, "  (%lld failed calls)\n", static_cast<long long>(failures.load()));
+  return calls.load() / elapsed;
+}
+
+int64_t PeakRssKb(int64_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return -1;
+}
+
+int RunGrpc() {
+  const std::string target = absl::GetFlag(FLAGS_server);
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  vae::ConfigureThreads(threads);
+  auto stub = vae::v1::VaeService::NewStub(NewChannel(target));
+  vae::v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status s = stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return Fail(absl::UnavailableError(absl::StrCat("cannot reach vae-server at ", target, ": ", s.error_message())));
+  }
+  auto options = vae::OptionsFromJson(info.options_json());
+  if (!options.ok()) return Fail(options.status());
+  nlohmann::json out = {{"mode", "grpc"}, {"server", target}, {"preset", options->preset}, {"bench_threads", threads}};
+
+  // 1. Sequential Encode b=1 latency.
+  const auto req1 = MakeEncodeRequest(*options, 1);
+  auto encode = [](vae::v1::VaeService::Stub& s, const vae::v1::EncodeRequest& req) {
+    grpc::ClientContext ctx;
+    vae::v1::EncodeResponse resp;
+    return s.Encode(&ctx, req, &resp).ok();
+  };
+  for (int i = 0; i < 200; ++i) encode(*stub, req1);
+  std::vector<double> us;
+  const int64_t n = absl::GetFlag(FLAGS_latency_calls);
+  us.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto t = Clock::now();
+    if (!encode(*stub, req1)) return Fail(absl::InternalError("encode b=1 failed"));
+    us.push_back(SecondsSince(t) * 1e6);
+  }
+  out["encode_b1_p50_us"] = Percentile(us, 0.50);
+  out["encode_b1_p90_us"] = Percentile(us, 0.90);
+  out["encode_b1_p99_us"] = Percentile(us, 0.99);
+  std::fprintf(stderr, "encode b=1 latency: p50 %.0f us  p90 %.0f us  p99 %.0f us\n", Percentile(us, 0.5),
+               Percentile(us, 0.9), Percentile(us, 0.99));
+
+  // 2. Throughput grid.
+  const auto req256 = MakeEncodeRequest(*options, 256);
+  for (int64_t b : {1, 256}) {
+    const auto& req = b == 1 ? req1 : req256;
+    for (int c : {1, 8, 32, 64}) {
+      const double cps = ClosedLoop(target, c, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, req); });
+      out[absl::StrCat("encode_c", c, "_b", b, "_images_per_sec")] = cps * b;
+      out[absl::StrCat("encode_c", c, "_b", b, "_calls_per_sec")] = cps;
+      std::fprintf(stderr, "encode C=%-3d b=%-4lld %10.0f images/s  (%8.0f calls/s)\n", c, static_cast<long long>(b),
+                   cps * b, cps);
+    }
+  }
+  const double info_cps = ClosedLoop(target, 32, seconds, [](vae::v1::VaeService::Stub& s) {
+    grpc::ClientContext ctx;
+    vae::v1::ModelInfo resp;
+    return s.GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &resp).ok();
+  });
+  out["info_c32_calls_per_sec"] = info_cps;
+  std::fprintf(stderr, "GetModelInfo C=32 %10.0f calls/s\n", info_cps);
+
+  // 3. In-process b=256 in this same run (same weights' shape; cost does not depend on their values).
+  auto snapshot = vae::server::SnapshotOfModel(vae::server::NewSeededVae(*options, 1), torch::kCPU);
+  const double inproc = InProcessEncodeImagesPerSec(*snapshot, 256, threads, seconds);
+  out["inproc_encode_b256_images_per_sec"] = inproc;
+  out["c8_b256_vs_inproc"] = out["encode_c8_b256_images_per_sec"].get<double>() / inproc;
+  out["c32_b1_encode_vs_info"] = out["encode_c32_b1_calls_per_sec"].get<double>() / info_cps;
+  std::fprintf(stderr, "in-process encode b=256 %10.0f images/s\nc8_b256_vs_inproc %.3f  c32_b1_encode_vs_info %.3f\n",
+               inproc, out["c8_b256_vs_inproc"].get<double>(), out["c32_b1_encode_vs_info"].get<double>());
+  if (const int64_t pid = absl::GetFlag(FLAGS_server_pid); pid > 0) {
+    out["server_peak_rss_mb"] = PeakRssKb(pid) / 1024.0;
+    std::fprintf(stderr, "server peak RSS %.1f MB\n", out["server_peak_rss_mb"].get<double>());
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer or grpc. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|infer|grpc [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
   if (mode == "train") return RunTrain();
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train)\n";
+  if (mode == "infer") return RunInfer();
+  if (mode == "grpc") return RunGrpc();
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer or grpc)\n";
   return 2;
 }
