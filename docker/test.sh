@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# End-to-end test of the docker-compose deployment (docker/Dockerfile, docker/docker-compose.yml), as root, on a
+# Debian 12 machine that reaches Debian's package mirror but no image registry:
+#   1. installs docker.io, docker-compose (v1) and mmdebstrap when missing; fetches the datasets (scripts/fetch-data.sh)
+#   2. starts its own dockerd (no init system needed): persistent data-root DOCKER_DATA_ROOT, so the image layers and
+#      the BuildKit caches (apt, ccache) are reused by the next run; socket and exec-root in /tmp/vae-dockerd
+#   3. makes debian:bookworm-slim from the Debian mirror with mmdebstrap | docker import (once per data-root)
+#   4. builds the image (BuildKit, --network host); `docker-compose up -d`; waits for the healthcheck
+#   5. with the host's vae-client against the published port: trains 1 epoch of MNIST and samples a PNG grid
+#   6. restarts the container: the model trained in 5 must still be served (named volume), bit for bit
+#   7. runs the one-shot client service (profile `client`): trains 1 epoch, writes samples.png to a bind mount
+#   8. stops the server (SIGTERM: it must exit 0); `docker-compose down -v`; stops dockerd by PID and unmounts
+#      what it leaves under its exec-root
+# A trap does step 8 (and shows the logs) on any failure. Prints the time of each phase. Exit 0 only if all passed.
+#
+# Environment (all optional):
+#   DOCKER_DATA_ROOT   dockerd's data-root, kept between runs           default /var/tmp/vae-docker
+#   BUILD_DIR          host build tree holding client/vae-client        default build/ (without it: the image's client)
+#   DATA_DIR           datasets, mounted read-only into the container   default data/
+#   VAE_PORT           host port to publish on 127.0.0.1                 default: a free one
+#   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR   where mmdebstrap gets the base image from
+#                                  default http://deb.debian.org/debian and http://deb.debian.org/debian-security
+#   VAE_REFRESH_BASE=1 re-create debian:bookworm-slim (security updates) and rebuild without the layer cache
+#   VAE_DOCKER_KEEP_STORAGE  build cache kept in the data-root after the run   default 12GB
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+readonly DOCKER=/usr/bin/docker  # Debian's 20.10 client: a newer docker earlier in PATH may lack BuildKit (buildx)
+readonly DOCKER_DATA_ROOT="${DOCKER_DATA_ROOT:-/var/tmp/vae-docker}"
+readonly BUILD_DIR="${BUILD_DIR:-${ROOT}/build}"
+readonly DATA_DIR="${DATA_DIR:-${ROOT}/data}"
+readonly IMAGE="vae-service:latest"
+readonly BASE_IMAGE="debian:bookworm-slim"
+readonly PROJECT="vae-test"  # compose project: container, network and volume names start with it
+readonly COMPOSE_FILE="${ROOT}/docker/docker-compose.yml"
+readonly IMAGE_UID=10001     # the image's user `vae`
+readonly DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+readonly DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+
+log() { echo "docker/test.sh: $*"; }
+die() { echo "docker/test.sh: FAILED: $*" >&2; exit 1; }
+
+# --- phase timings -----------------------------------------------------------------------------------------------
+PHASES=()
+phase_name=""
+phase_start=0
+phase() {  # phase NAME: ends the current phase (recording its time) and starts NAME
+  local now=${SECONDS}
+  if [ -n "${phase_name}" ]; then
+    PHASES+=("$(printf '%-34s %4ds' "${phase_name}" $((now - phase_start)))")
+  fi
+  phase_name="$1"
+  phase_start=${now}
+  [ -n "${phase_name}" ] && log "=== ${phase_name}"
+  return 0
+}
+print_timings() {
+  local p
+  echo "docker/test.sh: timings"
+  for p in "${PHASES[@]}"; do echo "  ${p}"; done
+  printf '  %-34s %4ds\n' "total" "${SECONDS}"
+}
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and starts dockerd)"
+
+# --- cleanup: runs on every exit --------------------------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/vae-docker-test.XXXXXX")"
+# dockerd's exec-root and socket: a short fixed path (unix socket paths are limited to 107 bytes; a fixed path
+# also lets the next run clean up after a run that was killed before its trap ran).
+readonly EXEC_ROOT=/tmp/vae-dockerd
+readonly DOCKER_SOCK="${EXEC_ROOT}/docker.sock"
+DOCKERD_PID=""
+COMPOSE_UP=0
+
+export DOCKER_HOST="unix://${DOCKER_SOCK}"
+export DOCKER_CONFIG="${WORK}/docker-config"  # no credential helpers or contexts from ~/.docker
+export PATH="/usr/bin:${PATH}"                # docker-compose runs `docker`: Debian's
+export COMPOSE_INTERACTIVE_NO_CLI=1
+export DOCKER_BUILDKIT=1
+
+dc() { docker-compose --ansi never -p "${PROJECT}" -f "${COMPOSE_FILE}" "$@"; }
+
+# Unmounts every mount point under $1, deepest first (dockerd leaves its netns mount under the exec-root).
+unmount_under() {
+  local prefix="$1" target
+  findmnt -rn -o TARGET | awk -v p="${prefix}/" 'index($0, p) == 1 || $0 == substr(p, 1, length(p) - 1)' |
+    sort -r | while read -r target; do
+      umount "${target}" 2>/dev/null || umount -l "${target}" 2>/dev/null || echo "cannot unmount ${target}" >&2
+    done
+}
+
+# Stops the dockerd with PID $1 (TERM, then KILL after 30 s) and cleans its exec-root.
+stop_dockerd() {
+  local pid="$1" i
+  if [ -n "${pid}" ] && kill -0 "${pid}" 2>/dev/null; then
+    kill -TERM "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 60; i++)); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 "${pid}" 2>/dev/null; then
+      log "dockerd ${pid} did not stop in 30 s: SIGKILL"
+      kill -KILL "${pid}" 2>/dev/null || true
+      sleep 1
+    fi
+  fi
+  unmount_under "${EXEC_ROOT}"
+  unmount_under "${DOCKER_DATA_ROOT}"  # container rootfs/shm mounts, should a container outlive a killed dockerd
+  # Never rm -rf across a mount point that is still there.
+  if findmnt -rn -o TARGET | grep -q "^${EXEC_ROOT}/"; then
+    echo "docker/test.sh: mounts remain under ${EXEC_ROOT}; not deleting it" >&2
+  else
+    rm -rf "${EXEC_ROOT}"
+  fi
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "${DOCKERD_PID}" ] && kill -0 "${DOCKERD_PID}" 2>/dev/null; then
+    if [ "${COMPOSE_UP}" -eq 1 ]; then
+      if [ "${rc}" -ne 0 ]; then
+        echo "----- docker-compose ps / logs (last 80 lines) -----"
+        dc --profile client ps
+        dc --profile client logs --no-color --tail=80
+      fi
+      log "docker-compose down -v"
+      timeout 120 docker-compose --ansi never -p "${PROJECT}" -f "${COMPOSE_FILE}" --profile client \
+        down -v --remove-orphans --timeout 20 >/dev/null 2>&1
+    fi
+    # Keep the data-root bounded: drop untagged images and build cache beyond the limit (least recently used first).
+    timeout 120 "${DOCKER}" image prune -f >/dev/null 2>&1
+    timeout 120 "${DOCKER}" builder prune -f --keep-storage "${VAE_DOCKER_KEEP_STORAGE:-12GB}" >/dev/null 2>&1
+  fi
+  if [ "${rc}" -ne 0 ] && [ -f "${WORK}/dockerd.log" ]; then
+    echo "----- dockerd log (last 30 lines) -----"
+    tail -n 30 "${WORK}/dockerd.log"
+  fi
+  if [ -n "${DOCKERD_PID}" ]; then
+    log "stopping dockerd (pid ${DOCKERD_PID})"
+    stop_dockerd "${DOCKERD_PID}"
+  fi
+  rm -rf "${WORK}"
+  phase ""
+  print_timings
+  if [ "${rc}" -eq 0 ]; then log "PASSED"; else log "FAILED (exit ${rc})"; fi
+  exit "${rc}"
+}
+trap cleanup EXIT
+trap 'echo "docker/test.sh: FAILED at line ${LINENO}: ${BASH_COMMAND}" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. packages and data ---------------------------------------------------------------------------------------
+phase "packages and data"
+missing=()
+for p in docker.io docker-compose mmdebstrap python3; do
+  dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  # No init system here, but keep docker.io's postinst from starting a system dockerd through invoke-rc.d anyway.
+  policy_rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_rc=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    { [ "${policy_rc}" -eq 0 ] || rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
+  [ "${policy_rc}" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
+fi
+"${DOCKER}" --version
+docker-compose --version
+bash "${ROOT}/scripts/fetch-data.sh" "${DATA_DIR}" | tail -n 1
+
+# vae-client on the host (built by scripts/build.sh), else the one in the image through `docker exec`.
+HOST_CLIENT="${BUILD_DIR}/client/vae-client"
+if [ -x "${HOST_CLIENT}" ]; then
+  log "client: ${HOST_CLIENT}"
+else
+  log "client: ${HOST_CLIENT} is missing; using the image's vae-client through docker exec"
+  HOST_CLIENT=""
+fi
+
+# --- 2. dockerd -------------------------------------------------------------------------------------------------
+phase "start dockerd"
+mkdir -p "${DOCKER_DATA_ROOT}"
+# One run at a time per data-root. (fd 9 is closed for dockerd, so a dockerd orphaned by a killed run does not
+# keep the lock.)
+exec 9>"${DOCKER_DATA_ROOT%/}.lock"
+flock -n 9 || die "another docker/test.sh is using ${DOCKER_DATA_ROOT} (lock ${DOCKER_DATA_ROOT%/}.lock)"
+# A dockerd left behind by a run that was killed before its trap ran: we hold the lock, so it is nobody's.
+if [ -f "${EXEC_ROOT}/dockerd.pid" ]; then
+  stale="$(cat "${EXEC_ROOT}/dockerd.pid" 2>/dev/null || true)"
+  if [ -n "${stale}" ] && grep -qa dockerd "/proc/${stale}/cmdline" 2>/dev/null; then
+    log "stopping dockerd ${stale} left by an earlier run"
+  else
+    stale=""
+  fi
+  stop_dockerd "${stale}"
+fi
+mkdir -p "${EXEC_ROOT}" "${DOCKER_CONFIG}"
+dockerd --data-root="${DOCKER_DATA_ROOT}" --exec-root="${EXEC_ROOT}/exec" --pidfile="${EXEC_ROOT}/dockerd.pid" \
+  --host="${DOCKER_HOST}" >"${WORK}/dockerd.log" 2>&1 9>&- &
+DOCKERD_PID=$!
+for ((i = 0; i < 120; i++)); do
+  "${DOCKER}" version >/dev/null 2>&1 && break
+  kill -0 "${DOCKERD_PID}" 2>/dev/null || die "dockerd exited at start (its log follows)"
+  sleep 0.5
+done
+"${DOCKER}" version --format 'dockerd {{.Server.Version}} (pid '"${DOCKERD_PID}"'), data-root '"${DOCKER_DATA_ROOT}" ||
+  die "dockerd did not answer on ${DOCKER_SOCK} within 60 s"
+
+# --- 3. base image ----------------------------------------------------------------------------------------------
+phase "base image"
+if [ "${VAE_REFRESH_BASE:-0}" = 1 ]; then "${DOCKER}" rmi -f "${BASE_IMAGE}" >/dev/null 2>&1 || true; fi
+if "${DOCKER}" image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then
+  log "${BASE_IMAGE}: present ($("${DOCKER}" image inspect -f '{{.Created}}' "${BASE_IMAGE}"))"
+else
+  log "${BASE_IMAGE}: mmdebstrap --variant=minbase bookworm from ${DEBIAN_MIRROR}"
+  # Like Docker's official slim image: no manuals, docs (but the copyrights) or translations, also in what the
+  # Dockerfile installs later (the options are kept in /etc/dpkg/dpkg.cfg.d).
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
+      "${DEBIAN_MIRROR}" "${DEBIAN_MIRROR}" "${DEBIAN_SECURITY_MIRROR}" |
+    mmdebstrap --quiet --variant=minbase --format=tar \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
+      --aptopt='Acquire::Languages "none"' \
+      bookworm - - |
+    "${DOCKER}" import --change 'CMD ["bash"]' --message "mmdebstrap --variant=minbase bookworm" - "${BASE_IMAGE}" \
+      >/dev/null
+  log "${BASE_IMAGE}: $("${DOCKER}" image inspect -f '{{.Size}}' "${BASE_IMAGE}" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+fi
+
+# --- 4. build and start -----------------------------------------------------------------------------------------
+phase "docker build"
+build_args=()
+[ "${VAE_REFRESH_BASE:-0}" = 1 ] && build_args+=(--no-cache)
+# --network host: the build reaches the mirror even where dockerd runs with --bridge=none.
+set +e
+timeout 2400 "${DOCKER}" build --network host --progress=plain "${build_args[@]}" -f "${ROOT}/docker/Dockerfile" \
+  -t "${IMAGE}" "${ROOT}" 2>&1 | tee "${WORK}/build.log"
+build_rc=${PIPESTATUS[0]}
+set -e
+[ "${build_rc}" -eq 0 ] || die "docker build failed with status ${build_rc} (log above)"
+log "image ${IMAGE}: $("${DOCKER}" image inspect -f '{{.Size}}' "${IMAGE}" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+
+if [ -z "${VAE_PORT:-}" ]; then
+  VAE_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+fi
+export VAE_PORT VAE_IMAGE="${IMAGE}" VAE_DATA_DIR="${DATA_DIR}" VAE_OUT_DIR="${WORK}/compose-out"
+export VAE_UID="${IMAGE_UID}" VAE_GID="${IMAGE_UID}" VAE_EPOCHS=1
+mkdir -p "${WORK}/out" "${VAE_OUT_DIR}"
+chown "${IMAGE_UID}:${IMAGE_UID}" "${VAE_OUT_DIR}"
+
+phase "compose up, healthy"
+COMPOSE_UP=1
+dc up -d --no-build vae-server
+CID="$(dc ps -q vae-server)"
+[ -n "${CID}" ] || die "docker-compose up started no vae-server container"
+
+# Waits until the container's healthcheck has passed since its latest start (up to $1 seconds).
+wait_healthy() {
+  local limit="$1" i state
+  for ((i = 0; i < limit; i++)); do
+    state="$("${DOCKER}" inspect "${CID}" 2>/dev/null | python3 -c '
+import datetime, json, re, sys
+c = json.load(sys.stdin)[0]["State"]
+def t(s):  # RFC 3339 with nanoseconds -> datetime (microseconds)
+    m = re.match(r"(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-].*)$", s)
+    return datetime.datetime.fromisoformat(m.group(1) + (m.group(2) or ".0")[:7].ljust(7, "0") +
+                                           ("+00:00" if m.group(3) == "Z" else m.group(3)))
+h = c.get("Health") or {}
+log = [e for e in h.get("Log") or [] if t(e["Start"]) >= t(c["StartedAt"])]
+ok = c["Status"] == "running" and h.get("Status") == "healthy" and log and log[-1]["ExitCode"] == 0
+print("healthy" if ok else "%s/%s" % (c["Status"], h.get("Status")))
+' 2>&1 || true)"
+    [ "${state}" = healthy ] && { log "vae-server healthy after ${i} s"; return 0; }
+    sleep 1
+  done
+  die "vae-server not healthy within ${limit} s (state ${state})"
+}
+wait_healthy 180
+
+# The deployment's promises: published on 127.0.0.1 only, a non-root server, the data read-only.
+published="$("${DOCKER}" port "${CID}" 50051/tcp)"
+[ "${published}" = "127.0.0.1:${VAE_PORT}" ] || die "port 50051 is published on '${published}', expected 127.0.0.1:${VAE_PORT}"
+user="$("${DOCKER}" exec "${CID}" id -u)"
+[ "${user}" = "${IMAGE_UID}" ] || die "vae-server runs as uid ${user}, expected ${IMAGE_UID}"
+data_rw="$("${DOCKER}" inspect -f '{{range .Mounts}}{{if eq .Destination "/data"}}{{.RW}}{{end}}{{end}}' "${CID}")"
+[ "${data_rw}" = false ] || die "/data is mounted read-write ('${data_rw}'), expected read-only"
+log "published on ${published}, runs as uid ${user}, /data read-only"
+
+# vae-client against the deployment: the host's through the published port, or the image's inside the container
+# (then --output files are written in the container's /tmp and copied out).
+client() {
+  if [ -n "${HOST_CLIENT}" ]; then
+    "${HOST_CLIENT}" --server="127.0.0.1:${VAE_PORT}" "$@"
+  else
+    "${DOCKER}" exec "${CID}" vae-client "$@"
+  fi
+}
+sample_png() {  # sample_png DEST: 64 samples with seed 1 as one PNG grid
+  if [ -n "${HOST_CLIENT}" ]; then
+    client sample --count=64 --seed=1 --output="$1"
+  else
+    client sample --count=64 --seed=1 --output=/tmp/samples.png && "${DOCKER}" cp "${CID}:/tmp/samples.png" "$1"
+  fi
+}
+# Checks that $1 is a PNG whose IHDR holds a grid of 8 x 8 cells of 28 x 28 pixels (plus borders).
+check_png() {
+  python3 - "$1" <<'EOF' || die "$1 is not the expected PNG grid"
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    sys.exit(f"{sys.argv[1]}: not a PNG file (starts with {data[:16]!r})")
+width, height = struct.unpack(">II", data[16:24])
+if not (8 * 28 <= width <= 8 * 36 and 8 * 28 <= height <= 8 * 36):
+    sys.exit(f"{sys.argv[1]}: {width}x{height} pixels, expected a grid of 8x8 images of 28x28 (224..288 pixels)")
+print(f"{sys.argv[1]}: PNG {width}x{height}, {len(data)} bytes")
+EOF
+}
+# Prints "epochs_trained global_step" from `vae-client info --json` on stdin (wherever the keys are nested).
+model_version() {
+  python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+found = {}
+def walk(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("epochs_trained", "global_step") and not isinstance(v, (dict, list)):
+                found.setdefault(k, int(v))
+            walk(v)
+    elif isinstance(x, list):
+        for v in x:
+            walk(v)
+walk(info)
+if len(found) != 2:
+    sys.exit("info --json has no epochs_trained / global_step: " + json.dumps(info)[:400])
+print(found["epochs_trained"], found["global_step"])
+'
+}
+
+# --- 5. train and sample ----------------------------------------------------------------------------------------
+phase "train 1 epoch, sample"
+[ "$(client health)" = SERVING ] || die "vae-client health did not print SERVING"
+client train --dataset=mnist --epochs=1 --batch_size=128 --lr=0.001 --seed=1 | tail -n 3
+sample_png "${WORK}/out/before-restart.png"
+check_png "${WORK}/out/before-restart.png"
+read -r epochs steps < <(client info --json | model_version)
+if ! { [ "${epochs}" -ge 1 ] && [ "${steps}" -gt 0 ]; }; then
+  die "after training: epochs_trained=${epochs} global_step=${steps}"
+fi
+log "served after training: epochs_trained=${epochs} global_step=${steps}"
+
+# --- 6. restart: the trained model comes back from the named volume ---------------------------------------------
+phase "restart, model persisted"
+dc restart vae-server
+wait_healthy 180
+read -r epochs2 steps2 < <(client info --json | model_version)
+[ "${epochs2} ${steps2}" = "${epochs} ${steps}" ] ||
+  die "after restart the server has epochs_trained=${epochs2} global_step=${steps2}, expected ${epochs} / ${steps}"
+sample_png "${WORK}/out/after-restart.png"
+# The same seed and the same weights give bitwise the same images.
+cmp -s "${WORK}/out/before-restart.png" "${WORK}/out/after-restart.png" ||
+  die "samples with seed 1 differ before and after the restart: the weights were not restored"
+log "after restart: epochs_trained=${epochs2} global_step=${steps2}, identical samples"
+
+# --- 7. the one-shot client service -----------------------------------------------------------------------------
+phase "compose client service"
+dc --profile client run --rm -T vae-client | tail -n 4
+check_png "${VAE_OUT_DIR}/samples.png"
+read -r epochs3 steps3 < <(model_version < "${VAE_OUT_DIR}/model-info.json")
+if ! { [ "${epochs3}" -ge 1 ] && [ "${steps3}" -gt 0 ]; }; then
+  die "model-info.json: epochs_trained=${epochs3} global_step=${steps3}"
+fi
+log "client service: ${VAE_OUT_DIR}/samples.png, model epochs_trained=${epochs3} global_step=${steps3}"
+
+# --- 8. SIGTERM, down -v (the trap stops dockerd) ---------------------------------------------------------------
+phase "graceful stop, down -v"
+dc stop --timeout 30 vae-server
+code="$("${DOCKER}" inspect -f '{{.State.ExitCode}}' "${CID}")"
+[ "${code}" = 0 ] || die "vae-server exited with status ${code} on SIGTERM, expected 0 (graceful shutdown)"
+"${DOCKER}" logs --tail 1 "${CID}" 2>&1
+dc --profile client down -v --remove-orphans --timeout 20
+COMPOSE_UP=0
+if "${DOCKER}" volume ls -q | grep -q "^${PROJECT}_"; then die "down -v left volumes: $("${DOCKER}" volume ls -q)"; fi
+phase "stop dockerd, clean up"
