@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "model/fused_adam.h"
 #include "model/loss.h"
 #include "model/status_macros.h"
 
@@ -123,17 +124,6 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   return path;
 }
 
-void Trainer::UpdateAverage() {
-  if (!ema_) return;
-  torch::NoGradGuard no_grad;
-  const double t = static_cast<double>(state_.global_step);
-  const double decay = std::min(options_.ema_decay, (1.0 + t) / (10.0 + t));
-  auto avg = ema_->parameters();
-  auto cur = model_->parameters();
-  // avg <- decay * avg + (1 - decay) * cur
-  for (size_t i = 0; i < avg.size(); ++i) avg[i].lerp_(cur[i], 1.0 - decay);
-}
-
 absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* test, const ProgressCallback& on_progress,
                                          const std::atomic<bool>* cancel) {
   const auto& mo = model_->options();
@@ -181,6 +171,9 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
       if (ema_) ema_->init_output_bias(train.images.mean(0));
     }
     model_->train();
+    std::vector<torch::Tensor> ema_params;
+    if (ema_) ema_params = ema_->parameters();
+    optimizer_->zero_grad();  // gradients left by a caller; FusedAdamStep zeroes them from here on
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       auto perm = EpochPermutation(n, state_.seed, epoch);
@@ -196,10 +189,10 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         if (options_.binarize) x = Binarize(x, generator_);
         auto out = model_->forward(x, generator_);
         auto loss = ComputeLoss(mo, out, x);
-        optimizer_->zero_grad();
         loss.total.backward();
-        optimizer_->step();
-        UpdateAverage();
+        // Adam + moving average + zeroing the gradients, in one pass per parameter.
+        const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
+        FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);
         ++state_.step_in_epoch;
         ++state_.global_step;
         ++run_steps;

@@ -103,8 +103,6 @@ class Trainer {
  private:
   absl::StatusOr<std::string> WriteCheckpoint(const Metrics& train, const Metrics* test);
 
-  void UpdateAverage();
-
   Vae model_;
   Vae ema_{nullptr};  // the moving average; null when ema_decay == 0
   TrainOptions options_;
