@@ -1,8 +1,14 @@
 #include "model/runtime.h"
 
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
 #include <torch/cuda.h>
 
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <thread>
 
@@ -10,10 +16,27 @@
 
 namespace vae {
 
+namespace {
+std::atomic<int> configured_threads{1};
+}  // namespace
+
+int ConfiguredThreads() { return configured_threads.load(); }
+
+void SetCallingThreadTorchThreads(int threads) {
+#if AT_PARALLEL_OPENMP
+  // After ATen's lazy per-thread initialisation, which would otherwise reset it at this thread's first parallel op.
+  at::internal::lazy_init_num_threads();
+  omp_set_num_threads(std::max(1, threads));
+#else
+  (void)threads;
+#endif
+}
+
 void ConfigureThreads(int threads) {
   static std::once_flag once;
   std::call_once(once, [threads] {
     int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    configured_threads = n;
     at::set_num_threads(n);
     at::set_num_interop_threads(std::max(1, std::min(n, 4)));
   });

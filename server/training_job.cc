@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/checkpoint.h"
+#include "model/runtime.h"
 #include "model/status_macros.h"
 
 namespace vae::server {
@@ -261,6 +262,7 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
 }
 
 void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prepared> prepared) {
+  SetCallingThreadTorchThreads(ConfiguredThreads());  // training gets --threads (the process default is 1)
   Trainer& trainer = *prepared->trainer;
   const int64_t first_step = trainer.state().global_step;
   const int64_t steps_per_epoch = prepared->steps_per_epoch;
