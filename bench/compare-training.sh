@@ -21,4 +21,7 @@ import json, sys
 cpp, py = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"images/s median: C++ {cpp['images_per_sec_median']:.0f}, PyTorch {py['images_per_sec_median']:.0f}, "
       f"ratio {cpp['images_per_sec_median'] / py['images_per_sec_median']:.2f}")
+# On a shared VM, other tenants slow some epochs down; the fastest epoch is the least disturbed measurement.
+print(f"images/s best epoch: C++ {max(cpp['images_per_sec']):.0f}, PyTorch {max(py['images_per_sec']):.0f}, "
+      f"ratio {max(cpp['images_per_sec']) / max(py['images_per_sec']):.2f}")
 PY

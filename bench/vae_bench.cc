@@ -286,6 +286,22 @@ int RunGrpc() {
   std::fprintf(stderr, "encode b=1 latency: p50 %.0f us  p90 %.0f us  p99 %.0f us\n", Percentile(us, 0.5),
                Percentile(us, 0.9), Percentile(us, 0.99));
 
+  // The transport floor for the same loop: GetModelInfo (no tensors, no model).
+  {
+    std::vector<double> info_us;
+    for (int64_t i = 0; i < n; ++i) {
+      grpc::ClientContext ctx;
+      vae::v1::ModelInfo resp;
+      const auto t = Clock::now();
+      stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &resp);
+      info_us.push_back(SecondsSince(t) * 1e6);
+    }
+    out["info_b1_p50_us"] = Percentile(info_us, 0.50);
+    out["info_b1_p99_us"] = Percentile(info_us, 0.99);
+    std::fprintf(stderr, "GetModelInfo latency (transport floor): p50 %.0f us  p99 %.0f us\n",
+                 Percentile(info_us, 0.5), Percentile(info_us, 0.99));
+  }
+
   // 2. Throughput grid.
   const auto req256 = MakeEncodeRequest(*options, 256);
   for (int64_t b : {1, 256}) {

@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,21 +30,26 @@ absl::Status CheckDeadline(absl::Time deadline, const char* op) {
   return absl::OkStatus();
 }
 
-// Finite and, when `lo` < `hi`, within [lo, hi]. Names the first offending element.
+// Finite and, when `lo` < `hi`, within [lo, hi]. Names the first offending element. One pass over the floats, no
+// temporaries: on a 256-image batch the tensor-op version (isfinite, all, two comparisons, or, any) cost several
+// passes and allocations per request.
 absl::Status CheckValues(const at::Tensor& t, const char* op, const char* field, double lo, double hi) {
-  const at::Tensor finite = at::isfinite(t);
-  if (!finite.all().item<bool>()) {
-    const int64_t index = at::logical_not(finite).flatten().nonzero()[0][0].item<int64_t>();
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": ", field, " holds a non-finite value (NaN or Inf) at flat index ", index, "; expected finite values"));
-  }
-  if (lo < hi) {
-    const at::Tensor outside = at::logical_or(t<lo, t> hi);
-    if (outside.any().item<bool>()) {
-      const int64_t index = outside.flatten().nonzero()[0][0].item<int64_t>();
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " value ", t.flatten()[index].item<double>(),
-                                                     " at flat index ", index, " is outside the expected range [", lo,
-                                                     ", ", hi, "]"));
+  const at::Tensor values = t.to(at::kCPU, at::kFloat).contiguous();
+  const float* p = values.data_ptr<float>();
+  const int64_t n = values.numel();
+  const bool ranged = lo < hi;
+  const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = p[i];
+    // NaN fails every comparison, so !(v >= flo && v <= fhi) also catches it; the slow path says which it was.
+    if (ranged ? !(v >= flo && v <= fhi) : !std::isfinite(v)) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", field,
+                                                       " holds a non-finite value (NaN or Inf) at flat index ", i,
+                                                       "; expected finite values"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " value ", v, " at flat index ", i,
+                                                     " is outside the expected range [", lo, ", ", hi, "]"));
     }
   }
   return absl::OkStatus();
