@@ -99,6 +99,8 @@ class InferenceEngine {
   Batcher* batcher() const { return batcher_.get(); }
 
  private:
+  // Torch threads for a model call of `rows` rows.
+  int ThreadsFor(int64_t rows) const;
   // Limits the calling thread's torch ops to `threads` (default intra_op_threads_).
   void LimitThreads(int threads = 0) const;
   // Runs `compute` through the batcher (when on) or directly. `op` tells the operations apart in the batch key.
