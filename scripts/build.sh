@@ -6,6 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-${ROOT}/build}"
 JOBS="${JOBS:-2}"
 DATA_DIR="${DATA_DIR:-${ROOT}/data}"
+# ccache keys on paths relative to the checkout, so a fresh clone in another folder (as CI makes) reuses the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${ROOT}}"
 generator=()
 command -v ninja >/dev/null 2>&1 && [ ! -f "${BUILD_DIR}/Makefile" ] && generator=(-G Ninja)
 # shellcheck disable=SC2086
