@@ -636,30 +636,46 @@ class Cli {
     return absl::OkStatus();
   }
 
+  // The positional IMAGE... arguments of encode/reconstruct, loaded and converted to the model's input: checks
+  // the arguments, connects, asks for the model info. Returns kExitOk, or the exit code after reporting.
+  struct ImageArgs {
+    std::optional<client::ModelInfo> info;
+    Inputs inputs;
+    at::Tensor tensor;
+  };
+  int LoadImageArgs(const char* command, ImageArgs* loaded) {
+    if (args_.args.empty()) return Usage("no input images");
+    if (absl::GetFlag(FLAGS_limit) < 0) {
+      return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit), ": expected >= 0"));
+    }
+    if (!Connect()) return kExitUsage;
+    loaded->info = ModelInfoOrReport();
+    if (!loaded->info.has_value()) return kExitError;
+    if (absl::Status s = LoadInputs(args_.args, *loaded->info, absl::GetFlag(FLAGS_limit),
+                                    absl::GetFlag(FLAGS_resize), err_, &loaded->inputs);
+        !s.ok()) {
+      return Report(LocalFailure(command, kExitUsage, s));
+    }
+    auto tensor = client::MatsToTensor(loaded->inputs.images);
+    if (!tensor.ok()) return Report(LocalFailure(command, kExitError, tensor.status()));
+    loaded->tensor = *std::move(tensor);
+    return kExitOk;
+  }
+
   int Encode() {
     const std::string output = absl::GetFlag(FLAGS_output);
     if (output.empty()) return Usage("--output is required");
     if (auto format = client::LatentFormatOf(output); !format.ok()) {
       return Usage(std::string(format.status().message()));
     }
-    if (args_.args.empty()) return Usage("no input images");
-    if (absl::GetFlag(FLAGS_limit) < 0) {
-      return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit), ": expected >= 0"));
-    }
-    if (!Connect()) return kExitUsage;
-    auto info = ModelInfoOrReport();
-    if (!info.has_value()) return kExitError;
-    Inputs inputs;
-    if (absl::Status s =
-            LoadInputs(args_.args, *info, absl::GetFlag(FLAGS_limit), absl::GetFlag(FLAGS_resize), err_, &inputs);
-        !s.ok()) {
-      return Report(LocalFailure("encode", kExitUsage, s));
-    }
-    auto tensor = client::MatsToTensor(inputs.images);
-    if (!tensor.ok()) return Report(LocalFailure("encode", kExitError, tensor.status()));
+    ImageArgs loaded;
+    if (const int code = LoadImageArgs("encode", &loaded); code != kExitOk) return code;
+    const client::ModelInfo& info = *loaded.info;
+    const Inputs& inputs = loaded.inputs;
+    const at::Tensor& tensor = loaded.tensor;
     client::Encoding encoding;
     encoding.inputs = inputs.names;
-    absl::Status rpc = Chunked(*tensor, info->max_batch, [&](const at::Tensor& chunk) -> absl::Status {
+    absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
       VAE_ASSIGN_OR_RETURN(client::EncodeResult r, client_->Encode(client::ImageInput::FromTensor(chunk)));
       Append(ToMatrix(r.mu), &encoding.mu);
       Append(ToMatrix(r.sigma), &encoding.sigma);
@@ -763,28 +779,18 @@ class Cli {
     if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/false); !s.ok()) {
       return Usage(std::string(s.message()));
     }
-    if (args_.args.empty()) return Usage("no input images");
-    if (absl::GetFlag(FLAGS_limit) < 0) {
-      return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit), ": expected >= 0"));
-    }
-    if (!Connect()) return kExitUsage;
-    auto info = ModelInfoOrReport();
-    if (!info.has_value()) return kExitError;
-    Inputs inputs;
-    if (absl::Status s =
-            LoadInputs(args_.args, *info, absl::GetFlag(FLAGS_limit), absl::GetFlag(FLAGS_resize), err_, &inputs);
-        !s.ok()) {
-      return Report(LocalFailure("reconstruct", kExitUsage, s));
-    }
-    auto tensor = client::MatsToTensor(inputs.images);
-    if (!tensor.ok()) return Report(LocalFailure("reconstruct", kExitError, tensor.status()));
+    ImageArgs loaded;
+    if (const int code = LoadImageArgs("reconstruct", &loaded); code != kExitOk) return code;
+    const client::ModelInfo& info = *loaded.info;
+    const Inputs& inputs = loaded.inputs;
+    const at::Tensor& tensor = loaded.tensor;
     client::ReconstructOptions options;
     options.sample_z = absl::GetFlag(FLAGS_sample_z);
     options.seed = absl::GetFlag(FLAGS_seed).value_or(0);
     std::vector<at::Tensor> parts;
     std::vector<float> recon, kl;
     client::ModelVersion version;
-    absl::Status rpc = Chunked(*tensor, info->max_batch, [&](const at::Tensor& chunk) -> absl::Status {
+    absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
       VAE_ASSIGN_OR_RETURN(client::ReconstructResult r,
                            client_->Reconstruct(client::ImageInput::FromTensor(chunk), options));
       parts.push_back(r.images);
@@ -794,7 +800,7 @@ class Cli {
       return absl::OkStatus();
     });
     if (!rpc.ok()) return Rpc(rpc);
-    absl::Status written = WritePairs(*tensor, Concat(parts), output);
+    absl::Status written = WritePairs(tensor, Concat(parts), output);
     if (!written.ok()) return Report(LocalFailure("reconstruct", kExitError, written));
     double mean_recon = 0, mean_kl = 0;
     for (float v : recon) mean_recon += v;
