@@ -1,6 +1,5 @@
 #include "client/client.h"
 
-#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -9,15 +8,14 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <chrono>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "model/status_macros.h"
+#include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -32,58 +30,23 @@ ModelVersion FromProto(const v1::ModelVersion& v) {
 
 Metrics FromProto(const v1::Metrics& m) { return Metrics{m.loss(), m.recon(), m.kl()}; }
 
-// Writes a tensor as raw little-endian bytes: uint8 stays uint8, everything else becomes float32. The bytes are
-// copied from a contiguous CPU view.
+// The tensor as a vae.v1.Tensor (TensorToProto: uint8 stays uint8, everything else becomes float32).
 absl::Status ToProto(const at::Tensor& tensor, const char* field, v1::Tensor* proto) {
   if (!tensor.defined()) return absl::InvalidArgumentError(absl::StrCat(field, ": the tensor is undefined"));
   try {
-    at::Tensor t = tensor.to(at::kCPU);
-    if (t.scalar_type() != at::kByte) t = t.to(at::kFloat);
-    t = t.contiguous();
-    for (int64_t d : t.sizes()) proto->add_shape(d);
-    proto->set_dtype(t.scalar_type() == at::kByte ? v1::DATA_TYPE_UINT8 : v1::DATA_TYPE_FLOAT32);
-    proto->set_data(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    TensorToProto(tensor, proto);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": cannot convert the tensor: ", e.what_without_backtrace()));
   }
   return absl::OkStatus();
 }
 
-// A CPU tensor holding a copy of `proto`'s bytes. INTERNAL when the server sent something inconsistent.
+// A CPU tensor holding a copy of `proto`'s bytes. INTERNAL when the server sent something inconsistent (the codec's
+// INVALID_ARGUMENT is about a request; here the fault is the server's).
 absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& proto, const char* field) {
-  at::ScalarType type;
-  int64_t element_size;
-  switch (proto.dtype()) {
-    case v1::DATA_TYPE_FLOAT32:
-      type = at::kFloat;
-      element_size = 4;
-      break;
-    case v1::DATA_TYPE_UINT8:
-      type = at::kByte;
-      element_size = 1;
-      break;
-    default:
-      return absl::InternalError(absl::StrCat("response ", field, ": unsupported dtype ", proto.dtype()));
-  }
-  std::vector<int64_t> shape(proto.shape().begin(), proto.shape().end());
-  int64_t bytes = element_size;
-  for (int64_t d : shape) {
-    if (d < 0 || (d > 0 && bytes > (int64_t{1} << 40) / d)) {
-      return absl::InternalError(absl::StrCat("response ", field, ": bad shape [", absl::StrJoin(shape, ","), "]"));
-    }
-    bytes *= d;
-  }
-  if (static_cast<int64_t>(proto.data().size()) != bytes) {
-    return absl::InternalError(absl::StrCat("response ", field, ": ", proto.data().size(), " bytes, expected ", bytes,
-                                            " for shape [", absl::StrJoin(shape, ","), "]"));
-  }
-  try {
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
-    if (bytes > 0) std::memcpy(t.data_ptr(), proto.data().data(), bytes);
-    return t;
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("response ", field, ": ", e.what_without_backtrace()));
-  }
+  auto tensor = TensorFromProto(proto, field);
+  if (!tensor.ok()) return absl::InternalError(absl::StrCat("response ", tensor.status().message()));
+  return tensor;
 }
 
 absl::Status ToProto(const ImageInput& images, v1::ImageBatch* proto) {

@@ -15,22 +15,16 @@
 
 #include "absl/status/statusor.h"
 #include "model/options.h"
+#include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.pb.h"
 
 namespace vae::server {
 
-// Dimensions a Tensor may have, and the most elements it may hold (far above any message size limit; it only
-// guards the arithmetic).
-inline constexpr int kMaxTensorRank = 8;
-inline constexpr int64_t kMaxTensorElements = int64_t{1} << 40;
-
-// A CPU tensor (float32 or uint8, as `proto.dtype` says) holding a copy of `proto.data`. Checks that the dtype is
-// FLOAT32 or UINT8, that every dimension is >= 0, and that len(data) == product(shape) * sizeof(dtype). `field` names
-// the proto field in messages ("z", "images.tensor").
-absl::StatusOr<at::Tensor> TensorFromProto(const v1::Tensor& proto, const std::string& field);
-
-// Writes a CPU float32 or uint8 tensor into `proto` (shape, dtype, raw bytes). Other dtypes are converted to float32.
-void TensorToProto(const at::Tensor& tensor, v1::Tensor* proto);
+// The raw tensor codec lives in proto/tensor_proto.h (the client uses it too).
+using ::vae::kMaxTensorElements;
+using ::vae::kMaxTensorRank;
+using ::vae::TensorFromProto;
+using ::vae::TensorToProto;
 
 // The images of a request as float32 [N, C, H, W] for a model with input `model`:
 //   tensor float32 -> as sent (the engine checks range and finiteness);  tensor uint8 -> value / 255;
