@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine, as root: installs the packages, fetches the real datasets,
-# builds, and runs every test with CTest. `.ci/run` calls exactly this.
+# builds, runs every test with CTest, then proves the docker-compose deployment (docker/test.sh; set
+# VAE_SKIP_DOCKER_TEST=1 to leave that out on a machine that cannot run dockerd). `.ci/run` calls exactly this.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export DATA_DIR="${DATA_DIR:-${ROOT}/data}"
@@ -11,3 +12,6 @@ bash "${ROOT}/scripts/fetch-data.sh" "${DATA_DIR}"
 bash "${ROOT}/scripts/build.sh"
 # Tests use 2 torch threads each; run them one at a time so timings inside (e.g. deadlines) are not starved.
 ctest --test-dir "${BUILD_DIR}" --output-on-failure --timeout 900 -j "${CTEST_JOBS:-1}"
+if [ "${VAE_SKIP_DOCKER_TEST:-0}" != "1" ]; then
+  bash "${ROOT}/docker/test.sh"
+fi
