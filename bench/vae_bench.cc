@@ -54,6 +54,7 @@ ABSL_FLAG(int32_t, threads, 2, "torch intra-op threads");
 ABSL_FLAG(int64_t, max_train, -1, "use only the first N training images (-1: all)");
 ABSL_FLAG(int64_t, iw_k, 0, "importance samples for the IW-NLL estimate (0: skip)");
 ABSL_FLAG(int64_t, iw_images, 1000, "test images the IW-NLL is estimated on");
+ABSL_FLAG(bool, fast_mlp_step, true, "train: the hand-written MLP step (false: autograd), see model/mlp_step.h");
 ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the last line)");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");
 ABSL_FLAG(int64_t, server_pid, 0, "grpc: the server's PID, to report its peak RSS");
@@ -87,6 +88,7 @@ int RunTrain() {
   t.learning_rate = absl::GetFlag(FLAGS_lr);
   t.seed = absl::GetFlag(FLAGS_seed);
   t.log_every_steps = 0;
+  t.fast_mlp_step = absl::GetFlag(FLAGS_fast_mlp_step);
   torch::manual_seed(t.seed);  // weight initialisation
   vae::Trainer trainer(vae::Vae(*options), t, torch::kCPU);
   auto result = trainer.Run(split->train, &split->test, [](const vae::Progress& p, const vae::Vae&) {
@@ -106,6 +108,7 @@ int RunTrain() {
                         {"batch_size", t.batch_size},
                         {"lr", t.learning_rate},
                         {"threads", absl::GetFlag(FLAGS_threads)},
+                        {"fast_mlp_step", t.fast_mlp_step},
                         {"images_per_sec_median", Median(result->epoch_images_per_sec)},
                         {"images_per_sec", result->epoch_images_per_sec},
                         {"test_loss", result->last_test.loss},

@@ -18,8 +18,8 @@ struct Coefficients {
   float decay, one_minus_decay;     // moving average
 };
 
-// One element range. Built for AVX2 and for the baseline, picked at load time; memory-bound either way.
-__attribute__((target_clones("avx2", "default"))) void UpdateRange(float* __restrict p, float* __restrict g,
+// One element range. Built for AVX-512, AVX2 and the baseline, picked at load time.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void UpdateRange(float* __restrict p, float* __restrict g,
                                                                    float* __restrict m, float* __restrict v,
                                                                    float* __restrict avg, int64_t begin, int64_t end,
                                                                    Coefficients c) {

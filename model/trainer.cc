@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/fused_adam.h"
 #include "model/loss.h"
+#include "model/mlp_step.h"
 #include "model/status_macros.h"
 
 namespace vae {
@@ -24,10 +25,10 @@ struct Accumulator {
   double loss = 0, recon = 0, kl = 0;
   int64_t images = 0;
   Clock::time_point start = Clock::now();
-  void Add(const LossOutput& l, int64_t n) {
-    loss += l.total.item<double>() * n;
-    recon += l.recon.item<double>() * n;
-    kl += l.kl.item<double>() * n;
+  void Add(const StepLoss& l, int64_t n) {
+    loss += l.total * n;
+    recon += l.recon * n;
+    kl += l.kl * n;
     images += n;
   }
   Metrics Mean() const {
@@ -174,6 +175,9 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     std::vector<torch::Tensor> ema_params;
     if (ema_) ema_params = ema_->parameters();
     optimizer_->zero_grad();  // gradients left by a caller; FusedAdamStep zeroes them from here on
+    // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
+    std::unique_ptr<MlpTrainStep> fast_step;
+    if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_)) fast_step = std::make_unique<MlpTrainStep>(model_);
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       auto perm = EpochPermutation(n, state_.seed, epoch);
@@ -187,9 +191,15 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         auto idx = perm.slice(0, begin, std::min(n, begin + bs));
         auto x = train.images.index_select(0, idx).to(device_);
         if (options_.binarize) x = Binarize(x, generator_);
-        auto out = model_->forward(x, generator_);
-        auto loss = ComputeLoss(mo, out, x);
-        loss.total.backward();
+        StepLoss loss;
+        if (fast_step) {
+          loss = fast_step->Run(x, generator_);
+        } else {
+          auto out = model_->forward(x, generator_);
+          auto l = ComputeLoss(mo, out, x);
+          l.total.backward();
+          loss = {l.total.item<double>(), l.recon.item<double>(), l.kl.item<double>()};
+        }
         // Adam + moving average + zeroing the gradients, in one pass per parameter.
         const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
         FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);

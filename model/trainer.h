@@ -37,6 +37,9 @@ struct TrainOptions {
   int64_t checkpoint_every_steps = 0;  // also checkpoint every N steps inside an epoch (0: at epoch ends only)
   int keep_checkpoints = 3;            // older checkpoints in checkpoint_dir are deleted
   int64_t max_steps = -1;              // stop (like a cancel, with a checkpoint) after N steps of this run
+  // Train MLP + Bernoulli models on the CPU with the hand-written step (model/mlp_step.h) instead of autograd:
+  // the same gradients (up to float rounding), ~1.3x faster for the mnist preset. Other models always use autograd.
+  bool fast_mlp_step = true;
 };
 
 // Per-image means, nats.

@@ -1,0 +1,304 @@
+#include "model/mlp_step.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace vae {
+namespace {
+
+// exp(-a) for a >= 0, written so the compiler vectorises it (no libm call): Cody-Waite range reduction to
+// r in [-ln2/2, ln2/2] and a degree-7 Taylor polynomial (truncation < 1e-8 relative, so ~1 ulp in float).
+// a is clamped to 87, where exp(-a) ~ 1.6e-38 is already negligible next to 1 in every use below.
+inline float ExpNeg(float a) {
+  a = a < 87.0f ? a : 87.0f;
+  const float t = -a * 1.44269504088896341f;  // -a / ln 2
+  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick), |t| < 2^22
+  float r = -a - n * 0.693359375f;                  // ln 2, high part (exact product for |n| < 2^15)
+  r = r - n * -2.12194440e-4f;                      // ln 2, low part
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n >= -126 because a <= 87
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// log(1 + e) for e in [0, 1] through log(1 + e) = 2 atanh(u), u = e / (2 + e) in [0, 1/3]: the series in w = u^2
+// converges geometrically (w <= 1/9; the first omitted term is < 1e-9 relative) and keeps full relative precision
+// for tiny e, where 1 + e would round.
+inline float Log1pUnit(float e) {
+  const float u = e / (2.0f + e);
+  const float w = u * u;
+  float s = 1.0f / 15.0f;
+  s = s * w + 1.0f / 13.0f;
+  s = s * w + 1.0f / 11.0f;
+  s = s * w + 1.0f / 9.0f;
+  s = s * w + 1.0f / 7.0f;
+  s = s * w + 1.0f / 5.0f;
+  s = s * w + 1.0f / 3.0f;
+  s = s * w + 1.0f;
+  return 2.0f * u * s;
+}
+
+// One row: returns sum_i softplus(l_i) - x_i l_i and overwrites l_i with scale * (sigmoid(l_i) - x_i). Both come
+// from e = exp(-|l|): softplus(l) = max(l, 0) + log(1 + e), sigmoid(l) = (l >= 0 ? 1 : e) / (1 + e). No branch,
+// so it vectorises; `omp simd` allows the reordered float sum.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float BernoulliRow(float* __restrict logits,
+                                                                             const float* __restrict x, int64_t n,
+                                                                             float scale) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    const float l = logits[i];
+    const float t = x[i];
+    const float a = l < 0.0f ? -l : l;
+    const float e = ExpNeg(a);
+    const float softplus = (l > 0.0f ? l : 0.0f) + Log1pUnit(e);
+    sum += softplus - t * l;
+    const float sigmoid = (l >= 0.0f ? 1.0f : e) / (1.0f + e);
+    logits[i] = scale * (sigmoid - t);
+  }
+  return sum;
+}
+
+// grad <- grad * act'(pre-activation), given the activation's output h.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ReluBackward(float* __restrict grad,
+                                                                             const float* __restrict h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) grad[i] = h[i] > 0.0f ? grad[i] : 0.0f;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void TanhBackward(float* __restrict grad,
+                                                                             const float* __restrict h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) grad[i] *= 1.0f - h[i] * h[i];
+}
+
+// Rows per parallel task so that each task has at least ~16k elements (below that a fork/join costs more than it
+// saves).
+int64_t RowGrain(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)); }
+
+void ActivationBackward(Activation act, at::Tensor& grad, const at::Tensor& h) {
+  float* g = grad.data_ptr<float>();
+  const float* hv = h.data_ptr<float>();
+  const int64_t cols = h.size(1);
+  at::parallel_for(0, h.size(0), RowGrain(cols), [&](int64_t begin, int64_t end) {
+    if (act == Activation::kRelu) {
+      ReluBackward(g + begin * cols, hv + begin * cols, (end - begin) * cols);
+    } else {
+      TanhBackward(g + begin * cols, hv + begin * cols, (end - begin) * cols);
+    }
+  });
+}
+
+void ApplyActivation(Activation act, at::Tensor& h) {
+  if (act == Activation::kRelu) {
+    at::relu_(h);
+  } else {
+    at::tanh_(h);
+  }
+}
+
+}  // namespace
+
+namespace internal {
+void BernoulliLossAndGrad(float* logits, const float* x, int64_t rows, int64_t cols, float scale, float* recon) {
+  for (int64_t r = 0; r < rows; ++r) recon[r] = BernoulliRow(logits + r * cols, x + r * cols, cols, scale);
+}
+}  // namespace internal
+
+bool MlpTrainStep::Supports(const VaeOptions& options, const torch::Device& device) {
+  return device.is_cpu() && options.architecture == Architecture::kMlp &&
+         options.likelihood == Likelihood::kBernoulli && options.mc_samples == 1;
+}
+
+MlpTrainStep::MlpTrainStep(const Vae& model) : options_(model->options()) {
+  auto params = model->parameters();
+  const size_t layers = options_.hidden.size() + 1;  // per side
+  TORCH_CHECK(params.size() == 4 * layers, "MlpTrainStep: expected ", 4 * layers, " parameters, the model has ",
+              params.size());
+  TORCH_CHECK(Supports(options_, params[0].device()), "MlpTrainStep: unsupported model options or device");
+  for (size_t i = 0; i < 2 * layers; ++i) {
+    Layer layer;
+    layer.weight = params[2 * i];
+    layer.bias = params[2 * i + 1];
+    TORCH_CHECK(layer.weight.dim() == 2 && layer.bias.dim() == 1 && layer.weight.size(0) == layer.bias.size(0) &&
+                    layer.weight.scalar_type() == at::kFloat && layer.weight.is_contiguous() &&
+                    layer.bias.is_contiguous(),
+                "MlpTrainStep: parameter ", 2 * i, " is not a float32 Linear layer");
+    // The grads are written in place from now on, so the optimizer sees them through the same tensors.
+    if (!layer.weight.mutable_grad().defined()) layer.weight.mutable_grad() = at::zeros_like(layer.weight);
+    if (!layer.bias.mutable_grad().defined()) layer.bias.mutable_grad() = at::zeros_like(layer.bias);
+    layer.grad_weight = layer.weight.mutable_grad();
+    layer.grad_bias = layer.bias.mutable_grad();
+    (i < layers ? encoder_ : decoder_).push_back(std::move(layer));
+  }
+  TORCH_CHECK(encoder_.front().weight.size(1) == options_.input_dim() &&
+                  encoder_.back().weight.size(0) == 2 * options_.latent_dim &&
+                  decoder_.front().weight.size(1) == options_.latent_dim &&
+                  decoder_.back().weight.size(0) == options_.input_dim(),
+              "MlpTrainStep: layer shapes do not match the options");
+}
+
+void MlpTrainStep::EnsureCapacity(int64_t batch) {
+  if (batch <= capacity_) return;
+  const auto f = at::TensorOptions().dtype(at::kFloat);
+  enc_hidden_.clear();
+  enc_hidden_grad_.clear();
+  dec_hidden_.clear();
+  dec_hidden_grad_.clear();
+  for (size_t i = 0; i + 1 < encoder_.size(); ++i) {
+    enc_hidden_.push_back(at::empty({batch, encoder_[i].weight.size(0)}, f));
+    enc_hidden_grad_.push_back(at::empty({batch, encoder_[i].weight.size(0)}, f));
+  }
+  for (size_t i = 0; i + 1 < decoder_.size(); ++i) {
+    dec_hidden_.push_back(at::empty({batch, decoder_[i].weight.size(0)}, f));
+    dec_hidden_grad_.push_back(at::empty({batch, decoder_[i].weight.size(0)}, f));
+  }
+  const int64_t j = options_.latent_dim, d = options_.input_dim();
+  enc_out_ = at::empty({batch, 2 * j}, f);
+  z_ = at::empty({batch, j}, f);
+  z_grad_ = at::empty({batch, j}, f);
+  sigma_ = at::empty({batch, j}, f);
+  logits_ = at::empty({batch, d}, f);
+  row_recon_.assign(batch, 0.0f);
+  row_kl_.assign(batch, 0.0f);
+  capacity_ = batch;
+}
+
+StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
+  const int64_t b = x_in.size(0), j = options_.latent_dim, d = options_.input_dim();
+  TORCH_CHECK(x_in.numel() == b * d && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
+              "MlpTrainStep: x must be float32 [B, ", options_.channels, ", ", options_.height, ", ", options_.width,
+              "] on the CPU");
+  c10::NoGradGuard no_grad;  // gradients are computed here, not recorded
+  EnsureCapacity(b);
+  const auto x = x_in.reshape({b, d}).contiguous();
+  auto rows = [b](const at::Tensor& t) { return t.narrow(0, 0, b); };
+  const Activation act = options_.activation;
+  const float beta = static_cast<float>(options_.beta);
+  const float inv_b = 1.0f / static_cast<float>(b);
+
+  // Encoder: h_i = act(h_{i-1} W_i^T + b_i), then [mu | logvar] = h_n W^T + b.
+  std::vector<at::Tensor> enc_in{x};
+  for (size_t i = 0; i + 1 < encoder_.size(); ++i) {
+    auto h = rows(enc_hidden_[i]);
+    at::addmm_out(h, encoder_[i].bias, enc_in.back(), encoder_[i].weight.t());
+    ApplyActivation(act, h);
+    enc_in.push_back(h);
+  }
+  auto enc_out = rows(enc_out_);
+  at::addmm_out(enc_out, encoder_.back().bias, enc_in.back(), encoder_.back().weight.t());
+
+  // Reparameterisation z = mu + sigma * eps and the closed-form KL, one pass over [B, J].
+  const auto eps = SampleStandardNormal({b, j}, x.options(), generator);
+  auto z = rows(z_);
+  auto sigma = rows(sigma_);
+  {
+    const float* e = enc_out.data_ptr<float>();
+    const float* n = eps.data_ptr<float>();
+    float* zv = z.data_ptr<float>();
+    float* s = sigma.data_ptr<float>();
+    for (int64_t r = 0; r < b; ++r) {
+      float kl = 0.0f;
+      for (int64_t c = 0; c < j; ++c) {
+        const float mu = e[r * 2 * j + c], logvar = e[r * 2 * j + j + c];
+        const float sg = std::exp(0.5f * logvar);
+        s[r * j + c] = sg;
+        zv[r * j + c] = mu + sg * n[r * j + c];
+        kl += mu * mu + sg * sg - logvar - 1.0f;
+      }
+      row_kl_[r] = 0.5f * kl;
+    }
+  }
+
+  // Decoder: g_i = act(g_{i-1} W_i^T + b_i), logits = g_n W^T + b.
+  std::vector<at::Tensor> dec_in{z};
+  for (size_t i = 0; i + 1 < decoder_.size(); ++i) {
+    auto h = rows(dec_hidden_[i]);
+    at::addmm_out(h, decoder_[i].bias, dec_in.back(), decoder_[i].weight.t());
+    ApplyActivation(act, h);
+    dec_in.push_back(h);
+  }
+  auto logits = rows(logits_);
+  at::addmm_out(logits, decoder_.back().bias, dec_in.back(), decoder_.back().weight.t());
+
+  // Loss and d(mean loss)/d logits = (sigmoid(l) - x) / B, in place, one pass.
+  {
+    float* l = logits.data_ptr<float>();
+    const float* xv = x.data_ptr<float>();
+    float* recon = row_recon_.data();
+    at::parallel_for(0, b, RowGrain(d), [&](int64_t begin, int64_t end) {
+      internal::BernoulliLossAndGrad(l + begin * d, xv + begin * d, end - begin, d, inv_b, recon + begin);
+    });
+  }
+  StepLoss loss;
+  for (int64_t r = 0; r < b; ++r) {
+    loss.recon += row_recon_[r];
+    loss.kl += row_kl_[r];
+  }
+  loss.recon /= b;
+  loss.kl /= b;
+  loss.total = loss.recon + options_.beta * loss.kl;
+
+  // Backward through a Linear layer: dW = dY^T X, db = sum_rows dY, dX = dY W (when needed).
+  auto linear_backward = [](Layer& layer, const at::Tensor& dy, const at::Tensor& input, at::Tensor* dx) {
+    at::mm_out(layer.grad_weight, dy.t(), input);
+    at::sum_out(layer.grad_bias, dy, {0});
+    if (dx != nullptr) at::mm_out(*dx, dy, layer.weight);
+  };
+
+  // Decoder backward, from the logits down to z.
+  at::Tensor dy = logits;
+  for (size_t i = decoder_.size(); i-- > 0;) {
+    at::Tensor dx = i == 0 ? rows(z_grad_) : rows(dec_hidden_grad_[i - 1]);
+    linear_backward(decoder_[i], dy, dec_in[i], &dx);
+    if (i > 0) ActivationBackward(act, dx, dec_in[i]);
+    dy = dx;
+  }
+
+  // Through the reparameterisation and the KL: with dz = d loss / dz,
+  //   d/dmu = dz + beta mu / B,  d/dlogvar = dz eps sigma / 2 + beta (sigma^2 - 1) / (2B). Overwrites enc_out.
+  {
+    float* e = enc_out.data_ptr<float>();
+    const float* dz = dy.data_ptr<float>();
+    const float* n = eps.data_ptr<float>();
+    const float* s = sigma.data_ptr<float>();
+    const float kl_scale = beta * inv_b;
+    for (int64_t r = 0; r < b; ++r) {
+      for (int64_t c = 0; c < j; ++c) {
+        const int64_t k = r * j + c;
+        const float mu = e[r * 2 * j + c];
+        e[r * 2 * j + c] = dz[k] + kl_scale * mu;
+        e[r * 2 * j + j + c] = 0.5f * dz[k] * n[k] * s[k] + 0.5f * kl_scale * (s[k] * s[k] - 1.0f);
+      }
+    }
+  }
+
+  // Encoder backward; the input x needs no gradient.
+  dy = enc_out;
+  for (size_t i = encoder_.size(); i-- > 0;) {
+    if (i == 0) {
+      linear_backward(encoder_[i], dy, enc_in[i], nullptr);
+      break;
+    }
+    at::Tensor dx = rows(enc_hidden_grad_[i - 1]);
+    linear_backward(encoder_[i], dy, enc_in[i], &dx);
+    ActivationBackward(act, dx, enc_in[i]);
+    dy = dx;
+  }
+  return loss;
+}
+
+}  // namespace vae

@@ -1,0 +1,133 @@
+// The hand-written MLP training step and the fused optimizer step against their autograd / torch::optim references.
+#include "model/mlp_step.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "model/fused_adam.h"
+#include "model/loss.h"
+
+namespace vae {
+namespace {
+
+// max |a - b| relative to max |b| (plus a floor for all-zero references).
+double RelMaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>() / (b.abs().max().item<double>() + 1e-12);
+}
+
+TEST(MlpStepTest, BernoulliKernelMatchesAtenLossAndGradient) {
+  torch::manual_seed(7);
+  const int64_t rows = 6, cols = 1001;
+  // Logits over the whole range, saturated tails included; targets binary and grey.
+  auto logits = torch::cat({torch::linspace(-100, 100, 2 * cols).view({2, cols}), 6 * torch::randn({rows - 2, cols})});
+  auto x = torch::rand({rows, cols});
+  x.slice(0, 0, 3).round_();
+  auto logits64 = logits.to(torch::kFloat64), x64 = x.to(torch::kFloat64);
+  auto ref_loss = at::binary_cross_entropy_with_logits(logits64, x64, {}, {}, at::Reduction::None).sum(1);
+  const float scale = 0.25f;
+  auto ref_grad = scale * (torch::sigmoid(logits64) - x64);
+
+  auto work = logits.clone();
+  std::vector<float> recon(rows);
+  internal::BernoulliLossAndGrad(work.data_ptr<float>(), x.data_ptr<float>(), rows, cols, scale, recon.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_NEAR(recon[r], ref_loss[r].item<double>(), 2e-6 * ref_loss[r].item<double>()) << "row " << r;
+  }
+  EXPECT_LT((work.to(torch::kFloat64) - ref_grad).abs().max().item<double>(), 1e-7);
+}
+
+TEST(MlpStepTest, SupportsOnlyCpuMlpBernoulliWithOneSample) {
+  EXPECT_TRUE(MlpTrainStep::Supports(*Preset("mnist"), torch::kCPU));
+  EXPECT_TRUE(MlpTrainStep::Supports(*Preset("aevb"), torch::kCPU));
+  EXPECT_TRUE(MlpTrainStep::Supports(*Preset("seed"), torch::kCPU));
+  EXPECT_FALSE(MlpTrainStep::Supports(*Preset("conv"), torch::kCPU));
+  EXPECT_FALSE(MlpTrainStep::Supports(*Preset("fashion"), torch::kCPU));
+  auto two_samples = *Preset("mnist");
+  two_samples.mc_samples = 2;
+  EXPECT_FALSE(MlpTrainStep::Supports(two_samples, torch::kCPU));
+  EXPECT_FALSE(MlpTrainStep::Supports(*Preset("mnist"), torch::Device(torch::kCUDA, 0)));
+}
+
+struct StepCase {
+  const char* name;
+  VaeOptions options;
+};
+void PrintTo(const StepCase& c, std::ostream* os) { *os << c.name; }
+
+VaeOptions Custom() {
+  VaeOptions o;
+  o.channels = 3;
+  o.height = 8;
+  o.width = 6;
+  o.latent_dim = 5;
+  o.hidden = {64, 32};
+  o.beta = 0.5;
+  return o;
+}
+
+class MlpStepGradientTest : public ::testing::TestWithParam<StepCase> {};
+
+// The gradients of every parameter and the loss equal what autograd computes through VaeImpl::forward and
+// ComputeLoss for the same weights, batch and noise seed; a larger batch first, then a smaller one (buffer reuse).
+TEST_P(MlpStepGradientTest, EqualsAutograd) {
+  torch::manual_seed(11);
+  const auto& options = GetParam().options;
+  Vae model(options);
+  MlpTrainStep step(model);
+  auto params = model->parameters();
+  for (int64_t batch : {16, 5}) {
+    auto x = torch::rand({batch, options.channels, options.height, options.width});
+
+    for (auto& p : params) p.mutable_grad().zero_();
+    auto gen = MakeGenerator(99 + batch);
+    auto ref = ComputeLoss(options, model->forward(x, gen), x);
+    ref.total.backward();
+    std::vector<torch::Tensor> ref_grads;
+    for (auto& p : params) ref_grads.push_back(p.grad().clone());
+
+    auto gen2 = MakeGenerator(99 + batch);
+    const StepLoss loss = step.Run(x, gen2);
+    EXPECT_NEAR(loss.total, ref.total.item<double>(), 1e-5 * std::abs(ref.total.item<double>()));
+    EXPECT_NEAR(loss.recon, ref.recon.item<double>(), 1e-5 * std::abs(ref.recon.item<double>()));
+    EXPECT_NEAR(loss.kl, ref.kl.item<double>(), 1e-4 * std::abs(ref.kl.item<double>()) + 1e-6);
+    for (size_t i = 0; i < params.size(); ++i) {
+      ASSERT_GT(ref_grads[i].abs().max().item<double>(), 0.0) << "parameter " << i;
+      EXPECT_LT(RelMaxDiff(params[i].grad(), ref_grads[i]), 2e-4) << "parameter " << i << ", batch " << batch;
+    }
+    // Both paths drew the same noise from the same seed: the generators are in the same state afterwards.
+    EXPECT_TRUE(torch::equal(gen.get_state(), gen2.get_state()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, MlpStepGradientTest,
+                         ::testing::Values(StepCase{"mnist", *Preset("mnist")}, StepCase{"aevb_tanh", *Preset("aevb")},
+                                           StepCase{"two_layers_rgb_beta_half", Custom()}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// FusedAdamStep makes exactly torch::optim::Adam's update and keeps the average, over several steps.
+TEST(FusedAdamTest, MatchesTorchAdamAndAveragesTheWeights) {
+  torch::manual_seed(3);
+  auto a = torch::randn({70000}).requires_grad_();  // above the parallel grain: split across threads
+  auto b = a.detach().clone().requires_grad_();
+  auto avg = a.detach().clone();
+  torch::optim::Adam reference({a}, torch::optim::AdamOptions(1e-2));
+  torch::optim::Adam fused({b}, torch::optim::AdamOptions(1e-2));
+  auto expected_avg = avg.clone();
+  for (int step = 0; step < 4; ++step) {
+    auto g = torch::randn({70000});
+    a.mutable_grad() = g.clone();
+    b.mutable_grad() = g.clone();
+    reference.step();
+    FusedAdamStep(fused, {avg}, 0.9);
+    expected_avg = 0.9 * expected_avg + 0.1 * b.detach();
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-6) << "step " << step;
+    EXPECT_LT((avg - expected_avg).abs().max().item<double>(), 1e-6) << "step " << step;
+    EXPECT_EQ(b.grad().abs().max().item<double>(), 0.0);  // left zeroed
+  }
+  EXPECT_GT((a.detach() - avg).abs().max().item<double>(), 1e-3);  // the average lags: the test can tell them apart
+}
+
+}  // namespace
+}  // namespace vae
