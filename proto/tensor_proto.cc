@@ -23,9 +23,9 @@ std::string DataTypeName(int dtype) {
   return name.empty() ? absl::StrCat(dtype) : name;
 }
 
-}  // namespace
-
-absl::StatusOr<at::Tensor> TensorFromProto(const v1::Tensor& proto, const std::string& field) {
+// Validates `proto` and returns its dtype and shape.
+absl::Status CheckTensorProto(const v1::Tensor& proto, const std::string& field, at::ScalarType* out_type,
+                              std::vector<int64_t>* out_shape) {
   at::ScalarType type;
   int64_t element_size = 0;
   switch (proto.dtype()) {
@@ -65,10 +65,29 @@ absl::StatusOr<at::Tensor> TensorFromProto(const v1::Tensor& proto, const std::s
                                                    expected_bytes, " (shape ", ShapeString(proto.shape()), " x ",
                                                    element_size, " bytes of ", DataTypeName(proto.dtype()), ")"));
   }
-  std::vector<int64_t> shape(proto.shape().begin(), proto.shape().end());
+  *out_type = type;
+  out_shape->assign(proto.shape().begin(), proto.shape().end());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<at::Tensor> TensorFromProto(const v1::Tensor& proto, const std::string& field) {
+  at::ScalarType type;
+  std::vector<int64_t> shape;
+  if (auto status = CheckTensorProto(proto, field, &type, &shape); !status.ok()) return status;
   at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(type));
-  if (expected_bytes > 0) std::memcpy(tensor.data_ptr(), proto.data().data(), expected_bytes);
+  if (tensor.nbytes() > 0) std::memcpy(tensor.data_ptr(), proto.data().data(), tensor.nbytes());
   return tensor;
+}
+
+absl::StatusOr<at::Tensor> TensorViewOfProto(const v1::Tensor& proto, const std::string& field) {
+  at::ScalarType type;
+  std::vector<int64_t> shape;
+  if (auto status = CheckTensorProto(proto, field, &type, &shape); !status.ok()) return status;
+  const char* data = proto.data().data();
+  if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(type) != 0) return TensorFromProto(proto, field);
+  return at::from_blob(const_cast<char*>(data), shape, at::TensorOptions().dtype(type));
 }
 
 void TensorToProto(const at::Tensor& tensor, v1::Tensor* proto) {

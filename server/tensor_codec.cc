@@ -57,7 +57,8 @@ absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const Va
     return absl::InvalidArgumentError("images is an empty batch: neither images.tensor nor images.encoded is set");
   }
   if (has_tensor) {
-    auto tensor = TensorFromProto(batch.tensor(), "images.tensor");
+    // A view of the request's bytes: the request outlives the call, and nothing writes to input images.
+    auto tensor = TensorViewOfProto(batch.tensor(), "images.tensor");
     if (!tensor.ok()) return tensor.status();
     if (tensor->scalar_type() == at::kByte) return tensor->to(at::kFloat).div_(255.0f);
     return tensor;

@@ -1,8 +1,8 @@
 // Bytes <-> tensors for the gRPC service: vae.v1.Tensor (raw little-endian data with an explicit shape and dtype),
 // vae.v1.ImageBatch (a tensor or encoded PNG/JPEG files) and PNG output.
 //
-// Everything is copied: a decoded tensor owns its memory and never aliases the request's buffer, an encoded message
-// owns its bytes. Errors are INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank,
+// A float32 images.tensor is returned as a view of the request's bytes (no copy): it is valid while the request is,
+// and must not be written to. Everything else (uint8 and encoded images, z, outputs) is copied. Errors are INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank,
 // the model's shape, value ranges, batch limits) belong to the InferenceEngine. Stateless and thread-safe.
 #ifndef VAE_SERVER_TENSOR_CODEC_H_
 #define VAE_SERVER_TENSOR_CODEC_H_
@@ -25,6 +25,7 @@ using ::vae::kMaxTensorElements;
 using ::vae::kMaxTensorRank;
 using ::vae::TensorFromProto;
 using ::vae::TensorToProto;
+using ::vae::TensorViewOfProto;
 
 // The images of a request as float32 [N, C, H, W] for a model with input `model`:
 //   tensor float32 -> as sent (the engine checks range and finiteness);  tensor uint8 -> value / 255;

@@ -81,10 +81,25 @@ TEST(TensorCodecTest, RejectsBadDtypesShapesAndLengths) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.message);
-    auto result = TensorFromProto(c.tensor, "z");
-    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(result.status().message(), HasSubstr(c.message));
+    for (const auto& result : {TensorFromProto(c.tensor, "z"), TensorViewOfProto(c.tensor, "z")}) {
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(result.status().message(), HasSubstr(c.message));
+    }
   }
+}
+
+TEST(TensorCodecTest, FloatImagesAreAViewOfTheRequestBytes) {
+  v1::ImageBatch batch;
+  *batch.mutable_tensor() = FloatTensor({2, 1, 1, 2}, {0.0f, 0.25f, 0.5f, 1.0f});
+  auto images = ImagesFromProto(batch, TinyOptions(), 8);
+  ASSERT_TRUE(images.ok()) << images.status();
+  // No copy: the tensor points at the message's bytes, with the values and shape TensorFromProto gives.
+  EXPECT_EQ(images->data_ptr(), static_cast<const void*>(batch.tensor().data().data()));
+  auto copy = TensorFromProto(batch.tensor(), "images.tensor");
+  ASSERT_TRUE(copy.ok());
+  EXPECT_NE(copy->data_ptr(), images->data_ptr());
+  EXPECT_TRUE(at::equal(*images, *copy));
+  EXPECT_EQ(images->sizes(), at::IntArrayRef({2, 1, 1, 2}));
 }
 
 TEST(TensorCodecTest, ImageBatchTensorsAndTheirChoice) {
