@@ -15,14 +15,14 @@
 namespace vae::server {
 namespace {
 
-absl::Time DeadlineOf(const grpc::ServerContext& context) {
+absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
 }
 
 // A queued inference request gives up once its caller has gone (client cancel, disconnect, deadline).
-CallContext CallOf(const grpc::ServerContext& context, Batcher::PendingCall* pending) {
+CallContext CallOf(const grpc::ServerContextBase& context, Batcher::PendingCall* pending) {
   CallContext call;
   call.cancelled = [&context] { return context.IsCancelled(); };
   call.pending = pending;
@@ -118,6 +118,15 @@ class CallScope {
   std::atomic<int>* active_;
 };
 
+// Runs a unary call's work on the calling gRPC thread and finishes the call with its status.
+template <typename Work>
+grpc::ServerUnaryReactor* FinishInline(grpc::CallbackServerContext* context, std::atomic<int>* active, Work&& work) {
+  CallScope scope(active);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(work()));
+  return reactor;
+}
+
 }  // namespace
 
 TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
@@ -142,35 +151,33 @@ grpc::Status VaeServiceImpl::Train(grpc::ServerContext* context, const v1::Train
   return ToGrpcStatus(DoTrain(context, *request, writer));
 }
 
-grpc::Status VaeServiceImpl::Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
-                                    v1::EncodeResponse* response) {
-  CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoEncode(*context, *request, response));
+grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context,
+                                                 const v1::EncodeRequest* request, v1::EncodeResponse* response) {
+  return FinishInline(context, &active_calls_, [&] { return DoEncode(*context, *request, response); });
 }
 
-grpc::Status VaeServiceImpl::Decode(grpc::ServerContext* context, const v1::DecodeRequest* request,
-                                    v1::DecodeResponse* response) {
-  CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoDecode(*context, *request, response));
+grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context,
+                                                 const v1::DecodeRequest* request, v1::DecodeResponse* response) {
+  return FinishInline(context, &active_calls_, [&] { return DoDecode(*context, *request, response); });
 }
 
-grpc::Status VaeServiceImpl::Sample(grpc::ServerContext* context, const v1::SampleRequest* request,
-                                    v1::SampleResponse* response) {
-  CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoSample(*context, *request, response));
+grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
+                                                 const v1::SampleRequest* request, v1::SampleResponse* response) {
+  return FinishInline(context, &active_calls_, [&] { return DoSample(*context, *request, response); });
 }
 
-grpc::Status VaeServiceImpl::Reconstruct(grpc::ServerContext* context, const v1::ReconstructRequest* request,
-                                         v1::ReconstructResponse* response) {
-  CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoReconstruct(*context, *request, response));
+grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
+                                                      const v1::ReconstructRequest* request,
+                                                      v1::ReconstructResponse* response) {
+  return FinishInline(context, &active_calls_, [&] { return DoReconstruct(*context, *request, response); });
 }
 
-grpc::Status VaeServiceImpl::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
-                                          v1::ModelInfo* response) {
-  CallScope scope(&active_calls_);
-  DoGetModelInfo(response);
-  return grpc::Status::OK;
+grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
+                                                       const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
+  return FinishInline(context, &active_calls_, [&] {
+    DoGetModelInfo(response);
+    return absl::OkStatus();
+  });
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
@@ -204,7 +211,7 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
   return job->status();
 }
 
-absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContext& context, const v1::EncodeRequest& request,
+absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                                       v1::EncodeResponse* response) {
   Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();
@@ -218,7 +225,7 @@ absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContext& context, const 
   return absl::OkStatus();
 }
 
-absl::Status VaeServiceImpl::DoDecode(const grpc::ServerContext& context, const v1::DecodeRequest& request,
+absl::Status VaeServiceImpl::DoDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
                                       v1::DecodeResponse* response) {
   Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();
@@ -233,7 +240,7 @@ absl::Status VaeServiceImpl::DoDecode(const grpc::ServerContext& context, const 
   return absl::OkStatus();
 }
 
-absl::Status VaeServiceImpl::DoSample(const grpc::ServerContext& context, const v1::SampleRequest& request,
+absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                                       v1::SampleResponse* response) {
   const auto model = core_->Current();
   const int64_t n = request.count() <= core_->inference().max_batch() ? request.count() : 0;
@@ -250,7 +257,7 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContext& context, const 
   return absl::OkStatus();
 }
 
-absl::Status VaeServiceImpl::DoReconstruct(const grpc::ServerContext& context, const v1::ReconstructRequest& request,
+absl::Status VaeServiceImpl::DoReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
                                            v1::ReconstructResponse* response) {
   Batcher::PendingCall pending(core_->inference().batcher());
   const auto model = core_->Current();

@@ -2,13 +2,18 @@
 // the deadline, takes one model snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
 // writes the result, and converts the absl::Status once (grpc_status.h).
 //
-// Ownership and threads: does not own `core`, which must outlive it. Handlers run concurrently on gRPC's sync-server
-// threads; the only state of its own is an atomic count of the calls in progress. A Train call stays in its handler for
-// the whole job, polling for the client's cancellation or deadline every kTrainPollInterval.
+// Ownership and threads: does not own `core`, which must outlive it. The only state of its own is an atomic count of
+// the calls in progress. Encode, Decode, Sample, Reconstruct and GetModelInfo are callback-API methods that do their
+// work inline on the gRPC thread that received the request and finish before returning: no hand-off to a sync-server
+// thread per call (that hand-off was a third of a b=1 call on a 2-core host), and the number of requests being worked
+// on at once is bounded by gRPC's thread pool instead of one thread per request in flight (peak memory; see
+// BENCHMARKS.md). A Train call is synchronous and stays in its handler for the whole job, polling for the client's
+// cancellation or deadline every kTrainPollInterval.
 #ifndef VAE_SERVER_VAE_SERVICE_IMPL_H_
 #define VAE_SERVER_VAE_SERVICE_IMPL_H_
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/sync_stream.h>
 
 #include <atomic>
@@ -20,7 +25,12 @@
 
 namespace vae::server {
 
-class VaeServiceImpl final : public v1::VaeService::Service {
+// The unary methods use gRPC's callback API, Train the synchronous one (it blocks for a whole job).
+using VaeServiceBase = v1::VaeService::WithCallbackMethod_Encode<v1::VaeService::WithCallbackMethod_Decode<
+    v1::VaeService::WithCallbackMethod_Sample<v1::VaeService::WithCallbackMethod_Reconstruct<
+        v1::VaeService::WithCallbackMethod_GetModelInfo<v1::VaeService::Service>>>>>;
+
+class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
 
@@ -31,27 +41,27 @@ class VaeServiceImpl final : public v1::VaeService::Service {
 
   grpc::Status Train(grpc::ServerContext* context, const v1::TrainRequest* request,
                      grpc::ServerWriter<v1::TrainProgress>* writer) override;
-  grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
-                      v1::EncodeResponse* response) override;
-  grpc::Status Decode(grpc::ServerContext* context, const v1::DecodeRequest* request,
-                      v1::DecodeResponse* response) override;
-  grpc::Status Sample(grpc::ServerContext* context, const v1::SampleRequest* request,
-                      v1::SampleResponse* response) override;
-  grpc::Status Reconstruct(grpc::ServerContext* context, const v1::ReconstructRequest* request,
-                           v1::ReconstructResponse* response) override;
-  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
-                            v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context, const v1::EncodeRequest* request,
+                                   v1::EncodeResponse* response) override;
+  grpc::ServerUnaryReactor* Decode(grpc::CallbackServerContext* context, const v1::DecodeRequest* request,
+                                   v1::DecodeResponse* response) override;
+  grpc::ServerUnaryReactor* Sample(grpc::CallbackServerContext* context, const v1::SampleRequest* request,
+                                   v1::SampleResponse* response) override;
+  grpc::ServerUnaryReactor* Reconstruct(grpc::CallbackServerContext* context, const v1::ReconstructRequest* request,
+                                        v1::ReconstructResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
 
  private:
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
                        grpc::ServerWriter<v1::TrainProgress>* writer);
-  absl::Status DoEncode(const grpc::ServerContext& context, const v1::EncodeRequest& request,
+  absl::Status DoEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                         v1::EncodeResponse* response);
-  absl::Status DoDecode(const grpc::ServerContext& context, const v1::DecodeRequest& request,
+  absl::Status DoDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
                         v1::DecodeResponse* response);
-  absl::Status DoSample(const grpc::ServerContext& context, const v1::SampleRequest& request,
+  absl::Status DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                         v1::SampleResponse* response);
-  absl::Status DoReconstruct(const grpc::ServerContext& context, const v1::ReconstructRequest& request,
+  absl::Status DoReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
                              v1::ReconstructResponse* response);
   void DoGetModelInfo(v1::ModelInfo* response);
 
