@@ -9,7 +9,13 @@
 
 namespace vae::server {
 
+namespace {
+thread_local bool in_batch = false;
+}  // namespace
+
 Batcher::Batcher(Options options) : options_(options) {}
+
+bool Batcher::InBatch() { return in_batch; }
 
 Batcher::Stats Batcher::stats() const {
   absl::MutexLock lock(&mu_);
@@ -37,6 +43,7 @@ std::vector<std::shared_ptr<Batcher::Request>> Batcher::TakeBatch() {
     const int64_t n = (*it)->input.size(0);
     if ((*it)->key == key && rows + n <= options_.max_rows) {
       rows += n;
+      (*it)->taken = true;
       batch.push_back(*it);
       it = queue_.erase(it);
     } else {
@@ -53,7 +60,15 @@ void Batcher::Execute(const std::vector<std::shared_ptr<Request>>& batch) {
     inputs.reserve(batch.size());
     for (const auto& r : batch) inputs.push_back(r->input);
     const at::Tensor rows = batch.size() == 1 ? inputs[0] : at::cat(inputs, 0);
-    const std::vector<at::Tensor> outputs = (*batch.front()->compute)(rows);
+    in_batch = true;
+    std::vector<at::Tensor> outputs;
+    try {
+      outputs = (*batch.front()->compute)(rows);
+    } catch (...) {
+      in_batch = false;
+      throw;
+    }
+    in_batch = false;
     int64_t offset = 0;
     for (const auto& r : batch) {
       const int64_t n = r->input.size(0);
@@ -67,6 +82,88 @@ void Batcher::Execute(const std::vector<std::shared_ptr<Request>>& batch) {
       r->status = status;
       r->outputs.clear();
     }
+  }
+}
+
+void Batcher::AwaitPendingCallers(const void* key, absl::Time deadline) {
+  const absl::Time fill_until = std::min(deadline, absl::Now() + options_.max_wait);
+  while (pending_.load(std::memory_order_relaxed) > 0 && QueuedRowsFor(key) < options_.max_rows &&
+         absl::Now() < fill_until) {
+    mu_.AwaitWithDeadline(absl::Condition(+[](bool*) { return false; }, static_cast<bool*>(nullptr)),
+                          std::min(fill_until, absl::Now() + absl::Microseconds(50)));
+  }
+}
+
+void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
+  std::vector<std::shared_ptr<Request>> run;
+  run.reserve(batch.size());
+  const absl::Time now = absl::Now();
+  for (const auto& r : batch) {
+    if (r->on_done && now >= r->deadline) {
+      r->status = absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
+    } else if (r->on_done && r->cancelled && r->cancelled()) {
+      r->status = absl::CancelledError("the call was cancelled while it waited for its batch");
+    } else {
+      run.push_back(r);
+    }
+  }
+  if (!run.empty()) Execute(run);
+  {
+    absl::MutexLock lock(&mu_);
+    int64_t rows = 0;
+    for (const auto& r : run) rows += r->input.size(0);
+    for (const auto& r : batch) r->done = true;  // absl::Mutex re-evaluates waiters' conditions on unlock
+    if (!run.empty()) {
+      ++stats_.batches;
+      stats_.requests += static_cast<int64_t>(run.size());
+      stats_.rows += rows;
+      stats_.max_batch_rows = std::max(stats_.max_batch_rows, rows);
+    }
+  }
+  for (const auto& r : batch) {
+    if (!r->on_done) continue;
+    if (r->status.ok()) {
+      r->on_done(std::move(r->outputs));
+    } else {
+      r->on_done(r->status);
+    }
+  }
+}
+
+void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, absl::Time deadline,
+                     std::function<bool()> cancelled, PendingCall* pending, Done done) {
+  auto request = std::make_shared<Request>();
+  request->key = key;
+  request->input = input;
+  request->owned_compute = std::move(compute);
+  request->compute = &request->owned_compute;
+  request->deadline = deadline;
+  request->cancelled = std::move(cancelled);
+  request->on_done = std::move(done);
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+      const absl::Status full = absl::ResourceExhaustedError(absl::StrCat(
+          "inference queue is full (", queue_.size(), " requests waiting, --max_queue=", options_.max_queue,
+          "); retry with backoff"));
+      mu_.Unlock();
+      request->on_done(full);
+      mu_.Lock();
+      return;
+    }
+    queue_.push_back(request);
+    if (pending != nullptr) pending->Release();
+    if (running_) return;  // the running leader takes it with its next batch
+    running_ = true;
+    // Lead until the queue is empty: every request queued meanwhile has no thread of its own.
+    while (!queue_.empty()) {
+      AwaitPendingCallers(queue_.front()->key, queue_.front()->deadline);
+      std::vector<std::shared_ptr<Request>> batch = TakeBatch();
+      mu_.Unlock();
+      RunTaken(batch);
+      mu_.Lock();
+    }
+    running_ = false;
   }
 }
 
@@ -94,32 +191,32 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
   while (!request->done) {
     if (!running_ && !queue_.empty() && queue_.front() == request) {
       // Lead. Wait (bounded) while callers that have entered request handling have not reached the queue yet.
-      const absl::Time fill_until = std::min(deadline, absl::Now() + options_.max_wait);
-      while (pending_.load(std::memory_order_relaxed) > 0 &&
-             QueuedRowsFor(key) < options_.max_rows && absl::Now() < fill_until) {
-        mu_.AwaitWithDeadline(absl::Condition(+[](bool*) { return false; }, static_cast<bool*>(nullptr)),
-                              std::min(fill_until, absl::Now() + absl::Microseconds(50)));
-      }
+      AwaitPendingCallers(key, deadline);
       running_ = true;
       std::vector<std::shared_ptr<Request>> batch = TakeBatch();
       mu_.Unlock();
-      Execute(batch);
+      RunTaken(batch);
       mu_.Lock();
-      running_ = false;
-      int64_t rows = 0;
-      for (const auto& r : batch) {
-        rows += r->input.size(0);
-        r->done = true;
+      // Submit()ted requests now at the head have no thread that would lead them: run them before returning.
+      while (!queue_.empty() && queue_.front()->on_done) {
+        AwaitPendingCallers(queue_.front()->key, queue_.front()->deadline);
+        batch = TakeBatch();
+        mu_.Unlock();
+        RunTaken(batch);
+        mu_.Lock();
       }
-      ++stats_.batches;
-      stats_.requests += static_cast<int64_t>(batch.size());
-      stats_.rows += rows;
-      stats_.max_batch_rows = std::max(stats_.max_batch_rows, rows);
-      // absl::Mutex re-evaluates waiters' conditions on unlock: the followers wake up.
+      running_ = false;
       continue;
     }
-    // Follow: wake when our batch is done or we may lead; check the deadline and cancellation meanwhile.
+    // Follow: wake when our batch is done or we may lead; check the deadline and cancellation meanwhile. Once a
+    // leader has taken the request its input is in use (it may be a view of the caller's request bytes): then wait
+    // for the batch, which is already running.
     const absl::Time now = absl::Now();
+    if (request->taken) {
+      mu_.Await(absl::Condition(
+          +[](Request* r) { return r->done; }, request.get()));
+      break;
+    }
     if (now >= deadline) {
       remove_from_queue();
       return absl::DeadlineExceededError("the deadline passed while the request waited for its batch");

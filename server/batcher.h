@@ -8,8 +8,17 @@
 // running, a leader waits up to max_wait for more rows only while callers that have entered Run() are still on their
 // way to the queue (validation, tensor decoding; see PendingCall).
 //
+// Two ways in: Run() blocks its caller until its rows are done (a follower waits on a condition); Submit() never waits
+// for other callers' batches: it queues the request with a completion callback and returns, unless no batch is
+// running, in which case the submitting thread leads and runs batches until the queue is empty. The gRPC service
+// uses Submit() from callback-API handlers, so a request queued behind a running batch holds no thread at all and
+// the next batch takes every request that arrived meanwhile. A leader from Run() also drains Submit()ted requests at
+// the head of the queue before it returns (nobody else would run them).
+//
 // Limits: more than max_queue queued requests -> RESOURCE_EXHAUSTED. A queued request whose deadline passes returns
 // DEADLINE_EXCEEDED, one whose `cancelled` callback turns true returns CANCELLED; either way its rows are not run.
+// (Run() notices while it waits; a Submit()ted request is checked when a leader takes it, i.e. it waits at most for
+// the batch running when it arrived.)
 //
 // Threads: any number of callers; one batch runs at a time (all cores go to it). Internally synchronised by mu_.
 // The computation passed with a request must be a pure function of its input rows: batching must not change
@@ -41,6 +50,8 @@ class Batcher {
   };
   // rows [n, ...] -> outputs, each with n rows in the same order.
   using Compute = std::function<std::vector<at::Tensor>(const at::Tensor& rows)>;
+  // Receives a Submit()ted request's rows of each output, or why there are none.
+  using Done = std::function<void(absl::StatusOr<std::vector<at::Tensor>>)>;
 
   struct Stats {
     int64_t requests = 0;  // requests that ran in a batch
@@ -78,6 +89,15 @@ class Batcher {
                                               absl::Time deadline, const std::function<bool()>& cancelled = nullptr,
                                               PendingCall* pending = nullptr);
 
+  // Run() without blocking on other callers: `done` is called exactly once, either before Submit returns (queue full;
+  // or this thread led and ran the batch holding the request) or on the thread of the leader that runs it. `input`
+  // and whatever `compute` and `cancelled` refer to must stay valid until then; `compute` is kept by value.
+  void Submit(const void* key, const at::Tensor& input, Compute compute, absl::Time deadline,
+              std::function<bool()> cancelled, PendingCall* pending, Done done);
+
+  // True on a thread while it runs a batch's model call (inside a Compute called by the batcher).
+  static bool InBatch();
+
   Stats stats() const;
   // Requests waiting in the queue now.
   int queued() const;
@@ -88,14 +108,25 @@ class Batcher {
     const void* key;
     at::Tensor input;
     const Compute* compute;
+    bool taken = false;  // in a batch being run: its input is in use until done
     bool done = false;
     absl::Status status;
     std::vector<at::Tensor> outputs;
+    // Submit() only: the callback, and what the leader checks before running the rows.
+    Done on_done;
+    Compute owned_compute;
+    absl::Time deadline = absl::InfiniteFuture();
+    std::function<bool()> cancelled;
   };
 
   // Takes the head's batch off the queue. Requires mu_.
   std::vector<std::shared_ptr<Request>> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t QueuedRowsFor(const void* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As leader: waits (bounded by max_wait and `deadline`) while callers are on their way to the queue.
+  void AwaitPendingCallers(const void* key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As leader, without mu_: answers Submit()ted requests that expired or were cancelled, runs the rest, marks all
+  // done and calls the callbacks.
+  void RunTaken(const std::vector<std::shared_ptr<Request>>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   static void Execute(const std::vector<std::shared_ptr<Request>>& batch);
 
   const Options options_;

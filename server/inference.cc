@@ -79,25 +79,39 @@ InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads, Batchi
   }
 }
 
+absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunAlone(const Batcher::Compute& compute,
+                                                                  const at::Tensor& rows) {
+  try {
+    return compute(rows);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(e.what_without_backtrace());
+  }
+}
+
+const void* InferenceEngine::BatchKey(const Snapshot& model, int op) {
+  // One key per (snapshot, operation): only calls on the same weights doing the same thing share a model call.
+  return reinterpret_cast<const char*>(&model) + op;
+}
+
 absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunRows(const Snapshot& model, int op, const at::Tensor& rows,
                                                                  const Batcher::Compute& compute, absl::Time deadline,
                                                                  const CallContext& call) const {
-  if (batcher_ == nullptr) {
-    try {
-      return compute(rows);
-    } catch (const c10::Error& e) {
-      return absl::InternalError(e.what_without_backtrace());
-    }
-  }
-  // One key per (snapshot, operation): only calls on the same weights doing the same thing share a model call.
-  const void* key = reinterpret_cast<const char*>(&model) + op;
-  return batcher_->Run(key, rows, compute, deadline, call.cancelled, call.pending);
+  if (batcher_ == nullptr || rows.size(0) >= kDirectRows) return RunAlone(compute, rows);
+  return batcher_->Run(BatchKey(model, op), rows, compute, deadline, call.cancelled, call.pending);
+}
+
+void InferenceEngine::RunRowsAsync(const Snapshot& model, int op, const at::Tensor& rows, Batcher::Compute compute,
+                                   absl::Time deadline, const CallContext& call, bool batchable,
+                                   Batcher::Done done) const {
+  if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) return done(RunAlone(compute, rows));
+  batcher_->Submit(BatchKey(model, op), rows, std::move(compute), deadline, call.cancelled, call.pending,
+                   std::move(done));
 }
 
 int InferenceEngine::ThreadsFor(int64_t rows) const {
   // Only batched calls run one at a time; unbatched ones run concurrently on the handler threads, where 2-thread
   // teams per call oversubscribe the cores (measured: 8 clients x b=256 unbatched fell from 91k to 7k images/s).
-  return batcher_ != nullptr && rows >= kParallelRows ? batch_threads_ : intra_op_threads_;
+  return Batcher::InBatch() && rows >= kParallelRows ? batch_threads_ : intra_op_threads_;
 }
 
 void InferenceEngine::LimitThreads(int threads) const {
@@ -140,27 +154,45 @@ absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tenso
   return CheckValues(images, op, "images", 0.0, 1.0);
 }
 
+absl::StatusOr<Batcher::Compute> InferenceEngine::EncodePlan(const Snapshot& model, const at::Tensor& images,
+                                                             absl::Time deadline,
+                                                             std::shared_ptr<const Snapshot> keep) const {
+  VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
+  return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    LimitThreads(ThreadsFor(rows.size(0)));
+    Vae vae = m->model;  // a handle to the shared, read-only module
+    auto [mu, logvar] = vae->encode(rows.to(m->device));
+    return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
+  });
+}
+
 absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
                                                      absl::Time deadline, const CallContext& call) const {
   c10::InferenceMode guard;
   LimitThreads();
-  VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
-  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
-  const Batcher::Compute compute = [this, &model](const at::Tensor& rows) -> std::vector<at::Tensor> {
-    LimitThreads(ThreadsFor(rows.size(0)));
-    Vae vae = model.model;  // a handle to the shared, read-only module
-    auto [mu, logvar] = vae->encode(rows.to(model.device));
-    return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
-  };
+  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, EncodePlan(model, images, deadline, nullptr));
   auto out = RunRows(model, 0, images, compute, deadline, call);
   if (!out.ok()) return Prefixed(out.status(), "encode");
   return EncodeResult{(*out)[0], (*out)[1]};
 }
 
-absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
-                                                     absl::Time deadline, const CallContext& call) const {
+void InferenceEngine::EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
+                                  const CallContext& call, Callback<EncodeResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
+  auto compute = EncodePlan(*model, images, deadline, model);
+  if (!compute.ok()) return done(compute.status());
+  RunRowsAsync(*model, 0, images, std::move(*compute), deadline, call, /*batchable=*/true,
+               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+                 if (!out.ok()) return done(Prefixed(out.status(), "encode"));
+                 done(EncodeResult{(*out)[0], (*out)[1]});
+               });
+}
+
+absl::StatusOr<Batcher::Compute> InferenceEngine::DecodePlan(const Snapshot& model, const at::Tensor& z,
+                                                             absl::Time deadline,
+                                                             std::shared_ptr<const Snapshot> keep) const {
   const int64_t j = model.options.latent_dim;
   if (!z.defined()) return absl::InvalidArgumentError("decode: z is not set");
   if (z.scalar_type() != at::kFloat) {
@@ -174,14 +206,34 @@ absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, cons
   VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
   VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
-  const Batcher::Compute compute = [this, &model](const at::Tensor& rows) -> std::vector<at::Tensor> {
+  return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
     LimitThreads(ThreadsFor(rows.size(0)));
-    Vae vae = model.model;
-    return {ToCpu(vae->mean_image(vae->decode(rows.to(model.device))))};
-  };
+    Vae vae = m->model;
+    return {ToCpu(vae->mean_image(vae->decode(rows.to(m->device))))};
+  });
+}
+
+absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
+                                                     absl::Time deadline, const CallContext& call) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, DecodePlan(model, z, deadline, nullptr));
   auto out = RunRows(model, 1, z, compute, deadline, call);
   if (!out.ok()) return Prefixed(out.status(), "decode");
   return DecodeResult{(*out)[0]};
+}
+
+void InferenceEngine::DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,
+                                  const CallContext& call, Callback<DecodeResult> done) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  auto compute = DecodePlan(*model, z, deadline, model);
+  if (!compute.ok()) return done(compute.status());
+  RunRowsAsync(*model, 1, z, std::move(*compute), deadline, call, /*batchable=*/true,
+               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+                 if (!out.ok()) return done(Prefixed(out.status(), "decode"));
+                 done(DecodeResult{(*out)[0]});
+               });
 }
 
 absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
@@ -213,40 +265,57 @@ absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int6
   }
 }
 
+absl::StatusOr<Batcher::Compute> InferenceEngine::ReconstructPlan(const Snapshot& model, const at::Tensor& images,
+                                                                  bool sample_z, uint64_t seed, absl::Time deadline,
+                                                                  std::shared_ptr<const Snapshot> keep) const {
+  VAE_RETURN_IF_ERROR(CheckImages(model, images, "reconstruct"));
+  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
+  return Batcher::Compute(
+      [this, m = &model, keep, sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
+        LimitThreads(ThreadsFor(rows.size(0)));
+        Vae vae = m->model;
+        const at::Tensor x = rows.to(m->device);
+        auto [mu, logvar] = vae->encode(x);
+        at::Tensor z = mu;
+        if (sample_z) {
+          // z = mu + sigma * eps with sigma = exp(0.5 * log sigma^2).
+          z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
+        }
+        const DecoderOutput decoded = vae->decode(z);
+        return {ToCpu(vae->mean_image(decoded)), ToCpu(ReconstructionNll(m->options, decoded, x)),
+                ToCpu(KlDivergence(mu, logvar))};
+      });
+}
+
 absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& model, const at::Tensor& images,
                                                                bool sample_z, uint64_t seed, absl::Time deadline,
                                                                const CallContext& call) const {
   c10::InferenceMode guard;
   LimitThreads();
-  VAE_RETURN_IF_ERROR(CheckImages(model, images, "reconstruct"));
-  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
-  const Batcher::Compute compute = [this, &model, sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
-    LimitThreads(ThreadsFor(rows.size(0)));
-    Vae vae = model.model;
-    const at::Tensor x = rows.to(model.device);
-    auto [mu, logvar] = vae->encode(x);
-    at::Tensor z = mu;
-    if (sample_z) {
-      // z = mu + sigma * eps with sigma = exp(0.5 * log sigma^2).
-      z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
-    }
-    const DecoderOutput decoded = vae->decode(z);
-    return {ToCpu(vae->mean_image(decoded)), ToCpu(ReconstructionNll(model.options, decoded, x)),
-            ToCpu(KlDivergence(mu, logvar))};
-  };
+  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, ReconstructPlan(model, images, sample_z, seed, deadline, nullptr));
   // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
   absl::StatusOr<std::vector<at::Tensor>> out;
   if (sample_z) {
-    try {
-      out = compute(images);
-    } catch (const c10::Error& e) {
-      out = absl::InternalError(e.what_without_backtrace());
-    }
+    out = RunAlone(compute, images);
   } else {
     out = RunRows(model, 2, images, compute, deadline, call);
   }
   if (!out.ok()) return Prefixed(out.status(), "reconstruct");
   return ReconstructResult{(*out)[0], (*out)[1], (*out)[2]};
+}
+
+void InferenceEngine::ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z,
+                                       uint64_t seed, absl::Time deadline, const CallContext& call,
+                                       Callback<ReconstructResult> done) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  auto compute = ReconstructPlan(*model, images, sample_z, seed, deadline, model);
+  if (!compute.ok()) return done(compute.status());
+  RunRowsAsync(*model, 2, images, std::move(*compute), deadline, call, /*batchable=*/!sample_z,
+               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+                 if (!out.ok()) return done(Prefixed(out.status(), "reconstruct"));
+                 done(ReconstructResult{(*out)[0], (*out)[1], (*out)[2]});
+               });
 }
 
 }  // namespace vae::server

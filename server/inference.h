@@ -54,6 +54,7 @@ struct BatchingOptions {
   absl::Duration max_wait = absl::Microseconds(500);  // --batch_timeout_us
   int max_queue = 256;                                // --max_queue
   int threads = 1;  // torch threads of a batched model call of >= kParallelRows rows (one batch runs at a time)
+  // Requests of at least kDirectRows rows are a batch already: they run on their own thread at once, never queued.
 };
 
 // Per-call extras from the transport: cancellation of a queued request, and the batcher's pending mark.
@@ -64,7 +65,13 @@ struct CallContext {
 
 class InferenceEngine {
  public:
+  template <typename Result>
+  using Callback = std::function<void(absl::StatusOr<Result>)>;
+
   static constexpr int64_t kParallelRows = 64;
+  // With batching on, requests with this many rows or more skip the batcher (measured on mnist/2 cores: 8 clients x
+  // 256 images ran at 135k images/s through the batcher and 197k on their own).
+  static constexpr int64_t kDirectRows = 64;
   static constexpr double kMaxTemperature = 10.0;
 
   // `max_batch` >= 1: the most images or codes one call may carry. `intra_op_threads` >= 1: the torch threads one
@@ -93,6 +100,18 @@ class InferenceEngine {
                                                 uint64_t seed, absl::Time deadline,
                                                 const CallContext& call = {}) const;
 
+  // The same three calls for callback-API handlers: `done` gets exactly what the blocking call would return, exactly
+  // once — on this thread before the call returns when the request runs alone (batching off, a sampled z, an invalid
+  // input, a full queue, or this thread led the batch), else on the thread of the caller that runs its batch. A
+  // request queued behind a running batch holds no thread. The call keeps `model` alive until `done`; `images`/`z`
+  // (possibly a view of the request bytes) and whatever `call` refers to must stay valid until then.
+  void EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
+                   const CallContext& call, Callback<EncodeResult> done) const;
+  void DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,
+                   const CallContext& call, Callback<DecodeResult> done) const;
+  void ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z, uint64_t seed,
+                        absl::Time deadline, const CallContext& call, Callback<ReconstructResult> done) const;
+
   int64_t max_batch() const { return max_batch_; }
   int intra_op_threads() const { return intra_op_threads_; }
   // Null when batching is off.
@@ -103,10 +122,23 @@ class InferenceEngine {
   int ThreadsFor(int64_t rows) const;
   // Limits the calling thread's torch ops to `threads` (default intra_op_threads_).
   void LimitThreads(int threads = 0) const;
+  // Validate the input and return the row-wise model call. `keep` (may be null) is held by the call, so that an
+  // async request keeps its snapshot alive.
+  absl::StatusOr<Batcher::Compute> EncodePlan(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
+                                              std::shared_ptr<const Snapshot> keep) const;
+  absl::StatusOr<Batcher::Compute> DecodePlan(const Snapshot& model, const at::Tensor& z, absl::Time deadline,
+                                              std::shared_ptr<const Snapshot> keep) const;
+  absl::StatusOr<Batcher::Compute> ReconstructPlan(const Snapshot& model, const at::Tensor& images, bool sample_z,
+                                                   uint64_t seed, absl::Time deadline,
+                                                   std::shared_ptr<const Snapshot> keep) const;
+  static absl::StatusOr<std::vector<at::Tensor>> RunAlone(const Batcher::Compute& compute, const at::Tensor& rows);
+  static const void* BatchKey(const Snapshot& model, int op);
   // Runs `compute` through the batcher (when on) or directly. `op` tells the operations apart in the batch key.
   absl::StatusOr<std::vector<at::Tensor>> RunRows(const Snapshot& model, int op, const at::Tensor& rows,
                                                   const Batcher::Compute& compute, absl::Time deadline,
                                                   const CallContext& call) const;
+  void RunRowsAsync(const Snapshot& model, int op, const at::Tensor& rows, Batcher::Compute compute,
+                    absl::Time deadline, const CallContext& call, bool batchable, Batcher::Done done) const;
   absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const;
   absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;
 

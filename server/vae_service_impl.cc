@@ -153,12 +153,16 @@ grpc::Status VaeServiceImpl::Train(grpc::ServerContext* context, const v1::Train
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context,
                                                  const v1::EncodeRequest* request, v1::EncodeResponse* response) {
-  return FinishInline(context, &active_calls_, [&] { return DoEncode(*context, *request, response); });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartEncode(*context, *request, response, Finisher(reactor));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context,
                                                  const v1::DecodeRequest* request, v1::DecodeResponse* response) {
-  return FinishInline(context, &active_calls_, [&] { return DoDecode(*context, *request, response); });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartDecode(*context, *request, response, Finisher(reactor));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
@@ -169,7 +173,9 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
                                                       const v1::ReconstructRequest* request,
                                                       v1::ReconstructResponse* response) {
-  return FinishInline(context, &active_calls_, [&] { return DoReconstruct(*context, *request, response); });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartReconstruct(*context, *request, response, Finisher(reactor));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
@@ -211,33 +217,49 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
   return job->status();
 }
 
-absl::Status VaeServiceImpl::DoEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
-                                      v1::EncodeResponse* response) {
-  Batcher::PendingCall pending(core_->inference().batcher());
-  const auto model = core_->Current();
-  VAE_ASSIGN_OR_RETURN(at::Tensor images,
-                       ImagesFromProto(request.images(), model->options, core_->inference().max_batch()));
-  VAE_ASSIGN_OR_RETURN(EncodeResult result,
-                       core_->inference().Encode(*model, images, DeadlineOf(context), CallOf(context, &pending)));
-  TensorToProto(result.mu, response->mutable_mu());
-  TensorToProto(result.sigma, response->mutable_sigma());
-  SetVersion(model->version, response->mutable_version());
-  return absl::OkStatus();
+VaeServiceImpl::FinishFn VaeServiceImpl::Finisher(grpc::ServerUnaryReactor* reactor) {
+  active_calls_.fetch_add(1);
+  return [this, reactor](const absl::Status& status) {
+    reactor->Finish(ToGrpcStatus(status));
+    active_calls_.fetch_sub(1);
+  };
 }
 
-absl::Status VaeServiceImpl::DoDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
-                                      v1::DecodeResponse* response) {
+void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
+                                 v1::EncodeResponse* response, FinishFn finish) {
   Batcher::PendingCall pending(core_->inference().batcher());
-  const auto model = core_->Current();
-  VAE_ASSIGN_OR_RETURN(at::Tensor z, TensorFromProto(request.z(), "z"));
+  auto model = core_->Current();
+  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
+  if (!images.ok()) return finish(images.status());
+  core_->inference().EncodeAsync(
+      model, *images, DeadlineOf(context), CallOf(context, &pending),
+      [finish = std::move(finish), model, response](absl::StatusOr<EncodeResult> result) {
+        if (!result.ok()) return finish(result.status());
+        TensorToProto(result->mu, response->mutable_mu());
+        TensorToProto(result->sigma, response->mutable_sigma());
+        SetVersion(model->version, response->mutable_version());
+        finish(absl::OkStatus());
+      });
+}
+
+void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
+                                 v1::DecodeResponse* response, FinishFn finish) {
+  Batcher::PendingCall pending(core_->inference().batcher());
+  auto model = core_->Current();
+  auto z = TensorFromProto(request.z(), "z");
+  if (!z.ok()) return finish(z.status());
   // Sizes the engine rejects anyway are left to its clearer message.
-  const int64_t n = z.dim() > 0 && z.size(0) <= core_->inference().max_batch() ? z.size(0) : 0;
-  VAE_RETURN_IF_ERROR(CheckOutput(request.format(), n, *model, core_->options()));
-  VAE_ASSIGN_OR_RETURN(DecodeResult result,
-                       core_->inference().Decode(*model, z, DeadlineOf(context), CallOf(context, &pending)));
-  VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
-  SetVersion(model->version, response->mutable_version());
-  return absl::OkStatus();
+  const int64_t n = z->dim() > 0 && z->size(0) <= core_->inference().max_batch() ? z->size(0) : 0;
+  if (auto status = CheckOutput(request.format(), n, *model, core_->options()); !status.ok()) return finish(status);
+  const v1::ImageFormat format = request.format();
+  core_->inference().DecodeAsync(
+      model, *z, DeadlineOf(context), CallOf(context, &pending),
+      [finish = std::move(finish), model, response, format](absl::StatusOr<DecodeResult> result) {
+        if (!result.ok()) return finish(result.status());
+        if (auto status = WriteImages(result->images, format, response); !status.ok()) return finish(status);
+        SetVersion(model->version, response->mutable_version());
+        finish(absl::OkStatus());
+      });
 }
 
 absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
@@ -257,22 +279,25 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
   return absl::OkStatus();
 }
 
-absl::Status VaeServiceImpl::DoReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
-                                           v1::ReconstructResponse* response) {
+void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
+                                      v1::ReconstructResponse* response, FinishFn finish) {
   Batcher::PendingCall pending(core_->inference().batcher());
-  const auto model = core_->Current();
-  VAE_RETURN_IF_ERROR(CheckOutput(request.format(), 0, *model, core_->options()));
-  VAE_ASSIGN_OR_RETURN(at::Tensor images,
-                       ImagesFromProto(request.images(), model->options, core_->inference().max_batch()));
-  VAE_ASSIGN_OR_RETURN(ReconstructResult result, core_->inference().Reconstruct(*model, images, request.sample_z(),
-                                                                                request.seed(), DeadlineOf(context),
-                                                                                CallOf(context, &pending)));
-  VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
-  const at::Tensor recon = result.recon_nll.contiguous(), kl = result.kl.contiguous();
-  response->mutable_recon_nll()->Add(recon.data_ptr<float>(), recon.data_ptr<float>() + recon.numel());
-  response->mutable_kl()->Add(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.numel());
-  SetVersion(model->version, response->mutable_version());
-  return absl::OkStatus();
+  auto model = core_->Current();
+  if (auto status = CheckOutput(request.format(), 0, *model, core_->options()); !status.ok()) return finish(status);
+  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
+  if (!images.ok()) return finish(images.status());
+  const v1::ImageFormat format = request.format();
+  core_->inference().ReconstructAsync(
+      model, *images, request.sample_z(), request.seed(), DeadlineOf(context), CallOf(context, &pending),
+      [finish = std::move(finish), model, response, format](absl::StatusOr<ReconstructResult> result) {
+        if (!result.ok()) return finish(result.status());
+        if (auto status = WriteImages(result->images, format, response); !status.ok()) return finish(status);
+        const at::Tensor recon = result->recon_nll.contiguous(), kl = result->kl.contiguous();
+        response->mutable_recon_nll()->Add(recon.data_ptr<float>(), recon.data_ptr<float>() + recon.numel());
+        response->mutable_kl()->Add(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.numel());
+        SetVersion(model->version, response->mutable_version());
+        finish(absl::OkStatus());
+      });
 }
 
 void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) {

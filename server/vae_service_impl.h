@@ -4,10 +4,10 @@
 //
 // Ownership and threads: does not own `core`, which must outlive it. The only state of its own is an atomic count of
 // the calls in progress. Encode, Decode, Sample, Reconstruct and GetModelInfo are callback-API methods that do their
-// work inline on the gRPC thread that received the request and finish before returning: no hand-off to a sync-server
-// thread per call (that hand-off was a third of a b=1 call on a 2-core host), and the number of requests being worked
-// on at once is bounded by gRPC's thread pool instead of one thread per request in flight (peak memory; see
-// BENCHMARKS.md). A Train call is synchronous and stays in its handler for the whole job, polling for the client's
+// work inline on the gRPC thread that received the request: no hand-off to a sync-server thread per call, and the
+// number of requests being worked on at once is bounded by gRPC's thread pool instead of one thread per request in
+// flight (peak memory; see BENCHMARKS.md). With --enable_batching, an Encode/Decode/Reconstruct that arrives while a
+// batch runs is queued and the handler returns at once; the thread running batches finishes it with the next one. A Train call is synchronous and stays in its handler for the whole job, polling for the client's
 // cancellation or deadline every kTrainPollInterval.
 #ifndef VAE_SERVER_VAE_SERVICE_IMPL_H_
 #define VAE_SERVER_VAE_SERVICE_IMPL_H_
@@ -17,6 +17,7 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include <atomic>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -55,14 +56,20 @@ class VaeServiceImpl final : public VaeServiceBase {
  private:
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
                        grpc::ServerWriter<v1::TrainProgress>* writer);
-  absl::Status DoEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
-                        v1::EncodeResponse* response);
-  absl::Status DoDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
-                        v1::DecodeResponse* response);
+  // Finishes a callback-API call exactly once, from whichever thread completes it; the call counts in
+  // active_calls() until then.
+  using FinishFn = std::function<void(const absl::Status&)>;
+  FinishFn Finisher(grpc::ServerUnaryReactor* reactor);
+  // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
+  // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
+  void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
+                   v1::EncodeResponse* response, FinishFn finish);
+  void StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
+                   v1::DecodeResponse* response, FinishFn finish);
+  void StartReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
+                        v1::ReconstructResponse* response, FinishFn finish);
   absl::Status DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                         v1::SampleResponse* response);
-  absl::Status DoReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
-                             v1::ReconstructResponse* response);
   void DoGetModelInfo(v1::ModelInfo* response);
 
   ServerCore* const core_;

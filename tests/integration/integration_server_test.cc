@@ -501,8 +501,8 @@ TEST_F(IntegrationTest, BadInputNeverCrashesOrChangesState) {
 }
 
 TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
-  // With dynamic batching on (off by default): concurrent calls may share a model call, and each must still see
-  // exactly one published snapshot.
+  // With dynamic batching on (the default, said explicitly here): concurrent calls may share a model call, and each
+  // must still see exactly one published snapshot.
   StartServer({"--seed=3", "--enable_batching=true"});
   const at::Tensor x = TestImages(4);
   const v1::ImageBatch batch = Uint8Batch(x);

@@ -69,6 +69,94 @@ TEST(BatcherTest, QueuedRequestsShareOneModelCallAndGetTheirOwnRows) {
   EXPECT_EQ(stats.max_batch_rows, 28);
 }
 
+// Submit(): requests that arrive while a batch runs are queued without holding their thread, and the thread running
+// batches answers all of them with one more model call.
+TEST(BatcherTest, SubmittedRequestsQueueWithoutAThreadAndShareTheNextBatch) {
+  Batcher batcher({/*max_rows=*/1024, absl::ZeroDuration(), /*max_queue=*/64});
+  GatedCompute gate;
+  absl::Notification leader_done;
+  std::thread leader([&] {
+    batcher.Submit(kKey, at::full({1, 3}, 100.0), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                   [&](absl::StatusOr<std::vector<at::Tensor>> out) {
+                     ASSERT_TRUE(out.ok()) << out.status();
+                     EXPECT_TRUE(at::equal((*out)[0], at::full({1, 3}, 201.0)));
+                   });
+    leader_done.Notify();  // Submit returns only after the leader has drained the queue
+  });
+  gate.entered.WaitForNotification();
+  std::atomic<int> answered{0};
+  std::vector<at::Tensor> inputs;
+  for (int i = 1; i <= 5; ++i) inputs.push_back(at::full({i, 3}, static_cast<double>(i)));
+  for (int i = 1; i <= 5; ++i) {
+    const at::Tensor x = inputs[i - 1];
+    // Called on this thread; returns at once because a batch is running.
+    batcher.Submit(kKey, x, gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                   [&answered, x, i](absl::StatusOr<std::vector<at::Tensor>> out) {
+                     ASSERT_TRUE(out.ok()) << out.status();
+                     EXPECT_TRUE(at::equal((*out)[0], x * 2 + 1)) << i;
+                     EXPECT_TRUE(at::equal((*out)[1], at::full({i}, 3.0 * i))) << i;
+                     ++answered;
+                   });
+  }
+  EXPECT_EQ(answered.load(), 0);
+  EXPECT_EQ(batcher.queued(), 5);
+  gate.release.Notify();
+  leader.join();
+  EXPECT_TRUE(leader_done.HasBeenNotified());
+  EXPECT_EQ(answered.load(), 5);
+  const auto stats = batcher.stats();
+  EXPECT_EQ(stats.batches, 2);  // the leader's own, then the five together
+  EXPECT_EQ(stats.requests, 6);
+  EXPECT_EQ(stats.max_batch_rows, 15);
+}
+
+TEST(BatcherTest, SubmittedRequestsThatExpireOrAreCancelledWhileQueuedAreNotRun) {
+  Batcher batcher({/*max_rows=*/1024, absl::ZeroDuration(), /*max_queue=*/2});
+  GatedCompute gate;
+  std::thread leader([&] {
+    batcher.Submit(kKey, at::ones({1, 3}), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                   [](absl::StatusOr<std::vector<at::Tensor>> out) { EXPECT_TRUE(out.ok()); });
+  });
+  gate.entered.WaitForNotification();
+  absl::StatusCode expired = absl::StatusCode::kOk, cancelled = absl::StatusCode::kOk, full = absl::StatusCode::kOk;
+  batcher.Submit(kKey, at::ones({2, 3}), gate.fn, absl::Now() + absl::Milliseconds(20), nullptr, nullptr,
+                 [&](absl::StatusOr<std::vector<at::Tensor>> out) { expired = out.status().code(); });
+  std::atomic<bool> gone{false};
+  batcher.Submit(kKey, at::ones({4, 3}), gate.fn, absl::InfiniteFuture(), [&] { return gone.load(); }, nullptr,
+                 [&](absl::StatusOr<std::vector<at::Tensor>> out) { cancelled = out.status().code(); });
+  // The queue holds 2: a third is answered at once.
+  batcher.Submit(kKey, at::ones({1, 3}), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                 [&](absl::StatusOr<std::vector<at::Tensor>> out) { full = out.status().code(); });
+  EXPECT_EQ(full, absl::StatusCode::kResourceExhausted);
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));  // past the first one's deadline
+  gone = true;
+  gate.release.Notify();
+  leader.join();
+  EXPECT_EQ(expired, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(cancelled, absl::StatusCode::kCancelled);
+  EXPECT_EQ(batcher.stats().batches, 1);  // only the leader's rows ran
+  EXPECT_EQ(batcher.stats().rows, 1);
+}
+
+// A blocking Run() leader also runs the Submit()ted requests queued behind it: they have no thread of their own.
+TEST(BatcherTest, ABlockingLeaderRunsSubmittedRequestsBeforeReturning) {
+  Batcher batcher({/*max_rows=*/1024, absl::ZeroDuration(), 64});
+  GatedCompute gate;
+  std::thread leader([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 3}), gate.fn, absl::InfiniteFuture()).ok()); });
+  gate.entered.WaitForNotification();
+  std::atomic<int> answered{0};
+  batcher.Submit(kKey, at::ones({3, 3}), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                 [&](absl::StatusOr<std::vector<at::Tensor>> out) {
+                   ASSERT_TRUE(out.ok());
+                   EXPECT_EQ((*out)[0].size(0), 3);
+                   ++answered;
+                 });
+  gate.release.Notify();
+  leader.join();
+  EXPECT_EQ(answered.load(), 1);
+  EXPECT_EQ(batcher.queued(), 0);
+}
+
 TEST(BatcherTest, BatchesNeverExceedMaxRowsAndKeysDoNotMix) {
   Batcher batcher({/*max_rows=*/10, absl::ZeroDuration(), 64});
   GatedCompute gate;
@@ -186,6 +274,69 @@ TEST(BatchedInferenceTest, ConcurrentCallsMatchUnbatchedResults) {
   const auto stats = batched.batcher()->stats();
   EXPECT_EQ(stats.requests, 3 * kThreads * kCalls);
   EXPECT_LE(stats.batches, stats.requests);
+}
+
+// The async calls the gRPC service uses: from 8 threads, with batching, each callback gets what an unbatched blocking
+// call gives, exactly once.
+TEST(BatchedInferenceTest, AsyncCallsMatchUnbatchedResults) {
+  const auto snapshot = TinySnapshot(9);
+  InferenceEngine plain(1024);
+  InferenceEngine batched(1024, 1, BatchingOptions{true, absl::Microseconds(200), 256, 2});
+  constexpr int kThreads = 8, kCalls = 20;
+  std::vector<std::thread> threads;
+  std::atomic<int> checked{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        const at::Tensor x = RandomImages(1 + (t + c) % 4, 500 * t + c);
+        auto expected = plain.Encode(*snapshot, x, absl::InfiniteFuture());
+        auto expected_recon = plain.Reconstruct(*snapshot, x, false, 0, absl::InfiniteFuture());
+        ASSERT_TRUE(expected.ok() && expected_recon.ok());
+        absl::Notification encoded, decoded, reconstructed;
+        std::atomic<int> calls{0};
+        batched.EncodeAsync(snapshot, x, absl::InfiniteFuture(), {}, [&](absl::StatusOr<EncodeResult> r) {
+          ++calls;
+          if (!r.ok()) ADD_FAILURE() << r.status();
+          if (r.ok()) EXPECT_TRUE(at::allclose(r->mu, expected->mu, 1e-6, 1e-6));
+          if (r.ok()) EXPECT_TRUE(at::allclose(r->sigma, expected->sigma, 1e-6, 1e-6));
+          encoded.Notify();
+        });
+        batched.DecodeAsync(snapshot, expected->mu, absl::InfiniteFuture(), {}, [&](absl::StatusOr<DecodeResult> r) {
+          ++calls;
+          auto d = plain.Decode(*snapshot, expected->mu, absl::InfiniteFuture());
+          if (!r.ok() || !d.ok()) ADD_FAILURE() << r.status() << " " << d.status();
+          if (r.ok() && d.ok()) EXPECT_TRUE(at::allclose(r->images, d->images, 1e-6, 1e-6));
+          decoded.Notify();
+        });
+        batched.ReconstructAsync(snapshot, x, false, 0, absl::InfiniteFuture(), {},
+                                 [&](absl::StatusOr<ReconstructResult> r) {
+                                   ++calls;
+                                   if (!r.ok()) ADD_FAILURE() << r.status();
+                                   if (r.ok()) {
+                                     EXPECT_TRUE(at::allclose(r->kl, expected_recon->kl, 1e-5, 1e-5));
+                                     EXPECT_TRUE(at::allclose(r->recon_nll, expected_recon->recon_nll, 1e-5, 1e-3));
+                                   }
+                                   reconstructed.Notify();
+                                 });
+        encoded.WaitForNotification();
+        decoded.WaitForNotification();
+        reconstructed.WaitForNotification();
+        EXPECT_EQ(calls.load(), 3);
+        ++checked;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(checked.load(), kThreads * kCalls);
+  EXPECT_EQ(batched.batcher()->stats().requests, 3 * kThreads * kCalls);
+  // Invalid input is answered on the calling thread, before the call returns, with the blocking call's message.
+  bool answered = false;
+  batched.EncodeAsync(snapshot, at::full({1, 1, 2, 2}, 2.0f), absl::InfiniteFuture(), {},
+                      [&](absl::StatusOr<EncodeResult> r) {
+                        answered = true;
+                        EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+                      });
+  EXPECT_TRUE(answered);
 }
 
 }  // namespace
