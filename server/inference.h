@@ -1,6 +1,7 @@
 // InferenceEngine: Encode, Decode, Sample and Reconstruct on a published Snapshot, tensors in and out. The single
-// entry point of all inference, and so the place where a dynamic batcher (coalescing concurrent calls on the same
-// snapshot into one model call) will slot in without the service layer noticing.
+// entry point of all inference, and so where the dynamic batcher (server/batcher.h: concurrent calls on the same
+// snapshot coalesced into one model call) sits. Blocking calls for in-process users and tests; *Async calls for the
+// gRPC service's callback handlers.
 //
 // Validation lives here: every input is checked against the snapshot's model (rank, shape, batch size, finite values
 // in range, latent size) before the model runs, and a bad input returns INVALID_ARGUMENT naming the field, the
