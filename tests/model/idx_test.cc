@@ -19,26 +19,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-
+#include "tests/model/status_matchers.h"
 namespace vae {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Passes when `status` has `code` and its message contains every one of `words`; says which is off otherwise.
-::testing::AssertionResult HasCodeAndWords(const absl::Status& status, absl::StatusCode code,
-                                           std::initializer_list<std::string> words) {
-  if (status.code() != code) {
-    return ::testing::AssertionFailure() << "code is " << absl::StatusCodeToString(status.code()) << ", expected "
-                                         << absl::StatusCodeToString(code) << " (" << status << ")";
-  }
-  for (const std::string& w : words) {
-    if (!absl::StrContains(status.message(), w)) {
-      return ::testing::AssertionFailure() << "message \"" << status.message() << "\" lacks \"" << w << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using ::vae::testing::HasCodeAndWords;
 
 // An idx file's bytes: 0x00 0x00 type ndims, big-endian uint32 dims, then `data`.
 std::string MakeIdx(uint8_t type, const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
