@@ -85,6 +85,12 @@ void Batcher::Execute(const std::vector<std::shared_ptr<Request>>& batch) {
   }
 }
 
+absl::Status Batcher::QueueFullError() const {
+  return absl::ResourceExhaustedError(absl::StrCat("inference queue is full (", queue_.size(),
+                                                   " requests waiting, --max_queue=", options_.max_queue,
+                                                   "); retry with backoff"));
+}
+
 void Batcher::AwaitPendingCallers(const void* key, absl::Time deadline) {
   const absl::Time fill_until = std::min(deadline, absl::Now() + options_.max_wait);
   while (pending_.load(std::memory_order_relaxed) > 0 && QueuedRowsFor(key) < options_.max_rows &&
@@ -143,9 +149,7 @@ void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, 
   {
     absl::MutexLock lock(&mu_);
     if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-      const absl::Status full = absl::ResourceExhaustedError(absl::StrCat(
-          "inference queue is full (", queue_.size(), " requests waiting, --max_queue=", options_.max_queue,
-          "); retry with backoff"));
+      const absl::Status full = QueueFullError();
       mu_.Unlock();
       request->on_done(full);
       mu_.Lock();
@@ -177,9 +181,7 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
 
   absl::MutexLock lock(&mu_);
   if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-    return absl::ResourceExhaustedError(absl::StrCat("inference queue is full (", queue_.size(),
-                                                     " requests waiting, --max_queue=", options_.max_queue,
-                                                     "); retry with backoff"));
+    return QueueFullError();
   }
   queue_.push_back(request);
   if (pending != nullptr) pending->Release();

@@ -122,6 +122,8 @@ class Batcher {
   // Takes the head's batch off the queue. Requires mu_.
   std::vector<std::shared_ptr<Request>> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t QueuedRowsFor(const void* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED for a request that finds the queue full.
+  absl::Status QueueFullError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: waits (bounded by max_wait and `deadline`) while callers are on their way to the queue.
   void AwaitPendingCallers(const void* key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader, without mu_: answers Submit()ted requests that expired or were cancelled, runs the rest, marks all

@@ -95,8 +95,8 @@ const void* InferenceEngine::BatchKey(const Snapshot& model, int op) {
 
 absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunRows(const Snapshot& model, int op, const at::Tensor& rows,
                                                                  const Batcher::Compute& compute, absl::Time deadline,
-                                                                 const CallContext& call) const {
-  if (batcher_ == nullptr || rows.size(0) >= kDirectRows) return RunAlone(compute, rows);
+                                                                 const CallContext& call, bool batchable) const {
+  if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) return RunAlone(compute, rows);
   return batcher_->Run(BatchKey(model, op), rows, compute, deadline, call.cancelled, call.pending);
 }
 
@@ -294,12 +294,7 @@ absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& m
   LimitThreads();
   VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, ReconstructPlan(model, images, sample_z, seed, deadline, nullptr));
   // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
-  absl::StatusOr<std::vector<at::Tensor>> out;
-  if (sample_z) {
-    out = RunAlone(compute, images);
-  } else {
-    out = RunRows(model, 2, images, compute, deadline, call);
-  }
+  auto out = RunRows(model, 2, images, compute, deadline, call, /*batchable=*/!sample_z);
   if (!out.ok()) return Prefixed(out.status(), "reconstruct");
   return ReconstructResult{(*out)[0], (*out)[1], (*out)[2]};
 }

@@ -134,10 +134,11 @@ class InferenceEngine {
                                                    std::shared_ptr<const Snapshot> keep) const;
   static absl::StatusOr<std::vector<at::Tensor>> RunAlone(const Batcher::Compute& compute, const at::Tensor& rows);
   static const void* BatchKey(const Snapshot& model, int op);
-  // Runs `compute` through the batcher (when on) or directly. `op` tells the operations apart in the batch key.
+  // Runs `compute` through the batcher (when on, `batchable` and under kDirectRows rows) or directly. `op` tells the
+  // operations apart in the batch key.
   absl::StatusOr<std::vector<at::Tensor>> RunRows(const Snapshot& model, int op, const at::Tensor& rows,
                                                   const Batcher::Compute& compute, absl::Time deadline,
-                                                  const CallContext& call) const;
+                                                  const CallContext& call, bool batchable = true) const;
   void RunRowsAsync(const Snapshot& model, int op, const at::Tensor& rows, Batcher::Compute compute,
                     absl::Time deadline, const CallContext& call, bool batchable, Batcher::Done done) const;
   absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const;

@@ -118,15 +118,6 @@ class CallScope {
   std::atomic<int>* active_;
 };
 
-// Runs a unary call's work on the calling gRPC thread and finishes the call with its status.
-template <typename Work>
-grpc::ServerUnaryReactor* FinishInline(grpc::CallbackServerContext* context, std::atomic<int>* active, Work&& work) {
-  CallScope scope(active);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(work()));
-  return reactor;
-}
-
 }  // namespace
 
 TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
@@ -167,7 +158,9 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* co
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
                                                  const v1::SampleRequest* request, v1::SampleResponse* response) {
-  return FinishInline(context, &active_calls_, [&] { return DoSample(*context, *request, response); });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Finisher(reactor)(DoSample(*context, *request, response));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
@@ -180,10 +173,10 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
                                                        const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
-  return FinishInline(context, &active_calls_, [&] {
-    DoGetModelInfo(response);
-    return absl::OkStatus();
-  });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  DoGetModelInfo(response);
+  Finisher(reactor)(absl::OkStatus());
+  return reactor;
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
