@@ -177,6 +177,40 @@ void MlpTrainStep::EnsureCapacity(int64_t batch) {
   capacity_ = batch;
 }
 
+std::vector<at::Tensor> MlpTrainStep::Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
+                                              const at::Tensor& input, at::Tensor& out) const {
+  const int64_t b = input.size(0);
+  std::vector<at::Tensor> inputs{input};
+  for (size_t i = 0; i + 1 < layers.size(); ++i) {
+    auto h = hidden[i].narrow(0, 0, b);
+    at::addmm_out(h, layers[i].bias, inputs.back(), layers[i].weight.t());
+    ApplyActivation(options_.activation, h);
+    inputs.push_back(h);
+  }
+  at::addmm_out(out, layers.back().bias, inputs.back(), layers.back().weight.t());
+  return inputs;
+}
+
+void MlpTrainStep::Backward(std::vector<Layer>& layers, const std::vector<at::Tensor>& inputs,
+                            std::vector<at::Tensor>& hidden_grad, const at::Tensor& out_grad,
+                            at::Tensor* input_grad) const {
+  const int64_t b = out_grad.size(0);
+  at::Tensor dy = out_grad;
+  for (size_t i = layers.size(); i-- > 0;) {
+    // dW = dY^T X, db = sum over rows of dY, dX = dY W (not for the first layer's input unless asked).
+    at::mm_out(layers[i].grad_weight, dy.t(), inputs[i]);
+    at::sum_out(layers[i].grad_bias, dy, {0});
+    if (i == 0) {
+      if (input_grad != nullptr) at::mm_out(*input_grad, dy, layers[i].weight);
+      break;
+    }
+    auto dx = hidden_grad[i - 1].narrow(0, 0, b);
+    at::mm_out(dx, dy, layers[i].weight);
+    ActivationBackward(options_.activation, dx, inputs[i]);
+    dy = dx;
+  }
+}
+
 StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
   const int64_t b = x_in.size(0), j = options_.latent_dim, d = options_.input_dim();
   TORCH_CHECK(x_in.numel() == b * d && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
@@ -186,20 +220,12 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
   EnsureCapacity(b);
   const auto x = x_in.reshape({b, d}).contiguous();
   auto rows = [b](const at::Tensor& t) { return t.narrow(0, 0, b); };
-  const Activation act = options_.activation;
   const float beta = static_cast<float>(options_.beta);
   const float inv_b = 1.0f / static_cast<float>(b);
 
   // Encoder: h_i = act(h_{i-1} W_i^T + b_i), then [mu | logvar] = h_n W^T + b.
-  std::vector<at::Tensor> enc_in{x};
-  for (size_t i = 0; i + 1 < encoder_.size(); ++i) {
-    auto h = rows(enc_hidden_[i]);
-    at::addmm_out(h, encoder_[i].bias, enc_in.back(), encoder_[i].weight.t());
-    ApplyActivation(act, h);
-    enc_in.push_back(h);
-  }
   auto enc_out = rows(enc_out_);
-  at::addmm_out(enc_out, encoder_.back().bias, enc_in.back(), encoder_.back().weight.t());
+  const std::vector<at::Tensor> enc_in = Forward(encoder_, enc_hidden_, x, enc_out);
 
   // Reparameterisation z = mu + sigma * eps and the closed-form KL, one pass over [B, J].
   const auto eps = SampleStandardNormal({b, j}, x.options(), generator);
@@ -224,15 +250,8 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
   }
 
   // Decoder: g_i = act(g_{i-1} W_i^T + b_i), logits = g_n W^T + b.
-  std::vector<at::Tensor> dec_in{z};
-  for (size_t i = 0; i + 1 < decoder_.size(); ++i) {
-    auto h = rows(dec_hidden_[i]);
-    at::addmm_out(h, decoder_[i].bias, dec_in.back(), decoder_[i].weight.t());
-    ApplyActivation(act, h);
-    dec_in.push_back(h);
-  }
   auto logits = rows(logits_);
-  at::addmm_out(logits, decoder_.back().bias, dec_in.back(), decoder_.back().weight.t());
+  const std::vector<at::Tensor> dec_in = Forward(decoder_, dec_hidden_, z, logits);
 
   // Loss and d(mean loss)/d logits = (sigmoid(l) - x) / B, in place, one pass.
   {
@@ -252,27 +271,15 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
   loss.kl /= b;
   loss.total = loss.recon + options_.beta * loss.kl;
 
-  // Backward through a Linear layer: dW = dY^T X, db = sum_rows dY, dX = dY W (when needed).
-  auto linear_backward = [](Layer& layer, const at::Tensor& dy, const at::Tensor& input, at::Tensor* dx) {
-    at::mm_out(layer.grad_weight, dy.t(), input);
-    at::sum_out(layer.grad_bias, dy, {0});
-    if (dx != nullptr) at::mm_out(*dx, dy, layer.weight);
-  };
-
   // Decoder backward, from the logits down to z.
-  at::Tensor dy = logits;
-  for (size_t i = decoder_.size(); i-- > 0;) {
-    at::Tensor dx = i == 0 ? rows(z_grad_) : rows(dec_hidden_grad_[i - 1]);
-    linear_backward(decoder_[i], dy, dec_in[i], &dx);
-    if (i > 0) ActivationBackward(act, dx, dec_in[i]);
-    dy = dx;
-  }
+  auto dz = rows(z_grad_);
+  Backward(decoder_, dec_in, dec_hidden_grad_, logits, &dz);
 
   // Through the reparameterisation and the KL: with dz = d loss / dz,
   //   d/dmu = dz + beta mu / B,  d/dlogvar = dz eps sigma / 2 + beta (sigma^2 - 1) / (2B). Overwrites enc_out.
   {
     float* e = enc_out.data_ptr<float>();
-    const float* dz = dy.data_ptr<float>();
+    const float* g = dz.data_ptr<float>();
     const float* n = eps.data_ptr<float>();
     const float* s = sigma.data_ptr<float>();
     const float kl_scale = beta * inv_b;
@@ -280,24 +287,14 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
       for (int64_t c = 0; c < j; ++c) {
         const int64_t k = r * j + c;
         const float mu = e[r * 2 * j + c];
-        e[r * 2 * j + c] = dz[k] + kl_scale * mu;
-        e[r * 2 * j + j + c] = 0.5f * dz[k] * n[k] * s[k] + 0.5f * kl_scale * (s[k] * s[k] - 1.0f);
+        e[r * 2 * j + c] = g[k] + kl_scale * mu;
+        e[r * 2 * j + j + c] = 0.5f * g[k] * n[k] * s[k] + 0.5f * kl_scale * (s[k] * s[k] - 1.0f);
       }
     }
   }
 
   // Encoder backward; the input x needs no gradient.
-  dy = enc_out;
-  for (size_t i = encoder_.size(); i-- > 0;) {
-    if (i == 0) {
-      linear_backward(encoder_[i], dy, enc_in[i], nullptr);
-      break;
-    }
-    at::Tensor dx = rows(enc_hidden_grad_[i - 1]);
-    linear_backward(encoder_[i], dy, enc_in[i], &dx);
-    ActivationBackward(act, dx, enc_in[i]);
-    dy = dx;
-  }
+  Backward(encoder_, enc_in, enc_hidden_grad_, enc_out, nullptr);
   return loss;
 }
 

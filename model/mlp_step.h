@@ -53,6 +53,14 @@ class MlpTrainStep {
     at::Tensor grad_bias;
   };
   void EnsureCapacity(int64_t batch);
+  // Through `layers` (hidden ones followed by the activation) from `input` ([B, in]); writes the activations into
+  // rows [0, B) of `hidden` and the last layer's output into `out`. Returns each layer's input.
+  std::vector<at::Tensor> Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
+                                  const at::Tensor& input, at::Tensor& out) const;
+  // Back through `layers` given d loss / d out: writes every weight's and bias's grad, the hidden activations'
+  // gradients into `hidden_grad`, and d loss / d input into `input_grad` when it is not null.
+  void Backward(std::vector<Layer>& layers, const std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& hidden_grad,
+                const at::Tensor& out_grad, at::Tensor* input_grad) const;
 
   VaeOptions options_;
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
