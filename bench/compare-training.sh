@@ -13,12 +13,15 @@ ROUNDS="${3:-1}"
 DATA_DIR="${DATA_DIR:-${ROOT}/data}"
 BENCH="${BUILD_DIR:-${ROOT}/build}/bench/vae-bench"
 echo "libblas.so.3 -> $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)" >&2
+# vae-bench train's JSON line; extra flags pass through.
+cpp_train() {
+  "${BENCH}" train --data_dir="${DATA_DIR}" --dataset=mnist --preset=mnist --epochs="${EPOCHS}" --batch_size=128 \
+    --threads="${THREADS}" --json "$@" 2>/dev/null | tail -n 1
+}
 results=()
 for ((round = 1; round <= ROUNDS; round++)); do
-  fast=$("${BENCH}" train --data_dir="${DATA_DIR}" --dataset=mnist --preset=mnist --epochs="${EPOCHS}" \
-    --batch_size=128 --threads="${THREADS}" --json 2>/dev/null | tail -n 1)
-  autograd=$("${BENCH}" train --data_dir="${DATA_DIR}" --dataset=mnist --preset=mnist --epochs="${EPOCHS}" \
-    --batch_size=128 --threads="${THREADS}" --fast_mlp_step=false --json 2>/dev/null | tail -n 1)
+  fast=$(cpp_train)
+  autograd=$(cpp_train --fast_mlp_step=false)
   py=$(/usr/bin/python3 "${ROOT}/bench/torch_train.py" --data_dir="${DATA_DIR}" --epochs="${EPOCHS}" \
     --threads="${THREADS}" | tail -n 1)
   results+=("${fast}" "${autograd}" "${py}")

@@ -21,13 +21,6 @@ trap cleanup EXIT
 "${BUILD}/server/vae-server" --host=127.0.0.1 --port=0 --model_dir="${work}/models" \
   --data_dir="${DATA_DIR:-${ROOT}/data}" "$@" >"${work}/server.log" 2>&1 &
 server_pid=$!
-address=""
-for _ in $(seq 1 200); do
-  address="$(sed -n 's/.*vae-server listening on \([^ ]*\).*/\1/p' "${work}/server.log" | head -n 1)"
-  [[ -n "${address}" ]] && break
-  kill -0 "${server_pid}" 2>/dev/null || { cat "${work}/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n "${address}" ]] || { echo "grpc-bench.sh: the server did not start" >&2; cat "${work}/server.log" >&2; exit 1; }
+address="$(bash "${ROOT}/scripts/wait-for-server.sh" "${work}/server.log" "${server_pid}" 20)"
 "${BUILD}/bench/vae-bench" grpc --server="${address}" --server_pid="${server_pid}" --seconds="${SECONDS_PER_POINT}" \
   --json | tail -n 1

@@ -30,15 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The server prints "vae-server listening on HOST:PORT" once it serves.
-ADDR=""
-for _ in $(seq 1 300); do
-  ADDR=$(sed -n 's/.*vae-server listening on \([^ ]*\).*/\1/p' "${LOG}" | head -n 1)
-  [ -n "${ADDR}" ] && break
-  kill -0 "${SERVER_PID}" 2>/dev/null || { cat "${LOG}" >&2; echo "demo: vae-server exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "${ADDR}" ] || { cat "${LOG}" >&2; echo "demo: vae-server did not start within 30 s" >&2; exit 1; }
+ADDR="$(bash "${ROOT}/scripts/wait-for-server.sh" "${LOG}" "${SERVER_PID}" 30)"
 export VAE_SERVER="${ADDR}"
 echo "demo: vae-server is at ${ADDR} (log: ${LOG})"
 
