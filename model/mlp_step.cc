@@ -10,31 +10,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "model/fast_math.h"
+
 namespace vae {
 namespace {
 
-// exp(-a) for a >= 0, written so the compiler vectorises it (no libm call): Cody-Waite range reduction to
-// r in [-ln2/2, ln2/2] and a degree-7 Taylor polynomial (truncation < 1e-8 relative, so ~1 ulp in float).
-// a is clamped to 87, where exp(-a) ~ 1.6e-38 is already negligible next to 1 in every use below.
-inline float ExpNeg(float a) {
-  a = a < 87.0f ? a : 87.0f;
-  const float t = -a * 1.44269504088896341f;  // -a / ln 2
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick), |t| < 2^22
-  float r = -a - n * 0.693359375f;                  // ln 2, high part (exact product for |n| < 2^15)
-  r = r - n * -2.12194440e-4f;                      // ln 2, low part
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n >= -126 because a <= 87
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
+using internal::ExpNeg;
 
 // log(1 + e) for e in [0, 1] through log(1 + e) = 2 atanh(u), u = e / (2 + e) in [0, 1/3]: the series in w = u^2
 // converges geometrically (w <= 1/9; the first omitted term is < 1e-9 relative) and keeps full relative precision

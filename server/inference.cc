@@ -63,6 +63,12 @@ absl::Status Prefixed(const absl::Status& status, const char* op) {
   return absl::Status(status.code(), absl::StrCat(op, ": ", status.message()));
 }
 
+// Small batches of an MLP on the CPU skip ATen's dispatch (model/mlp_inference.h); large ones are all matrix
+// products and run through the module, whose element-wise passes use every thread the call may.
+bool UseMlpPath(const Snapshot& model, const at::Tensor& rows) {
+  return model.mlp != nullptr && rows.size(0) < InferenceEngine::kParallelRows && rows.device().is_cpu();
+}
+
 uint64_t RandomSeed() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -160,7 +166,15 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::EncodePlan(const Snapshot& mod
   VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
   return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
-    LimitThreads(ThreadsFor(rows.size(0)));
+    const int64_t n = rows.size(0);
+    LimitThreads(ThreadsFor(n));
+    if (UseMlpPath(*m, rows)) {
+      const at::Tensor x = rows.contiguous();
+      at::Tensor mu = at::empty({n, m->options.latent_dim}, at::kFloat);
+      at::Tensor sigma = at::empty({n, m->options.latent_dim}, at::kFloat);
+      m->mlp->Encode(x.data_ptr<float>(), n, mu.data_ptr<float>(), sigma.data_ptr<float>());
+      return {mu, sigma};
+    }
     Vae vae = m->model;  // a handle to the shared, read-only module
     auto [mu, logvar] = vae->encode(rows.to(m->device));
     return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
@@ -207,7 +221,15 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::DecodePlan(const Snapshot& mod
   VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
   return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
-    LimitThreads(ThreadsFor(rows.size(0)));
+    const int64_t n = rows.size(0);
+    LimitThreads(ThreadsFor(n));
+    if (UseMlpPath(*m, rows)) {
+      const at::Tensor z = rows.contiguous();
+      const auto& o = m->options;
+      at::Tensor images = at::empty({n, o.channels, o.height, o.width}, at::kFloat);
+      m->mlp->DecodeMean(z.data_ptr<float>(), n, images.data_ptr<float>());
+      return {images};
+    }
     Vae vae = m->model;
     return {ToCpu(vae->mean_image(vae->decode(rows.to(m->device))))};
   });

@@ -7,6 +7,13 @@
 #include <nlohmann/json.hpp>
 
 namespace vae::server {
+namespace {
+
+void AttachMlpInference(Snapshot& snapshot) {
+  if (MlpInference::Supports(snapshot.model)) snapshot.mlp = std::make_shared<const MlpInference>(snapshot.model);
+}
+
+}  // namespace
 
 std::shared_ptr<const Snapshot> ModelSlot::Current() const {
   absl::MutexLock lock(&mu_);
@@ -33,6 +40,7 @@ std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& d
   snapshot->model->eval();
   snapshot->options = model->options();
   snapshot->device = device;
+  AttachMlpInference(*snapshot);
   return snapshot;
 }
 
@@ -43,6 +51,7 @@ std::shared_ptr<Snapshot> SnapshotOfCheckpoint(Checkpoint checkpoint, const c10:
   snapshot->model->eval();
   snapshot->options = checkpoint.options;
   snapshot->device = device;
+  AttachMlpInference(*snapshot);
   snapshot->version.epochs_trained = checkpoint.state.epochs_done;
   snapshot->version.global_step = checkpoint.state.global_step;
   snapshot->checkpoint_path = checkpoint.path;

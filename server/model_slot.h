@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "model/checkpoint.h"
+#include "model/mlp_inference.h"
 #include "model/options.h"
 #include "model/trainer.h"
 #include "model/vae.h"
@@ -35,6 +36,9 @@ struct ModelVersion {
 // handle, so C++ const alone cannot say this: it is the contract). Inference on it runs under c10::InferenceMode.
 struct Snapshot {
   Vae model{nullptr};  // on `device`, eval mode
+  // The same weights run straight through BLAS for small batches (model/mlp_inference.h); null unless `model` is an
+  // MLP on the CPU. Set by SnapshotOfModel / SnapshotOfCheckpoint.
+  std::shared_ptr<const MlpInference> mlp;
   VaeOptions options;
   c10::Device device = c10::Device(c10::kCPU);
   ModelVersion version;

@@ -34,9 +34,12 @@ TEST_F(InferenceTest, EncodeReturnsTheModelsPosterior) {
   auto [mu, logvar] = model_->model->encode(x);
   ASSERT_EQ(result->mu.sizes(), at::IntArrayRef({5, 4}));
   ASSERT_EQ(result->sigma.sizes(), at::IntArrayRef({5, 4}));
-  // The same module on the same input: bitwise the same numbers; sigma = exp(0.5 * log sigma^2).
+  // The same weights on the same input. Small batches of an MLP run through MlpInference: the same sgemm calls as
+  // the module's addmm (so mu is bitwise the same) and its own exp (within rounding of ATen's); sigma =
+  // exp(0.5 * log sigma^2).
+  ASSERT_NE(model_->mlp, nullptr);
   EXPECT_TRUE(at::equal(result->mu, mu));
-  EXPECT_TRUE(at::equal(result->sigma, at::exp(0.5 * logvar)));
+  EXPECT_TRUE(at::allclose(result->sigma, at::exp(0.5 * logvar), 1e-6, 0.0));
   EXPECT_TRUE(result->mu.is_contiguous());
 }
 
@@ -90,11 +93,30 @@ TEST_F(InferenceTest, DecodeReturnsTheMeanImage) {
   const at::Tensor z = at::randn({3, 4}, MakeGenerator(2));
   auto result = engine_.Decode(*model_, z, kNoDeadline);
   ASSERT_TRUE(result.ok()) << result.status();
-  // Bernoulli: the mean image is sigmoid(logits), so strictly inside (0, 1).
-  EXPECT_TRUE(at::equal(result->images, at::sigmoid(model_->model->decode(z).param)));
+  // Bernoulli: the mean image is sigmoid(logits), so strictly inside (0, 1); MlpInference's sigmoid is within
+  // rounding of ATen's.
+  EXPECT_TRUE(at::allclose(result->images, at::sigmoid(model_->model->decode(z).param), 1e-6, 1e-7));
   EXPECT_EQ(result->images.sizes(), at::IntArrayRef({3, 1, 28, 28}));
   EXPECT_GT(result->images.min().item<float>(), 0.0f);
   EXPECT_LT(result->images.max().item<float>(), 1.0f);
+}
+
+TEST_F(InferenceTest, SmallAndLargeBatchesAgree) {
+  // Under kParallelRows rows an MLP runs through MlpInference, from there on through the module: one image gets the
+  // same answer either way.
+  const InferenceEngine big(128);
+  const int64_t large = InferenceEngine::kParallelRows + 6;
+  const at::Tensor x = RandomImages(large, 4);
+  const at::Tensor z = at::randn({large, 4}, MakeGenerator(5));
+  auto encoded_large = big.Encode(*model_, x, kNoDeadline);
+  auto encoded_small = big.Encode(*model_, x.slice(0, 0, 3), kNoDeadline);
+  auto decoded_large = big.Decode(*model_, z, kNoDeadline);
+  auto decoded_small = big.Decode(*model_, z.slice(0, 0, 3), kNoDeadline);
+  ASSERT_TRUE(encoded_large.ok() && encoded_small.ok() && decoded_large.ok() && decoded_small.ok());
+  EXPECT_TRUE(at::allclose(encoded_small->mu, encoded_large->mu.slice(0, 0, 3), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(encoded_small->sigma, encoded_large->sigma.slice(0, 0, 3), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(decoded_small->images, decoded_large->images.slice(0, 0, 3), 1e-5, 1e-6));
+  EXPECT_GT(decoded_small->images.std().item<double>(), 1e-3);  // not a constant image
 }
 
 TEST_F(InferenceTest, DecodeRejectsBadCodes) {
