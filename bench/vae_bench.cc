@@ -12,7 +12,14 @@
 //       Against a running vae-server: Encode b=1 latency p50/p90/p99 from one sequential client; Encode images/s
 //       for C concurrent clients (C = 1, 8, 32, 64) at b=1 and b=256; GetModelInfo calls/s at C=32 (the transport
 //       floor); in-process b=256 Encode in this same run, and the ratios encode_b1_p50_us, c8_b256_vs_inproc,
-//       c32_b1_encode_vs_info. With --server_pid, the server's peak RSS (VmHWM).
+//       c32_b1_encode_vs_info. With --server_pid, the server's peak RSS (VmHWM) and its CPU time per call in the
+//       sequential loops (next to this client's own), which says where a round trip's time goes. --clients and
+//       --batches pick the grid (e.g. --batches=1 for a model whose 256-image requests would not fit in memory).
+//
+//   vae-bench loopback --latency_calls=20000 --json
+//       The kernel's floor under any RPC on this machine: round trips of a 64-byte message between two threads over
+//       a 127.0.0.1 TCP connection, each blocked in read() until the other writes, with the threads free to run on
+//       any CPU and then both pinned to one CPU (no cross-CPU wake-up).
 //
 // Every mode prints one JSON object as the last line of stdout.
 #include <algorithm>
@@ -26,6 +33,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "model/dataset.h"
 #include "model/loss.h"
@@ -39,7 +47,16 @@
 #include <ATen/ATen.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -59,7 +76,11 @@ ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the las
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");
 ABSL_FLAG(int64_t, server_pid, 0, "grpc: the server's PID, to report its peak RSS");
 ABSL_FLAG(double, seconds, 2.0, "infer/grpc: seconds each throughput point runs");
-ABSL_FLAG(int64_t, latency_calls, 3000, "grpc: sequential Encode b=1 calls for the latency percentiles");
+ABSL_FLAG(int64_t, latency_calls, 3000, "grpc/loopback: sequential calls (round trips) for the latency percentiles");
+ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"1", "8", "32", "64"}),
+          "grpc: concurrent client counts of the throughput grid");
+ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "256"}),
+          "grpc: images per Encode request of the throughput grid");
 
 namespace {
 
@@ -241,6 +262,71 @@ double ClosedLoop(const std::string& target, int clients, double seconds, Call c
   return calls.load() / elapsed;
 }
 
+// CPU time of every thread of process `pid` so far, seconds (/proc/PID/task/*/schedstat: nanoseconds on a CPU);
+// -1 when it cannot be read.
+double ProcessCpuSeconds(int64_t pid) {
+  std::error_code ec;
+  int64_t ns = 0;
+  bool any = false;
+  for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::ifstream stat(task.path() / "schedstat");
+    int64_t on_cpu = 0;
+    if (stat >> on_cpu) {
+      ns += on_cpu;
+      any = true;
+    }
+  }
+  return any ? ns * 1e-9 : -1.0;
+}
+
+// This process's CPU time so far (all threads, user + system), seconds.
+double SelfCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// Runs `call` `n` times in sequence; returns the latency percentiles (us) and, in `out` under `prefix`, the CPU time
+// per call of this client and (with `server_pid` > 0) of the server.
+template <typename Call>
+void SequentialLoop(const char* prefix, int64_t n, int64_t server_pid, nlohmann::json& out, Call call) {
+  std::vector<double> us;
+  us.reserve(n);
+  const double client0 = SelfCpuSeconds();
+  const double server0 = server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto t = Clock::now();
+    call();
+    us.push_back(SecondsSince(t) * 1e6);
+  }
+  const double client_cpu_us = (SelfCpuSeconds() - client0) / n * 1e6;
+  out[absl::StrCat(prefix, "_p50_us")] = Percentile(us, 0.50);
+  out[absl::StrCat(prefix, "_p90_us")] = Percentile(us, 0.90);
+  out[absl::StrCat(prefix, "_p99_us")] = Percentile(us, 0.99);
+  out[absl::StrCat(prefix, "_client_cpu_us")] = client_cpu_us;
+  std::fprintf(stderr, "%s latency: p50 %.0f us  p90 %.0f us  p99 %.0f us;  CPU per call: client %.0f us", prefix,
+               Percentile(us, 0.5), Percentile(us, 0.9), Percentile(us, 0.99), client_cpu_us);
+  if (server0 >= 0) {
+    const double server_cpu_us = (ProcessCpuSeconds(server_pid) - server0) / n * 1e6;
+    out[absl::StrCat(prefix, "_server_cpu_us")] = server_cpu_us;
+    std::fprintf(stderr, ", server %.0f us", server_cpu_us);
+  }
+  std::fprintf(stderr, "\n");
+}
+
+std::vector<int64_t> IntList(const std::vector<std::string>& items, const char* flag) {
+  std::vector<int64_t> v;
+  for (const auto& item : items) {
+    int64_t x = 0;
+    if (!absl::SimpleAtoi(item, &x) || x < 1) {
+      std::cerr << "vae-bench: --" << flag << " takes positive integers, got '" << item << "'\n";
+      std::exit(2);
+    }
+    v.push_back(x);
+  }
+  return v;
+}
+
 int64_t PeakRssKb(int64_t pid) {
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
@@ -267,7 +353,8 @@ int RunGrpc() {
   if (!options.ok()) return Fail(options.status());
   nlohmann::json out = {{"mode", "grpc"}, {"server", target}, {"preset", options->preset}, {"bench_threads", threads}};
 
-  // 1. Sequential Encode b=1 latency.
+  // 1. Sequential Encode b=1 latency, then the same loop with GetModelInfo (no tensors, no model: the transport floor).
+  const int64_t server_pid = absl::GetFlag(FLAGS_server_pid);
   const auto req1 = MakeEncodeRequest(*options, 1);
   auto encode = [](vae::v1::VaeService::Stub& s, const vae::v1::EncodeRequest& req) {
     grpc::ClientContext ctx;
@@ -275,46 +362,28 @@ int RunGrpc() {
     return s.Encode(&ctx, req, &resp).ok();
   };
   for (int i = 0; i < 200; ++i) encode(*stub, req1);
-  std::vector<double> us;
   const int64_t n = absl::GetFlag(FLAGS_latency_calls);
-  us.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const auto t = Clock::now();
-    if (!encode(*stub, req1)) return Fail(absl::InternalError("encode b=1 failed"));
-    us.push_back(SecondsSince(t) * 1e6);
-  }
-  out["encode_b1_p50_us"] = Percentile(us, 0.50);
-  out["encode_b1_p90_us"] = Percentile(us, 0.90);
-  out["encode_b1_p99_us"] = Percentile(us, 0.99);
-  std::fprintf(stderr, "encode b=1 latency: p50 %.0f us  p90 %.0f us  p99 %.0f us\n", Percentile(us, 0.5),
-               Percentile(us, 0.9), Percentile(us, 0.99));
-
-  // The transport floor for the same loop: GetModelInfo (no tensors, no model).
-  {
-    std::vector<double> info_us;
-    for (int64_t i = 0; i < n; ++i) {
-      grpc::ClientContext ctx;
-      vae::v1::ModelInfo resp;
-      const auto t = Clock::now();
-      stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &resp);
-      info_us.push_back(SecondsSince(t) * 1e6);
-    }
-    out["info_b1_p50_us"] = Percentile(info_us, 0.50);
-    out["info_b1_p99_us"] = Percentile(info_us, 0.99);
-    std::fprintf(stderr, "GetModelInfo latency (transport floor): p50 %.0f us  p99 %.0f us\n",
-                 Percentile(info_us, 0.5), Percentile(info_us, 0.99));
-  }
+  bool failed = false;
+  SequentialLoop("encode_b1", n, server_pid, out, [&] { failed |= !encode(*stub, req1); });
+  if (failed) return Fail(absl::InternalError("encode b=1 failed"));
+  SequentialLoop("info_b1", n, server_pid, out, [&] {
+    grpc::ClientContext ctx;
+    vae::v1::ModelInfo resp;
+    stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &resp);
+  });
 
   // 2. Throughput grid.
-  const auto req256 = MakeEncodeRequest(*options, 256);
-  for (int64_t b : {1, 256}) {
-    const auto& req = b == 1 ? req1 : req256;
-    for (int c : {1, 8, 32, 64}) {
-      const double cps = ClosedLoop(target, c, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, req); });
+  const std::vector<int64_t> clients = IntList(absl::GetFlag(FLAGS_clients), "clients");
+  const std::vector<int64_t> batches = IntList(absl::GetFlag(FLAGS_batches), "batches");
+  for (int64_t b : batches) {
+    const auto req = MakeEncodeRequest(*options, b);
+    for (int64_t c : clients) {
+      const double cps = ClosedLoop(target, static_cast<int>(c), seconds,
+                                    [&](vae::v1::VaeService::Stub& s) { return encode(s, req); });
       out[absl::StrCat("encode_c", c, "_b", b, "_images_per_sec")] = cps * b;
       out[absl::StrCat("encode_c", c, "_b", b, "_calls_per_sec")] = cps;
-      std::fprintf(stderr, "encode C=%-3d b=%-4lld %10.0f images/s  (%8.0f calls/s)\n", c, static_cast<long long>(b),
-                   cps * b, cps);
+      std::fprintf(stderr, "encode C=%-3lld b=%-4lld %10.0f images/s  (%8.0f calls/s)\n", static_cast<long long>(c),
+                   static_cast<long long>(b), cps * b, cps);
     }
   }
   const double info_cps = ClosedLoop(target, 32, seconds, [](vae::v1::VaeService::Stub& s) {
@@ -324,18 +393,114 @@ int RunGrpc() {
   });
   out["info_c32_calls_per_sec"] = info_cps;
   std::fprintf(stderr, "GetModelInfo C=32 %10.0f calls/s\n", info_cps);
+  if (out.contains("encode_c32_b1_calls_per_sec")) {
+    out["c32_b1_encode_vs_info"] = out["encode_c32_b1_calls_per_sec"].get<double>() / info_cps;
+    std::fprintf(stderr, "c32_b1_encode_vs_info %.3f\n", out["c32_b1_encode_vs_info"].get<double>());
+  }
 
   // 3. In-process b=256 in this same run (same weights' shape; cost does not depend on their values).
-  auto snapshot = vae::server::SnapshotOfModel(vae::server::NewSeededVae(*options, 1), torch::kCPU);
-  const double inproc = InProcessEncodeImagesPerSec(*snapshot, 256, threads, seconds);
-  out["inproc_encode_b256_images_per_sec"] = inproc;
-  out["c8_b256_vs_inproc"] = out["encode_c8_b256_images_per_sec"].get<double>() / inproc;
-  out["c32_b1_encode_vs_info"] = out["encode_c32_b1_calls_per_sec"].get<double>() / info_cps;
-  std::fprintf(stderr, "in-process encode b=256 %10.0f images/s\nc8_b256_vs_inproc %.3f  c32_b1_encode_vs_info %.3f\n",
-               inproc, out["c8_b256_vs_inproc"].get<double>(), out["c32_b1_encode_vs_info"].get<double>());
-  if (const int64_t pid = absl::GetFlag(FLAGS_server_pid); pid > 0) {
-    out["server_peak_rss_mb"] = PeakRssKb(pid) / 1024.0;
+  if (out.contains("encode_c8_b256_images_per_sec")) {
+    auto snapshot = vae::server::SnapshotOfModel(vae::server::NewSeededVae(*options, 1), torch::kCPU);
+    const double inproc = InProcessEncodeImagesPerSec(*snapshot, 256, threads, seconds);
+    out["inproc_encode_b256_images_per_sec"] = inproc;
+    out["c8_b256_vs_inproc"] = out["encode_c8_b256_images_per_sec"].get<double>() / inproc;
+    std::fprintf(stderr, "in-process encode b=256 %10.0f images/s\nc8_b256_vs_inproc %.3f\n", inproc,
+                 out["c8_b256_vs_inproc"].get<double>());
+  }
+  if (server_pid > 0) {
+    out["server_peak_rss_mb"] = PeakRssKb(server_pid) / 1024.0;
     std::fprintf(stderr, "server peak RSS %.1f MB\n", out["server_peak_rss_mb"].get<double>());
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+// Pins the calling thread to `cpu` (>= 0); returns false when the kernel refuses.
+bool PinThisThread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+// `n` round trips of a 64-byte message between this thread and an echo thread over a 127.0.0.1 TCP connection
+// (TCP_NODELAY, both sides blocked in read()). `pin_cpu` >= 0 pins both threads to that CPU. Latencies in us.
+absl::StatusOr<std::vector<double>> TcpPingPong(int64_t n, int pin_cpu) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (listener < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(listener);
+    return absl::InternalError("cannot listen on 127.0.0.1");
+  }
+  constexpr size_t kBytes = 64;
+  const int one = 1;
+  std::thread echo([&] {
+    if (pin_cpu >= 0) PinThisThread(pin_cpu);
+    const int conn = accept(listener, nullptr, nullptr);
+    if (conn < 0) return;
+    setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char buf[kBytes];
+    for (;;) {
+      const ssize_t got = read(conn, buf, sizeof(buf));
+      if (got <= 0 || write(conn, buf, got) != got) break;
+    }
+    close(conn);
+  });
+  const int conn = socket(AF_INET, SOCK_STREAM, 0);
+  std::vector<double> us;
+  absl::Status status;
+  if (conn < 0 || connect(conn, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    status = absl::InternalError("cannot connect to the echo thread");
+  } else {
+    setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char buf[kBytes] = {};
+    us.reserve(n);
+    for (int64_t i = 0; i < n + 1000 && status.ok(); ++i) {  // the first 1000 warm up
+      const auto t = Clock::now();
+      size_t got = 0;
+      if (write(conn, buf, kBytes) != static_cast<ssize_t>(kBytes)) status = absl::InternalError("write failed");
+      while (status.ok() && got < kBytes) {
+        const ssize_t r = read(conn, buf + got, kBytes - got);
+        if (r <= 0) status = absl::InternalError("read failed");
+        got += r > 0 ? r : 0;
+      }
+      if (i >= 1000) us.push_back(SecondsSince(t) * 1e6);
+    }
+  }
+  if (conn >= 0) {
+    shutdown(conn, SHUT_RDWR);
+    close(conn);
+  } else {
+    shutdown(listener, SHUT_RDWR);  // unblocks accept()
+  }
+  echo.join();
+  close(listener);
+  if (!status.ok()) return status;
+  return us;
+}
+
+int RunLoopback() {
+  const int64_t n = std::max<int64_t>(absl::GetFlag(FLAGS_latency_calls), 100);
+  nlohmann::json out = {{"mode", "loopback"}, {"round_trips", n}, {"message_bytes", 64}};
+  cpu_set_t original;
+  CPU_ZERO(&original);
+  sched_getaffinity(0, sizeof(original), &original);
+  const int cpu = sched_getcpu();
+  for (const char* placement : {"any_cpu", "one_cpu"}) {
+    const bool pinned = std::string(placement) == "one_cpu";
+    if (pinned && !PinThisThread(cpu)) return Fail(absl::InternalError("cannot pin to one CPU"));
+    auto us = TcpPingPong(n, pinned ? cpu : -1);
+    if (pinned) sched_setaffinity(0, sizeof(original), &original);
+    if (!us.ok()) return Fail(us.status());
+    out[absl::StrCat("tcp_rtt_", placement, "_p50_us")] = Percentile(*us, 0.50);
+    out[absl::StrCat("tcp_rtt_", placement, "_p99_us")] = Percentile(*us, 0.99);
+    std::fprintf(stderr, "TCP round trip over 127.0.0.1, threads on %s: p50 %.1f us  p99 %.1f us\n",
+                 pinned ? "one CPU" : "any CPU", Percentile(*us, 0.5), Percentile(*us, 0.99));
   }
   std::cout << out.dump() << std::endl;
   return 0;
@@ -344,16 +509,17 @@ int RunGrpc() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer or grpc. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train|infer|grpc [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
   if (mode == "train") return RunTrain();
   if (mode == "infer") return RunInfer();
   if (mode == "grpc") return RunGrpc();
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer or grpc)\n";
+  if (mode == "loopback") return RunLoopback();
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc or loopback)\n";
   return 2;
 }
