@@ -2,6 +2,7 @@
 # Starts a vae-server on a free loopback port (fresh model dir, the given extra flags), runs
 # `vae-bench grpc` against it, stops it, and prints vae-bench's JSON line (which includes the server's peak RSS).
 #   bench/grpc-bench.sh [SECONDS=2] [-- extra vae-server flags, e.g. --enable_batching=false]
+# BENCH_ARGS holds extra vae-bench flags, e.g. BENCH_ARGS="--batches=1 --clients=1,8,32" for a large preset.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD_DIR:-${ROOT}/build}"
@@ -21,6 +22,7 @@ trap cleanup EXIT
 "${BUILD}/server/vae-server" --host=127.0.0.1 --port=0 --model_dir="${work}/models" \
   --data_dir="${DATA_DIR:-${ROOT}/data}" "$@" >"${work}/server.log" 2>&1 &
 server_pid=$!
-address="$(bash "${ROOT}/scripts/wait-for-server.sh" "${work}/server.log" "${server_pid}" 20)"
+address="$(bash "${ROOT}/scripts/wait-for-server.sh" "${work}/server.log" "${server_pid}" 120)"
+# shellcheck disable=SC2086
 "${BUILD}/bench/vae-bench" grpc --server="${address}" --server_pid="${server_pid}" --seconds="${SECONDS_PER_POINT}" \
-  --json | tail -n 1
+  ${BENCH_ARGS:-} --json | tail -n 1

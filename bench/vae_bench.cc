@@ -58,6 +58,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 ABSL_FLAG(std::string, data_dir, "data", "folder filled by scripts/fetch-data.sh");
@@ -359,7 +360,15 @@ int RunGrpc() {
   auto encode = [](vae::v1::VaeService::Stub& s, const vae::v1::EncodeRequest& req) {
     grpc::ClientContext ctx;
     vae::v1::EncodeResponse resp;
-    return s.Encode(&ctx, req, &resp).ok();
+    const grpc::Status status = s.Encode(&ctx, req, &resp);
+    if (!status.ok()) {
+      static std::once_flag once;
+      std::call_once(once, [&] {
+        std::fprintf(stderr, "  first failed Encode: code %d: %s\n", static_cast<int>(status.error_code()),
+                     status.error_message().c_str());
+      });
+    }
+    return status.ok();
   };
   for (int i = 0; i < 200; ++i) encode(*stub, req1);
   const int64_t n = absl::GetFlag(FLAGS_latency_calls);

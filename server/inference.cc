@@ -114,10 +114,11 @@ void InferenceEngine::RunRowsAsync(const Snapshot& model, int op, const at::Tens
                    std::move(done));
 }
 
-int InferenceEngine::ThreadsFor(int64_t rows) const {
+int InferenceEngine::ThreadsFor(const Snapshot& model, int64_t rows) const {
   // Only batched calls run one at a time; unbatched ones run concurrently on the handler threads, where 2-thread
   // teams per call oversubscribe the cores (measured: 8 clients x b=256 unbatched fell from 91k to 7k images/s).
-  return Batcher::InBatch() && rows >= kParallelRows ? batch_threads_ : intra_op_threads_;
+  const bool large = rows >= kParallelRows || rows * model.parameter_count >= kParallelWork;
+  return Batcher::InBatch() && large ? batch_threads_ : intra_op_threads_;
 }
 
 void InferenceEngine::LimitThreads(int threads) const {
@@ -167,7 +168,7 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::EncodePlan(const Snapshot& mod
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
   return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
     const int64_t n = rows.size(0);
-    LimitThreads(ThreadsFor(n));
+    LimitThreads(ThreadsFor(*m, n));
     if (UseMlpPath(*m, rows)) {
       const at::Tensor x = rows.contiguous();
       at::Tensor mu = at::empty({n, m->options.latent_dim}, at::kFloat);
@@ -222,7 +223,7 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::DecodePlan(const Snapshot& mod
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
   return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
     const int64_t n = rows.size(0);
-    LimitThreads(ThreadsFor(n));
+    LimitThreads(ThreadsFor(*m, n));
     if (UseMlpPath(*m, rows)) {
       const at::Tensor z = rows.contiguous();
       const auto& o = m->options;
@@ -294,7 +295,7 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::ReconstructPlan(const Snapshot
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
   return Batcher::Compute(
       [this, m = &model, keep, sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
-        LimitThreads(ThreadsFor(rows.size(0)));
+        LimitThreads(ThreadsFor(*m, rows.size(0)));
         Vae vae = m->model;
         const at::Tensor x = rows.to(m->device);
         auto [mu, logvar] = vae->encode(x);

@@ -9,8 +9,10 @@
 namespace vae::server {
 namespace {
 
-void AttachMlpInference(Snapshot& snapshot) {
+// What a snapshot derives from its model: the BLAS-only MLP path and the parameter count.
+void DeriveFromModel(Snapshot& snapshot) {
   if (MlpInference::Supports(snapshot.model)) snapshot.mlp = std::make_shared<const MlpInference>(snapshot.model);
+  snapshot.parameter_count = snapshot.model->parameter_count();
 }
 
 }  // namespace
@@ -40,7 +42,7 @@ std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& d
   snapshot->model->eval();
   snapshot->options = model->options();
   snapshot->device = device;
-  AttachMlpInference(*snapshot);
+  DeriveFromModel(*snapshot);
   return snapshot;
 }
 
@@ -51,7 +53,7 @@ std::shared_ptr<Snapshot> SnapshotOfCheckpoint(Checkpoint checkpoint, const c10:
   snapshot->model->eval();
   snapshot->options = checkpoint.options;
   snapshot->device = device;
-  AttachMlpInference(*snapshot);
+  DeriveFromModel(*snapshot);
   snapshot->version.epochs_trained = checkpoint.state.epochs_done;
   snapshot->version.global_step = checkpoint.state.global_step;
   snapshot->checkpoint_path = checkpoint.path;

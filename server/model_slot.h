@@ -39,6 +39,7 @@ struct Snapshot {
   // The same weights run straight through BLAS for small batches (model/mlp_inference.h); null unless `model` is an
   // MLP on the CPU. Set by SnapshotOfModel / SnapshotOfCheckpoint.
   std::shared_ptr<const MlpInference> mlp;
+  int64_t parameter_count = 0;  // of `model`; sizes the thread team of a batch (InferenceEngine::ThreadsFor)
   VaeOptions options;
   c10::Device device = c10::Device(c10::kCPU);
   ModelVersion version;
