@@ -11,10 +11,11 @@
 //   vae-bench grpc --server=127.0.0.1:50051 [--server_pid=PID] --json
 //       Against a running vae-server: Encode b=1 latency p50/p90/p99 from one sequential client; Encode images/s
 //       for C concurrent clients (C = 1, 8, 32, 64) at b=1 and b=256; GetModelInfo calls/s at C=32 (the transport
-//       floor); in-process b=256 Encode in this same run, and the ratios encode_b1_p50_us, c8_b256_vs_inproc,
-//       c32_b1_encode_vs_info. With --server_pid, the server's peak RSS (VmHWM) and its CPU time per call in the
-//       sequential loops (next to this client's own), which says where a round trip's time goes. --clients and
-//       --batches pick the grid (e.g. --batches=1 for a model whose 256-image requests would not fit in memory).
+//       floor); and the ratios c8_b256_vs_inproc (over in-process b=256 Encode in this same process) and
+//       c32_b1_encode_vs_info, each the median of --ratio_rounds rounds that measure both sides back to back.
+//       With --server_pid, the server's peak RSS (VmHWM) and its CPU time per call in the sequential loops (next to
+//       this client's own), which says where a round trip's time goes. --clients and --batches pick the grid (e.g.
+//       --batches=1 for a model whose 256-image requests would not fit in memory).
 //
 //   vae-bench loopback --latency_calls=20000 --json
 //       The kernel's floor under any RPC on this machine: round trips of a 64-byte message between two threads over
@@ -80,6 +81,8 @@ ABSL_FLAG(double, seconds, 2.0, "infer/grpc: seconds each throughput point runs"
 ABSL_FLAG(int64_t, latency_calls, 3000, "grpc/loopback: sequential calls (round trips) for the latency percentiles");
 ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"1", "8", "32", "64"}),
           "grpc: concurrent client counts of the throughput grid");
+ABSL_FLAG(int64_t, ratio_rounds, 5,
+          "grpc: rounds of back-to-back measurements behind each ratio (c32_b1_encode_vs_info, c8_b256_vs_inproc)");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "256"}),
           "grpc: images per Encode request of the throughput grid");
 
@@ -395,26 +398,61 @@ int RunGrpc() {
                    static_cast<long long>(b), cps * b, cps);
     }
   }
-  const double info_cps = ClosedLoop(target, 32, seconds, [](vae::v1::VaeService::Stub& s) {
+  auto model_info = [](vae::v1::VaeService::Stub& s) {
     grpc::ClientContext ctx;
     vae::v1::ModelInfo resp;
     return s.GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &resp).ok();
-  });
+  };
+  const double info_cps = ClosedLoop(target, 32, seconds, model_info);
   out["info_c32_calls_per_sec"] = info_cps;
   std::fprintf(stderr, "GetModelInfo C=32 %10.0f calls/s\n", info_cps);
-  if (out.contains("encode_c32_b1_calls_per_sec")) {
-    out["c32_b1_encode_vs_info"] = out["encode_c32_b1_calls_per_sec"].get<double>() / info_cps;
-    std::fprintf(stderr, "c32_b1_encode_vs_info %.3f\n", out["c32_b1_encode_vs_info"].get<double>());
-  }
 
-  // 3. In-process b=256 in this same run (same weights' shape; cost does not depend on their values).
-  if (out.contains("encode_c8_b256_images_per_sec")) {
+  // 3. The two ratios, each the median over --ratio_rounds rounds that measure both of its sides back to back
+  // (alternating which goes first): the host's neighbours move absolute figures by 20-30 % within a minute, which
+  // separate phases of the grid would fold into the ratio.
+  const int64_t rounds = std::max<int64_t>(1, absl::GetFlag(FLAGS_ratio_rounds));
+  auto ratio = [&](const char* name, auto numerator, auto denominator) {
+    std::vector<double> per_round;
+    for (int64_t r = 0; r < rounds; ++r) {
+      double num = 0, den = 0;
+      if (r % 2 == 0) {
+        num = numerator();
+        den = denominator();
+      } else {
+        den = denominator();
+        num = numerator();
+      }
+      per_round.push_back(num / den);
+      std::fprintf(stderr, "  %s round %lld: %.0f / %.0f\n", name, static_cast<long long>(r + 1), num, den);
+    }
+    out[name] = Median(per_round);
+    out[absl::StrCat(name, "_rounds")] = per_round;
+    std::fprintf(stderr, "%s %.3f (median of", name, Median(per_round));
+    for (double x : per_round) std::fprintf(stderr, " %.3f", x);
+    std::fprintf(stderr, ")\n");
+  };
+  const bool has_b1 = std::count(batches.begin(), batches.end(), 1) > 0;
+  const bool has_b256 = std::count(batches.begin(), batches.end(), 256) > 0;
+  if (has_b1 && std::count(clients.begin(), clients.end(), 32) > 0) {
+    ratio(
+        "c32_b1_encode_vs_info",
+        [&] { return ClosedLoop(target, 32, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, req1); }); },
+        [&] { return ClosedLoop(target, 32, seconds, model_info); });
+  }
+  if (has_b256 && std::count(clients.begin(), clients.end(), 8) > 0) {
+    // In-process b=256 in this same process (same weights' shape; the cost does not depend on their values).
     auto snapshot = vae::server::SnapshotOfModel(vae::server::NewSeededVae(*options, 1), torch::kCPU);
-    const double inproc = InProcessEncodeImagesPerSec(*snapshot, 256, threads, seconds);
-    out["inproc_encode_b256_images_per_sec"] = inproc;
-    out["c8_b256_vs_inproc"] = out["encode_c8_b256_images_per_sec"].get<double>() / inproc;
-    std::fprintf(stderr, "in-process encode b=256 %10.0f images/s\nc8_b256_vs_inproc %.3f\n", inproc,
-                 out["c8_b256_vs_inproc"].get<double>());
+    const auto req256 = MakeEncodeRequest(*options, 256);
+    ratio(
+        "c8_b256_vs_inproc",
+        [&] {
+          return 256 * ClosedLoop(target, 8, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, req256); });
+        },
+        [&] {
+          const double inproc = InProcessEncodeImagesPerSec(*snapshot, 256, threads, seconds);
+          out["inproc_encode_b256_images_per_sec"] = inproc;
+          return inproc;
+        });
   }
   if (server_pid > 0) {
     out["server_peak_rss_mb"] = PeakRssKb(server_pid) / 1024.0;
