@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTest smoke test of the benchmark tools (registered in bench/CMakeLists.txt): `vae-bench grpc` against a real
-# vae-server through bench/grpc-bench.sh (the full grid, every point ~0.05 s), `vae-bench infer` and `vae-bench
-# loopback`; checks that each prints, as its last line, the JSON fields BENCHMARKS.md quotes, with positive values.
+# vae-server through bench/grpc-bench.sh (the full grid, every point ~0.05 s), `vae-bench infer`, `vae-bench
+# loopback` and bench/grpc-floor.sh; checks that each prints, as its last line, the JSON fields BENCHMARKS.md quotes, with positive values.
 # Speed is not asserted here: that is what BENCHMARKS.md is for.
 #   bench/smoke-test.sh BUILD_DIR
 set -euo pipefail
@@ -15,6 +15,7 @@ BUILD_DIR="${BUILD}" BENCH_ARGS="--latency_calls=50 --ratio_rounds=2" bash "${RO
 "${BUILD}/bench/vae-bench" infer --preset=mnist --threads=2 --seconds=0.05 --json 2>/dev/null | tail -n 1 \
   >"${work}/infer.json"
 "${BUILD}/bench/vae-bench" loopback --latency_calls=200 --json 2>/dev/null | tail -n 1 >"${work}/loopback.json"
+BUILD_DIR="${BUILD}" bash "${ROOT}/bench/grpc-floor.sh" 1 200 >"${work}/floor.jsonl"
 
 python3 - "${work}" <<'PY'
 import json, sys
@@ -40,6 +41,14 @@ for mode, keys in expect.items():
             bad.append(f"{mode}: {k} = {v!r}, expected a positive number")
     if mode == "grpc" and len(out.get("c32_b1_encode_vs_info_rounds", [])) != 2:
         bad.append("grpc: expected 2 rounds behind c32_b1_encode_vs_info")
+with open(f"{work}/floor.jsonl") as f:
+    floor = [json.loads(line) for line in f if line.strip()]
+if sorted(r.get("api") for r in floor) != ["async", "callback"]:
+    bad.append(f"grpc-floor: expected one callback and one async line, got {floor}")
+for r in floor:
+    for k in ("p50_us", "p99_us", "client_cpu_us_per_call", "server_cpu_us_per_call", "server_switches_per_call"):
+        if not isinstance(r.get(k), (int, float)) or not r[k] > 0:
+            bad.append(f"grpc-floor {r.get('api')}: {k} = {r.get(k)!r}, expected a positive number")
 if bad:
     print("\n".join(bad))
     sys.exit(1)
