@@ -105,9 +105,9 @@ void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
   run.reserve(batch.size());
   const absl::Time now = absl::Now();
   for (const auto& r : batch) {
-    if (r->on_done && now >= r->deadline) {
+    if (now >= r->deadline) {
       r->status = absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
-    } else if (r->on_done && r->cancelled && r->cancelled()) {
+    } else if (r->cancelled && r->cancelled()) {
       r->status = absl::CancelledError("the call was cancelled while it waited for its batch");
     } else {
       run.push_back(r);
@@ -136,6 +136,19 @@ void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
   }
 }
 
+void Batcher::LeadUntilEmpty() {
+  running_ = true;
+  // Every request queued while a batch runs has no thread that would run it: lead until the queue is empty.
+  while (!queue_.empty()) {
+    AwaitPendingCallers(queue_.front()->key, queue_.front()->deadline);
+    std::vector<std::shared_ptr<Request>> batch = TakeBatch();
+    mu_.Unlock();
+    RunTaken(batch);
+    mu_.Lock();
+  }
+  running_ = false;
+}
+
 void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, absl::Time deadline,
                      std::function<bool()> cancelled, PendingCall* pending, Done done) {
   auto request = std::make_shared<Request>();
@@ -146,29 +159,17 @@ void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, 
   request->deadline = deadline;
   request->cancelled = std::move(cancelled);
   request->on_done = std::move(done);
-  {
-    absl::MutexLock lock(&mu_);
-    if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-      const absl::Status full = QueueFullError();
-      mu_.Unlock();
-      request->on_done(full);
-      mu_.Lock();
-      return;
-    }
-    queue_.push_back(request);
-    if (pending != nullptr) pending->Release();
-    if (running_) return;  // the running leader takes it with its next batch
-    running_ = true;
-    // Lead until the queue is empty: every request queued meanwhile has no thread of its own.
-    while (!queue_.empty()) {
-      AwaitPendingCallers(queue_.front()->key, queue_.front()->deadline);
-      std::vector<std::shared_ptr<Request>> batch = TakeBatch();
-      mu_.Unlock();
-      RunTaken(batch);
-      mu_.Lock();
-    }
-    running_ = false;
+  absl::MutexLock lock(&mu_);
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    const absl::Status full = QueueFullError();
+    mu_.Unlock();
+    request->on_done(full);
+    mu_.Lock();
+    return;
   }
+  queue_.push_back(request);
+  if (pending != nullptr) pending->Release();
+  if (!running_) LeadUntilEmpty();  // else the running leader takes it with its next batch
 }
 
 absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::Tensor& input, const Compute& compute,
@@ -178,6 +179,8 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
   request->key = key;
   request->input = input;
   request->compute = &compute;
+  request->deadline = deadline;
+  request->cancelled = cancelled;
 
   absl::MutexLock lock(&mu_);
   if (static_cast<int>(queue_.size()) >= options_.max_queue) {
@@ -185,52 +188,27 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
   }
   queue_.push_back(request);
   if (pending != nullptr) pending->Release();
-  auto remove_from_queue = [&] {
-    auto it = std::find(queue_.begin(), queue_.end(), request);
-    if (it != queue_.end()) queue_.erase(it);
-  };
-
+  if (!running_) LeadUntilEmpty();  // the request is in one of the batches this thread runs
+  // Otherwise the running leader will take it: wait for that, checking the deadline and cancellation meanwhile. Once
+  // a leader has taken the request its input is in use (it may be a view of the caller's request bytes): then wait
+  // for the batch, which is already running.
   while (!request->done) {
-    if (!running_ && !queue_.empty() && queue_.front() == request) {
-      // Lead. Wait (bounded) while callers that have entered request handling have not reached the queue yet.
-      AwaitPendingCallers(key, deadline);
-      running_ = true;
-      std::vector<std::shared_ptr<Request>> batch = TakeBatch();
-      mu_.Unlock();
-      RunTaken(batch);
-      mu_.Lock();
-      // Submit()ted requests now at the head have no thread that would lead them: run them before returning.
-      while (!queue_.empty() && queue_.front()->on_done) {
-        AwaitPendingCallers(queue_.front()->key, queue_.front()->deadline);
-        batch = TakeBatch();
-        mu_.Unlock();
-        RunTaken(batch);
-        mu_.Lock();
-      }
-      running_ = false;
-      continue;
-    }
-    // Follow: wake when our batch is done or we may lead; check the deadline and cancellation meanwhile. Once a
-    // leader has taken the request its input is in use (it may be a view of the caller's request bytes): then wait
-    // for the batch, which is already running.
-    const absl::Time now = absl::Now();
     if (request->taken) {
       mu_.Await(absl::Condition(
           +[](Request* r) { return r->done; }, request.get()));
       break;
     }
-    if (now >= deadline) {
-      remove_from_queue();
-      return absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
-    }
-    if (cancelled && cancelled()) {
-      remove_from_queue();
+    const absl::Time now = absl::Now();
+    if (now >= deadline || (cancelled && cancelled())) {
+      queue_.erase(std::find(queue_.begin(), queue_.end(), request));
+      if (now >= deadline) {
+        return absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
+      }
       return absl::CancelledError("the call was cancelled while it waited for its batch");
     }
-    auto ready = [this, &request]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return request->done || (!running_ && !queue_.empty() && queue_.front() == request);
-    };
-    mu_.AwaitWithDeadline(absl::Condition(&ready), std::min(deadline, now + absl::Milliseconds(5)));
+    mu_.AwaitWithDeadline(absl::Condition(
+                              +[](Request* r) { return r->done || r->taken; }, request.get()),
+                          std::min(deadline, now + absl::Milliseconds(5)));
   }
   if (!request->status.ok()) return request->status;
   return std::move(request->outputs);

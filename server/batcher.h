@@ -1,24 +1,21 @@
 // Batcher: dynamic batching for row-wise model calls. Concurrent requests with the same key (operation + model
 // snapshot) are concatenated along dim 0 into one model call, and each caller gets back exactly its own rows.
 //
-// Scheduling (leader/follower, no dispatcher thread): a caller enqueues its request; when no batch is running, the
-// caller at the head becomes the leader, takes every queued request with the head's key (up to max_rows rows) and
-// runs the batch on its own thread, then wakes the others. Requests that arrive while a batch runs form the next
-// batch, so a lone caller pays no wait and no thread hand-off, and under load batches grow by themselves. Before
-// running, a leader waits up to max_wait for more rows only while callers that have entered Run() are still on their
-// way to the queue (validation, tensor decoding; see PendingCall).
+// Scheduling (leader, no dispatcher thread): a caller enqueues its request; if no batch is running, the caller
+// becomes the leader: it takes every queued request with the head's key (up to max_rows rows), runs the batch on its
+// own thread, and goes on with the next batch until the queue is empty. Requests that arrive while a batch runs form
+// the next batch, so a lone caller pays no wait and no thread hand-off, and under load batches grow by themselves.
+// Before each batch, the leader waits up to max_wait for more rows only while callers that have entered request
+// handling are still on their way to the queue (validation, tensor decoding; see PendingCall).
 //
-// Two ways in: Run() blocks its caller until its rows are done (a follower waits on a condition); Submit() never waits
-// for other callers' batches: it queues the request with a completion callback and returns, unless no batch is
-// running, in which case the submitting thread leads and runs batches until the queue is empty. The gRPC service
-// uses Submit() from callback-API handlers, so a request queued behind a running batch holds no thread at all and
-// the next batch takes every request that arrived meanwhile. A leader from Run() also drains Submit()ted requests at
-// the head of the queue before it returns (nobody else would run them).
+// Two ways in, one queue and one leader loop: Submit() queues the request with a completion callback and returns
+// (the gRPC service uses it from callback-API handlers, so a request queued behind a running batch holds no thread
+// at all); Run() blocks its caller until its rows are done. Either leads when it finds no batch running.
 //
 // Limits: more than max_queue queued requests -> RESOURCE_EXHAUSTED. A queued request whose deadline passes returns
 // DEADLINE_EXCEEDED, one whose `cancelled` callback turns true returns CANCELLED; either way its rows are not run.
-// (Run() notices while it waits; a Submit()ted request is checked when a leader takes it, i.e. it waits at most for
-// the batch running when it arrived.)
+// The leader checks both when it takes a request; a Run() caller also checks them while it waits, and leaves the
+// queue at once.
 //
 // Threads: any number of callers; one batch runs at a time (all cores go to it). Internally synchronised by mu_.
 // The computation passed with a request must be a pure function of its input rows: batching must not change
@@ -112,11 +109,12 @@ class Batcher {
     bool done = false;
     absl::Status status;
     std::vector<at::Tensor> outputs;
-    // Submit() only: the callback, and what the leader checks before running the rows.
-    Done on_done;
-    Compute owned_compute;
+    // What the leader checks before running the rows.
     absl::Time deadline = absl::InfiniteFuture();
     std::function<bool()> cancelled;
+    // Submit() only: the callback, and the computation (Run() points `compute` at its caller's).
+    Done on_done;
+    Compute owned_compute;
   };
 
   // Takes the head's batch off the queue. Requires mu_.
@@ -126,8 +124,11 @@ class Batcher {
   absl::Status QueueFullError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: waits (bounded by max_wait and `deadline`) while callers are on their way to the queue.
   void AwaitPendingCallers(const void* key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // As leader, without mu_: answers Submit()ted requests that expired or were cancelled, runs the rest, marks all
-  // done and calls the callbacks.
+  // Runs batches until the queue is empty, as the leader (sets running_ for that time). Requires mu_; releases it
+  // while a batch runs.
+  void LeadUntilEmpty() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As leader, without mu_: answers the requests that expired or were cancelled, runs the rest, marks all done and
+  // calls the Submit() callbacks.
   void RunTaken(const std::vector<std::shared_ptr<Request>>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   static void Execute(const std::vector<std::shared_ptr<Request>>& batch);
 

@@ -157,6 +157,36 @@ TEST(BatcherTest, ABlockingLeaderRunsSubmittedRequestsBeforeReturning) {
   EXPECT_EQ(batcher.queued(), 0);
 }
 
+// And the other way round: a blocking Run() queued behind a batch that a Submit() leads is run by that leader (the
+// blocked caller only waits), and a blocked caller whose deadline passes leaves the queue without waiting for it.
+TEST(BatcherTest, ASubmittingLeaderRunsBlockedCallersQueuedBehindIt) {
+  Batcher batcher({/*max_rows=*/1024, absl::ZeroDuration(), 64});
+  GatedCompute gate;
+  std::atomic<int> answered{0};
+  std::thread leader([&] {
+    batcher.Submit(kKey, at::ones({1, 3}), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
+                   [&](absl::StatusOr<std::vector<at::Tensor>> out) {
+                     EXPECT_TRUE(out.ok());
+                     ++answered;
+                   });
+  });
+  gate.entered.WaitForNotification();
+  absl::StatusOr<std::vector<at::Tensor>> blocked;
+  std::thread follower([&] { blocked = batcher.Run(kKey, at::full({2, 3}, 4.0), gate.fn, absl::InfiniteFuture()); });
+  const auto late = batcher.Run(kKey, at::ones({1, 3}), gate.fn, absl::Now() + absl::Milliseconds(20));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);  // while the first batch still runs
+  EXPECT_EQ(answered.load(), 0);
+  while (batcher.queued() < 1) std::this_thread::yield();
+  gate.release.Notify();
+  follower.join();
+  leader.join();
+  ASSERT_TRUE(blocked.ok()) << blocked.status();
+  EXPECT_TRUE(at::equal((*blocked)[0], at::full({2, 3}, 9.0)));
+  EXPECT_EQ(answered.load(), 1);
+  EXPECT_EQ(batcher.queued(), 0);
+  EXPECT_EQ(batcher.stats().batches, 2);  // the gated one, then the follower's; the late request never ran
+}
+
 TEST(BatcherTest, BatchesNeverExceedMaxRowsAndKeysDoNotMix) {
   Batcher batcher({/*max_rows=*/10, absl::ZeroDuration(), 64});
   GatedCompute gate;
