@@ -162,8 +162,17 @@ absl::StatusOr<TrainTestSplit> LoadNamedDataset(const std::string& data_dir, con
   return split;
 }
 
+bool PathIsWithin(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (r->empty()) continue;  // a trailing separator in root
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                                        int64_t max_count) {
+                                        int64_t max_count, const std::string& confine_to) {
   if (channels != 1 && channels != 3) {
     return absl::InvalidArgumentError(absl::StrCat("image folder: channels is ", channels, ", expected 1 or 3"));
   }
@@ -188,6 +197,21 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels
   }
   std::sort(paths.begin(), paths.end());
   if (max_count >= 0 && static_cast<int64_t>(paths.size()) > max_count) paths.resize(max_count);
+  if (!confine_to.empty()) {
+    // The listing does not enter linked folders, but a linked file is "regular" through its link.
+    const fs::path root = fs::canonical(confine_to, ec);
+    if (ec) {
+      return absl::NotFoundError(absl::StrCat("image folder: ", confine_to, " cannot be resolved: ", ec.message()));
+    }
+    for (const std::string& path : paths) {
+      const fs::path target = fs::canonical(path, ec);
+      if (ec || !PathIsWithin(target, root)) {
+        return absl::PermissionDeniedError(absl::StrCat("image folder: ", path, " resolves to ",
+                                                        ec ? ec.message() : target.string(), ", outside ",
+                                                        root.string()));
+      }
+    }
+  }
 
   try {
     Dataset out;

@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -44,9 +45,14 @@ absl::StatusOr<TrainTestSplit> LoadNamedDataset(const std::string& data_dir, con
 // when channels == 1), resized to height x width (INTER_AREA); extensions match case-insensitively, subfolders are
 // searched. `max_count` >= 0 keeps the first max_count paths. Labels are left undefined. NOT_FOUND when `dir` does
 // not exist; INVALID_ARGUMENT when channels is not 1 or 3, a file cannot be decoded (the message names it) or the
-// folder holds no image.
+// folder holds no image. With `confine_to` (a directory), every image file must resolve, symlinks followed, to a
+// path inside it: a file that links out is PERMISSION_DENIED, naming it, before any file is decoded.
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                                        int64_t max_count = -1);
+                                        int64_t max_count = -1, const std::string& confine_to = "");
+
+// True when `path` is `root` or lies below it (both absolute and normalised), compared component by component so
+// that /data2 is not taken to be inside /data.
+bool PathIsWithin(const std::filesystem::path& path, const std::filesystem::path& root);
 
 // Splits off the last `test_fraction` (clamped to [0, 1], rounded to whole examples) of a dataset, after a shuffle
 // seeded by `seed`, as its test set; labels stay with their images. The shuffle is independent of EpochPermutation.

@@ -14,17 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// True when `path` is `root` or lies below it (both absolute and normalised), compared component by component so
-// that /data2 is not taken to be inside /data.
-bool IsWithin(const fs::path& path, const fs::path& root) {
-  auto p = path.begin();
-  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
-    if (r->empty()) continue;  // a trailing separator in root
-    if (p == path.end() || *p != *r) return false;
-  }
-  return true;
-}
-
 std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
 
 std::shared_ptr<const TrainTestSplit> HeadOfTrain(const std::shared_ptr<const TrainTestSplit>& split,
@@ -69,7 +58,7 @@ absl::StatusOr<std::string> DatasetRegistry::Resolve(const std::string& name) co
   // here, before anything is opened.
   const fs::path target = fs::weakly_canonical(root / relative, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("dataset '", name, "' cannot be resolved: ", ec.message()));
-  if (!IsWithin(target, root)) {
+  if (!PathIsWithin(target, root)) {
     return absl::PermissionDeniedError(
         absl::StrCat("dataset '", name, "' resolves to ", target.string(), ", outside --data_dir ", root.string()));
   }
@@ -105,7 +94,9 @@ absl::StatusOr<std::shared_ptr<const TrainTestSplit>> DatasetRegistry::Load(cons
                                                      ", the model expects ", ShapeString(model.input_shape())));
     }
   } else {
-    VAE_ASSIGN_OR_RETURN(Dataset all, LoadImageFolder(folder, model.channels, model.height, model.width));
+    // Files inside the folder may be symlinks too: none may lead out of --data_dir.
+    VAE_ASSIGN_OR_RETURN(Dataset all,
+                         LoadImageFolder(folder, model.channels, model.height, model.width, -1, data_dir_));
     if (all.size() < 2) {
       return absl::InvalidArgumentError(
           absl::StrCat("dataset '", name, "' holds ", all.size(), " image; at least 2 are needed (train and test)"));

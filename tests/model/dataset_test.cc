@@ -325,6 +325,30 @@ TEST_F(DatasetTest, ImageFolderUndecodableFileIsNamed) {
   EXPECT_TRUE(HasCodeAndWords(d.status(), kInvalidArgument, {"cannot decode", (dir_ / "broken.png").string()}));
 }
 
+TEST_F(DatasetTest, ImageFolderConfinedToADirectoryRefusesFilesThatLinkOut) {
+  const fs::path folder = dir_ / "images";
+  const fs::path outside = dir_ / "elsewhere";
+  fs::create_directories(folder);
+  fs::create_directories(outside);
+  ASSERT_TRUE(cv::imwrite((folder / "a.png").string(), cv::Mat(2, 2, CV_8UC1, cv::Scalar(1))));
+  ASSERT_TRUE(cv::imwrite((outside / "b.png").string(), cv::Mat(2, 2, CV_8UC1, cv::Scalar(2))));
+  fs::create_symlink(outside / "b.png", folder / "b.png");
+  // Unconfined, the link is just another image; confined to the folder, it leads out.
+  auto all = LoadImageFolder(folder.string(), 1, 2, 2);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 2);
+  EXPECT_TRUE(HasCodeAndWords(LoadImageFolder(folder.string(), 1, 2, 2, -1, folder.string()).status(),
+                              absl::StatusCode::kPermissionDenied, {(folder / "b.png").string(), "outside"}));
+  // Confined to a directory that holds both, it is fine.
+  auto both = LoadImageFolder(folder.string(), 1, 2, 2, -1, dir_.string());
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->size(), 2);
+  EXPECT_TRUE(PathIsWithin("/data/x", "/data"));
+  EXPECT_TRUE(PathIsWithin("/data", "/data/"));
+  EXPECT_FALSE(PathIsWithin("/data2/x", "/data"));
+  EXPECT_FALSE(PathIsWithin("/", "/data"));
+}
+
 TEST_F(DatasetTest, ImageFolderEmptyMissingAndBadArguments) {
   WriteFile(dir_ / "notes.txt", "no images here");
   EXPECT_TRUE(HasCodeAndWords(LoadImageFolder(dir_.string(), 1, 28, 28).status(), kInvalidArgument,

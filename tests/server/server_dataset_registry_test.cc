@@ -70,6 +70,24 @@ TEST_F(DatasetRegistryTest, NamesThatLeaveDataDirArePermissionDenied) {
   }
 }
 
+// The folder itself may be inside --data_dir while a file in it links out: the file is refused, nothing is read.
+TEST_F(DatasetRegistryTest, ImageFilesThatLinkOutOfDataDirArePermissionDenied) {
+  DatasetRegistry registry(data_.string());
+  fs::create_directories(data_ / "mixed");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cv::imwrite((data_ / "mixed" / ("own" + std::to_string(i) + ".png")).string(),
+                            cv::Mat(28, 28, CV_8UC1, cv::Scalar(50))));
+  }
+  fs::create_symlink(data_ / "digits" / "img100.png", data_ / "mixed" / "linked_inside.png");
+  ASSERT_TRUE(registry.Load("mixed", TinyOptions(), 0).ok());  // a link that stays inside is fine: 4 images
+
+  fs::create_symlink(outside_ / "x0.png", data_ / "mixed" / "leak.png");
+  auto leaked = registry.Load("mixed", TinyOptions(), 0);
+  EXPECT_EQ(leaked.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(leaked.status().message(), HasSubstr((data_ / "mixed" / "leak.png").string()));
+  EXPECT_THAT(leaked.status().message(), HasSubstr("resolves to " + fs::canonical(outside_ / "x0.png").string()));
+}
+
 TEST_F(DatasetRegistryTest, MissingEmptyAndNonFolderNames) {
   DatasetRegistry registry(data_.string());
   auto missing = registry.Resolve("celeba");
