@@ -53,6 +53,10 @@
 ABSL_FLAG(std::string, server, "", "vae-server address HOST:PORT (default: $VAE_SERVER, else 127.0.0.1:50051)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "deadline of each call, connecting included (train: of connecting only; training runs until it ends)");
+ABSL_FLAG(bool, tls, false, "connect with TLS, verifying the server against the system's CA certificates");
+ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server against this PEM CA certificate");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for a server that requires one (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, service, "", "health: the service to check (\"\" = the whole server, or vae.v1.VaeService)");
 ABSL_FLAG(bool, json, false, "info: print the model info as JSON instead of a table");
 ABSL_FLAG(std::string, dataset, "mnist",
@@ -101,7 +105,8 @@ struct Command {
   std::vector<FlagDoc> flags;
 };
 
-const std::vector<FlagDoc> kGlobalFlags = {{"server", nullptr}, {"timeout", nullptr}};
+const std::vector<FlagDoc> kGlobalFlags = {{"server", nullptr},  {"timeout", nullptr},  {"tls", nullptr},
+                                           {"tls_ca", nullptr},  {"tls_cert", nullptr}, {"tls_key", nullptr}};
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
@@ -197,7 +202,7 @@ std::string FlagLine(const FlagDoc& doc) {
 
 void PrintMainHelp(std::ostream& out) {
   out << "vae-client: trains and queries a vae-server (a Variational Autoencoder over gRPC)\n\n"
-         "usage: vae-client [--server=HOST:PORT] [--timeout=30s] COMMAND [ARGS...] [FLAGS...]\n\n"
+         "usage: vae-client [--server=HOST:PORT] [--timeout=30s] [--tls_ca=CA.pem] COMMAND [ARGS...] [FLAGS...]\n\n"
          "commands:\n";
   for (const Command& c : Commands()) out << absl::StrFormat("  %-12s %s\n", c.name, c.summary);
   out << "\nglobal flags:\n";
@@ -518,6 +523,16 @@ class Cli {
     if (options.timeout <= absl::ZeroDuration()) {
       Usage(absl::StrCat("--timeout=", absl::FormatDuration(options.timeout), ": expected a positive duration"));
       return false;
+    }
+    const std::string ca = absl::GetFlag(FLAGS_tls_ca), cert = absl::GetFlag(FLAGS_tls_cert),
+                      key = absl::GetFlag(FLAGS_tls_key);
+    if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() || !key.empty()) {
+      auto tls = client::LoadTlsFiles(ca, cert, key);
+      if (!tls.ok()) {
+        Usage(std::string(tls.status().message()));
+        return false;
+      }
+      options.tls = *std::move(tls);
     }
     auto client = Client::Create(server, options);
     if (!client.ok()) {

@@ -8,6 +8,8 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -148,6 +150,28 @@ void TrainCancellation::Detach() {
   context_ = nullptr;
 }
 
+absl::StatusOr<ClientOptions::Tls> LoadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                                                const std::string& key_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError("tls: a client certificate and its private key go together");
+  }
+  auto read = [](const std::string& path, std::string* pem) -> absl::Status {
+    if (path.empty()) return absl::OkStatus();
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("tls: cannot read ", path));
+    pem->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (pem->find("-----BEGIN ") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("tls: ", path, " is not a PEM file"));
+    }
+    return absl::OkStatus();
+  };
+  ClientOptions::Tls tls;
+  if (auto s = read(ca_file, &tls.root_certs_pem); !s.ok()) return s;
+  if (auto s = read(cert_file, &tls.cert_chain_pem); !s.ok()) return s;
+  if (auto s = read(key_file, &tls.private_key_pem); !s.ok()) return s;
+  return tls;
+}
+
 struct Client::Stubs {
   std::unique_ptr<v1::VaeService::Stub> vae;
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
@@ -162,7 +186,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target
   const int max_bytes = options.max_message_mb >= 2047 ? INT32_MAX : options.max_message_mb << 20;
   args.SetMaxReceiveMessageSize(max_bytes);
   args.SetMaxSendMessageSize(max_bytes);
-  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls.has_value()) {
+    if (options.tls->cert_chain_pem.empty() != options.tls->private_key_pem.empty()) {
+      return absl::InvalidArgumentError("tls: a client certificate and its private key go together");
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls->root_certs_pem;
+    ssl.pem_cert_chain = options.tls->cert_chain_pem;
+    ssl.pem_private_key = options.tls->private_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
+  auto channel = grpc::CreateCustomChannel(target, credentials, args);
   return std::unique_ptr<Client>(new Client(target, options, std::move(channel)));
 }
 

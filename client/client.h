@@ -106,6 +106,12 @@ class TrainCancellation {
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+// Reads PEM files into ClientOptions::Tls: the CA to verify the server with (empty path: the system's roots), and
+// an optional client certificate and key (both or neither). NOT_FOUND naming a missing file, INVALID_ARGUMENT for a
+// file that is not PEM or a certificate without its key.
+absl::StatusOr<ClientOptions::Tls> LoadTlsFiles(const std::string& ca_file, const std::string& cert_file = "",
+                                                const std::string& key_file = "");
+
 class Client {
  public:
   // Creates the channel to `target` ("host:port", or any gRPC target URI); no connection is made yet.

@@ -16,6 +16,11 @@ struct TransportFailure {
   absl::string_view cause;
 };
 constexpr TransportFailure kTransportFailures[] = {
+    // TLS first: their messages also say "failed to connect".
+    {"certificate verify failed",
+     "TLS: the server's certificate is not signed by a trusted CA (the client's --tls_ca) or does not name this "
+     "address"},
+    {"handshake failed", "TLS handshake failed"},
     {"connection refused", "connection refused"},
     {"dns resolution failed", "cannot resolve the host name"},
     {"domain name not found", "cannot resolve the host name"},
@@ -23,7 +28,7 @@ constexpr TransportFailure kTransportFailures[] = {
     {"no route to host", "no route to host"},
     {"network is unreachable", "network is unreachable"},
     {"connection reset", "connection reset"},
-    {"socket closed", "connection closed"},
+    {"socket closed", "connection closed (a TLS-only server closes plaintext connections)"},
     {"broken pipe", "connection closed"},
     {"connection timed out", "timed out while connecting"},
     {"empty address list", "cannot resolve the host name"},

@@ -30,8 +30,8 @@ inline constexpr absl::string_view kCannotReachPrefix = "cannot reach vae-server
 absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view target, bool channel_ready);
 
 // The short cause in an unreachable message, derived from gRPC's transport message: "connection refused",
-// "cannot resolve the host name", "no route to host", "network is unreachable", "connection closed",
-// "timed out while connecting" (for DEADLINE_EXCEEDED), else gRPC's message itself.
+// "cannot resolve the host name", "no route to host", "network is unreachable", "connection closed (...)", a TLS
+// handshake failure, "timed out while connecting" (for DEADLINE_EXCEEDED), else gRPC's message itself.
 std::string ConnectionFailureCause(const grpc::Status& status);
 
 }  // namespace vae::client

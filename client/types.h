@@ -19,8 +19,15 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);
   // Largest message sent or received, MiB (match the server's --max_message_mb).
   int max_message_mb = 64;
-  // Transport security and authentication will be added here (TLS root certificates, a bearer token sent as call
-  // metadata); the channel is plain-text (grpc::InsecureChannelCredentials) until then.
+  // TLS. Unset: a plaintext channel. Set: the channel is encrypted and the server's certificate is verified against
+  // `root_certs_pem` (the system's roots when empty); with a certificate chain and its key the client also proves
+  // who it is, as a server started with --tls_client_ca requires. PEM text, not paths (LoadTlsFiles reads files).
+  struct Tls {
+    std::string root_certs_pem;
+    std::string cert_chain_pem;
+    std::string private_key_pem;
+  };
+  std::optional<Tls> tls;
 };
 
 // Which weights answered (ModelVersion in the proto).

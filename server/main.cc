@@ -47,6 +47,10 @@ ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "coalesce concurrent
 ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "longest a batch waits for requests already on their way (a lone request never waits)");
 ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue, "inference requests queued for batching; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, shutdown_grace_s, 10, "on SIGINT/SIGTERM, seconds in-flight calls get to finish");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate (chain) of the server: with --tls_key, serve TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s): require every client to present a certificate they signed (mutual TLS)");
 
 int main(int argc, char** argv) {
   // glibc gives each of the many gRPC handler threads its own malloc arena; two bound the peak RSS under load
@@ -91,6 +95,9 @@ int main(int argc, char** argv) {
   options.enable_batching = absl::GetFlag(FLAGS_enable_batching);
   options.batch_timeout_us = absl::GetFlag(FLAGS_batch_timeout_us);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   const absl::Duration grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
 
   auto server = vae::server::VaeServer::Create(options);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "model/file_util.h"
 #include "server/server_core.h"
 #include "server/vae_service_impl.h"
 
@@ -36,6 +37,12 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_mb is ", options.max_message_mb, ", expected 1 to 2047"));
   }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls: --tls_cert and --tls_key go together (the certificate and its key)");
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError("tls: --tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
+  }
   auto core = ServerCore::Create(options);
   if (!core.ok()) return core.status();
   return std::unique_ptr<VaeServer>(new VaeServer(options, std::move(*core)));
@@ -43,25 +50,57 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
 
 std::string VaeServer::address() const { return JoinHostPort(options_.host, port_); }
 
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> VaeServer::Credentials() const {
+  if (options_.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
+    auto pem = ReadFileToString(path, int64_t{1} << 20);
+    if (!pem.ok()) return absl::Status(pem.status().code(), absl::StrCat("tls: ", flag, ": ", pem.status().message()));
+    if (pem->find("-----BEGIN ") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("tls: ", flag, "=", path, " is not a PEM file"));
+    }
+    return pem;
+  };
+  auto cert = read(options_.tls_cert_file, "--tls_cert");
+  if (!cert.ok()) return cert.status();
+  auto key = read(options_.tls_key_file, "--tls_key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!options_.tls_client_ca_file.empty()) {
+    auto ca = read(options_.tls_client_ca_file, "--tls_client_ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
 absl::StatusOr<int> VaeServer::Start() {
   if (server_ != nullptr) return absl::FailedPreconditionError("server already started");
+  auto credentials = Credentials();
+  if (!credentials.ok()) return credentials.status();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = JoinHostPort(options_.host, options_.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(address, *credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options_.max_message_mb << 20);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use, or not a local address?)"));
+    const char* tls_hint = options_.tls_cert_file.empty() ? "" : ", or a TLS key that does not match its certificate";
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (in use, not a local address", tls_hint, "?)"));
   }
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
-  LOG(INFO) << "serving " << kServiceName << " on " << JoinHostPort(options_.host, port_);
+  LOG(INFO) << "serving " << kServiceName << " on " << JoinHostPort(options_.host, port_)
+            << (options_.tls_cert_file.empty()        ? " (plaintext)"
+                : options_.tls_client_ca_file.empty() ? " (TLS)"
+                                                      : " (mutual TLS: client certificates required)");
   return port_;
 }
 

@@ -1,6 +1,7 @@
 // VaeServer: vae-server's gRPC front. It owns a ServerCore and a grpc::Server exposing vae.v1.VaeService, the
 // standard grpc.health.v1.Health service (SERVING once the model is loaded and warmed up, NOT_SERVING while
-// draining) and server reflection, so generic gRPC tools and probes work.
+// draining) and server reflection, so generic gRPC tools and probes work. Plaintext, TLS or mutual TLS
+// (ServerOptions::tls_*).
 //
 // Lifetime: Create (loads the model) -> Start (binds, serves) -> Shutdown (graceful) -> destroy. Start and Shutdown
 // are called by one controlling thread (main, or a test); Shutdown is idempotent, and the destructor calls it.
@@ -8,6 +9,7 @@
 #ifndef VAE_SERVER_SERVER_H_
 #define VAE_SERVER_SERVER_H_
 
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 
 #include <memory>
@@ -31,7 +33,8 @@ class VaeServer {
   ~VaeServer();
 
   // Listens on options.host:options.port (port 0: a free one) and starts serving; health becomes SERVING.
-  // Returns the bound port. UNAVAILABLE when the address cannot be bound.
+  // Returns the bound port. UNAVAILABLE when the address cannot be bound; NOT_FOUND / INVALID_ARGUMENT naming the
+  // flag when a TLS file is missing or not PEM.
   absl::StatusOr<int> Start();
 
   // Graceful shutdown: health goes NOT_SERVING, a running training job is stopped (it writes a checkpoint and its
@@ -45,6 +48,8 @@ class VaeServer {
 
  private:
   VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core);
+  // Plaintext, or TLS from options_' PEM files.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
 
   const ServerOptions options_;
   std::unique_ptr<ServerCore> core_;

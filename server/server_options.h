@@ -24,11 +24,17 @@ struct ServerOptions {
   // Dynamic batching: concurrent Encode/Decode/Reconstruct calls on the same weights share one model call (see
   // server/batcher.h). A lone request never waits; a batch waits at most batch_timeout_us for requests already
   // being decoded. Requests of 64+ rows are a batch already and run on their own. Queued requests hold no thread
-  // (the thread running batches answers them), so under many small concurrent calls batches grow by themselves:
-  // 32 clients x 1 image, mnist, 2 cores: ~8k calls/s off, ~12k on (BENCHMARKS.md §5).
+  // (the thread running batches answers them), so under many small concurrent calls batches grow by themselves.
+  // Worth what the model costs per call (BENCHMARKS.md §5): the seed preset serves 9x the images at 32 clients x 1
+  // image; for mnist (~17 us per call against a ~200 us round trip) on and off are within noise.
   bool enable_batching = true;
   int64_t batch_timeout_us = 500;  // longest a batch waits for requests on their way
   int max_queue = 256;             // requests waiting for a batch; more get RESOURCE_EXHAUSTED
+  // TLS (PEM files). With a certificate and its key the server speaks TLS only; with a client CA as well it also
+  // requires every client to present a certificate signed by that CA (mutual TLS). All empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 }  // namespace vae::server
