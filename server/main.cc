@@ -18,6 +18,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
       "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]");
   absl::FlagsUsageConfig usage;
   usage.version_string = [] { return std::string("vae-server 0.1.0\n"); };
+  // --help lists the flags defined here (absl's default matches files named like the program: "vae-server").
+  usage.contains_help_flags = [](absl::string_view path) { return absl::EndsWith(path, "server/main.cc"); };
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 

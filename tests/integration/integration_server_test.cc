@@ -9,6 +9,9 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <fstream>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -685,6 +688,22 @@ TEST_F(IntegrationTest, ATornNewestCheckpointIsSkipped) {
   EXPECT_EQ(Info().checkpoint_path(), good);
   EXPECT_EQ(Info().version().global_step(), 10);
   EXPECT_THAT(server_->log(), HasSubstr("skipping unusable checkpoint"));
+}
+
+// `vae-server --help` is where an operator looks up the flags (the README says so): it must list them, not say
+// "No flags matched" as absl does when the program's name does not match its main file's.
+TEST(ServerBinaryTest, HelpListsTheFlags) {
+  TempDir out;
+  const std::string command = std::string(VAE_SERVER_BINARY) + " --help > " + out.file("help") + " 2>&1";
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  std::ifstream in(out.file("help"));
+  const std::string help((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const char* flag : {"--model_dir", "--data_dir", "--port", "--enable_batching", "--max_queue", "--tls_cert",
+                           "--tls_client_ca", "--shutdown_grace_s"}) {
+    EXPECT_THAT(help, ::testing::HasSubstr(flag)) << help;
+  }
+  EXPECT_THAT(help, ::testing::Not(::testing::HasSubstr("No flags matched")));
 }
 
 }  // namespace
