@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
 
 namespace vae::server {
 
@@ -105,13 +106,8 @@ void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
   run.reserve(batch.size());
   const absl::Time now = absl::Now();
   for (const auto& r : batch) {
-    if (now >= r->deadline) {
-      r->status = absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
-    } else if (r->cancelled && r->cancelled()) {
-      r->status = absl::CancelledError("the call was cancelled while it waited for its batch");
-    } else {
-      run.push_back(r);
-    }
+    r->status = WhyNotRun(*r, now);
+    if (r->status.ok()) run.push_back(r);
   }
   if (!run.empty()) Execute(run);
   {
@@ -134,6 +130,24 @@ void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
       r->on_done(r->status);
     }
   }
+}
+
+absl::Status Batcher::WhyNotRun(const Request& request, absl::Time now) {
+  if (now >= request.deadline) {
+    return absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
+  }
+  if (request.cancelled && request.cancelled()) {
+    return absl::CancelledError("the call was cancelled while it waited for its batch");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Batcher::Enqueue(const std::shared_ptr<Request>& request, PendingCall* pending) {
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) return QueueFullError();
+  queue_.push_back(request);
+  if (pending != nullptr) pending->Release();
+  if (!running_) LeadUntilEmpty();  // else the running leader takes it with its next batch
+  return absl::OkStatus();
 }
 
 void Batcher::LeadUntilEmpty() {
@@ -160,16 +174,11 @@ void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, 
   request->cancelled = std::move(cancelled);
   request->on_done = std::move(done);
   absl::MutexLock lock(&mu_);
-  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-    const absl::Status full = QueueFullError();
+  if (absl::Status full = Enqueue(request, pending); !full.ok()) {
     mu_.Unlock();
     request->on_done(full);
     mu_.Lock();
-    return;
   }
-  queue_.push_back(request);
-  if (pending != nullptr) pending->Release();
-  if (!running_) LeadUntilEmpty();  // else the running leader takes it with its next batch
 }
 
 absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::Tensor& input, const Compute& compute,
@@ -183,12 +192,8 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
   request->cancelled = cancelled;
 
   absl::MutexLock lock(&mu_);
-  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-    return QueueFullError();
-  }
-  queue_.push_back(request);
-  if (pending != nullptr) pending->Release();
-  if (!running_) LeadUntilEmpty();  // the request is in one of the batches this thread runs
+  // When no batch was running this thread led, and the request ran in one of its batches.
+  VAE_RETURN_IF_ERROR(Enqueue(request, pending));
   // Otherwise the running leader will take it: wait for that, checking the deadline and cancellation meanwhile. Once
   // a leader has taken the request its input is in use (it may be a view of the caller's request bytes): then wait
   // for the batch, which is already running.
@@ -199,12 +204,9 @@ absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::
       break;
     }
     const absl::Time now = absl::Now();
-    if (now >= deadline || (cancelled && cancelled())) {
+    if (absl::Status why = WhyNotRun(*request, now); !why.ok()) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), request));
-      if (now >= deadline) {
-        return absl::DeadlineExceededError("the deadline passed while the request waited for its batch");
-      }
-      return absl::CancelledError("the call was cancelled while it waited for its batch");
+      return why;
     }
     mu_.AwaitWithDeadline(absl::Condition(
                               +[](Request* r) { return r->done || r->taken; }, request.get()),

@@ -124,6 +124,12 @@ class Batcher {
   absl::Status QueueFullError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: waits (bounded by max_wait and `deadline`) while callers are on their way to the queue.
   void AwaitPendingCallers(const void* key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `request` (releasing `pending`) and, when no batch is running, leads until the queue is empty.
+  // RESOURCE_EXHAUSTED, with nothing queued, when the queue is full. Requires mu_.
+  absl::Status Enqueue(const std::shared_ptr<Request>& request, PendingCall* pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DEADLINE_EXCEEDED or CANCELLED for a queued request that must not run any more, else OK.
+  static absl::Status WhyNotRun(const Request& request, absl::Time now);
   // Runs batches until the queue is empty, as the leader (sets running_ for that time). Requires mu_; releases it
   // while a batch runs.
   void LeadUntilEmpty() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
