@@ -9,14 +9,11 @@
 //   vae-grpc-floor call --server=127.0.0.1:PORT --calls=10000
 //       sequential GetModelInfo calls; prints one JSON line with p50/p90/p99 (us) and this client's CPU per call.
 #include <grpcpp/grpcpp.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -27,6 +24,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "bench/process_stats.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, api, "callback", "serve: callback or async (one thread, one completion queue)");
@@ -76,22 +74,6 @@ class AsyncCall {
   bool answered_ = false;
 };
 
-// Context switches and CPU seconds of every thread of this process so far.
-std::pair<int64_t, double> SwitchesAndCpu() {
-  int64_t switches = 0;
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    std::ifstream status(task.path() / "status");
-    std::string line;
-    while (std::getline(status, line)) {
-      if (line.find("ctxt_switches:") != std::string::npos) switches += std::stoll(line.substr(line.find(':') + 1));
-    }
-  }
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return {switches, u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec)};
-}
-
 int Serve() {
   const std::string api = absl::GetFlag(FLAGS_api);
   if (api != "callback" && api != "async") {
@@ -126,12 +108,14 @@ int Serve() {
   }
   std::printf("listening on 127.0.0.1:%d\n", port);
   std::fflush(stdout);
-  const auto [switches0, cpu0] = SwitchesAndCpu();
+  const int64_t switches0 = vae::bench::ProcessContextSwitches(getpid());
+  const double cpu0 = vae::bench::SelfCpuSeconds();
   std::string line;
   int64_t calls = 0;
   // The driver writes the number of calls it made, then closes stdin.
   while (std::getline(std::cin, line)) calls = std::atoll(line.c_str());
-  const auto [switches1, cpu1] = SwitchesAndCpu();
+  const int64_t switches1 = vae::bench::ProcessContextSwitches(getpid());
+  const double cpu1 = vae::bench::SelfCpuSeconds();
   if (calls > 0) {
     std::printf("{\"api\":\"%s\",\"server_switches_per_call\":%.2f,\"server_cpu_us_per_call\":%.1f}\n", api.c_str(),
                 static_cast<double>(switches1 - switches0) / calls, (cpu1 - cpu0) / calls * 1e6);
@@ -152,7 +136,7 @@ int Call() {
   us.reserve(n);
   double cpu0 = 0;
   for (int64_t i = 0; i < n + 500; ++i) {
-    if (i == 500) cpu0 = SwitchesAndCpu().second;
+    if (i == 500) cpu0 = vae::bench::SelfCpuSeconds();
     grpc::ClientContext context;
     vae::v1::ModelInfo response;
     const auto t = Clock::now();
@@ -163,7 +147,7 @@ int Call() {
     }
     if (i >= 500) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
   }
-  const double cpu_us = (SwitchesAndCpu().second - cpu0) / n * 1e6;
+  const double cpu_us = (vae::bench::SelfCpuSeconds() - cpu0) / n * 1e6;
   std::sort(us.begin(), us.end());
   auto at = [&](double q) { return us[static_cast<size_t>(q * (us.size() - 1))]; };
   std::printf("{\"calls\":%lld,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"client_cpu_us_per_call\":%.1f}\n",

@@ -36,6 +36,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/process_stats.h"
 #include "model/dataset.h"
 #include "model/loss.h"
 #include "model/runtime.h"
@@ -52,12 +53,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -266,44 +265,20 @@ double ClosedLoop(const std::string& target, int clients, double seconds, Call c
   return calls.load() / elapsed;
 }
 
-// CPU time of every thread of process `pid` so far, seconds (/proc/PID/task/*/schedstat: nanoseconds on a CPU);
-// -1 when it cannot be read.
-double ProcessCpuSeconds(int64_t pid) {
-  std::error_code ec;
-  int64_t ns = 0;
-  bool any = false;
-  for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
-    std::ifstream stat(task.path() / "schedstat");
-    int64_t on_cpu = 0;
-    if (stat >> on_cpu) {
-      ns += on_cpu;
-      any = true;
-    }
-  }
-  return any ? ns * 1e-9 : -1.0;
-}
-
-// This process's CPU time so far (all threads, user + system), seconds.
-double SelfCpuSeconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
-
 // Runs `call` `n` times in sequence; returns the latency percentiles (us) and, in `out` under `prefix`, the CPU time
 // per call of this client and (with `server_pid` > 0) of the server.
 template <typename Call>
 void SequentialLoop(const char* prefix, int64_t n, int64_t server_pid, nlohmann::json& out, Call call) {
   std::vector<double> us;
   us.reserve(n);
-  const double client0 = SelfCpuSeconds();
-  const double server0 = server_pid > 0 ? ProcessCpuSeconds(server_pid) : -1;
+  const double client0 = vae::bench::SelfCpuSeconds();
+  const double server0 = server_pid > 0 ? vae::bench::ProcessCpuSeconds(server_pid) : -1;
   for (int64_t i = 0; i < n; ++i) {
     const auto t = Clock::now();
     call();
     us.push_back(SecondsSince(t) * 1e6);
   }
-  const double client_cpu_us = (SelfCpuSeconds() - client0) / n * 1e6;
+  const double client_cpu_us = (vae::bench::SelfCpuSeconds() - client0) / n * 1e6;
   out[absl::StrCat(prefix, "_p50_us")] = Percentile(us, 0.50);
   out[absl::StrCat(prefix, "_p90_us")] = Percentile(us, 0.90);
   out[absl::StrCat(prefix, "_p99_us")] = Percentile(us, 0.99);
@@ -311,7 +286,7 @@ void SequentialLoop(const char* prefix, int64_t n, int64_t server_pid, nlohmann:
   std::fprintf(stderr, "%s latency: p50 %.0f us  p90 %.0f us  p99 %.0f us;  CPU per call: client %.0f us", prefix,
                Percentile(us, 0.5), Percentile(us, 0.9), Percentile(us, 0.99), client_cpu_us);
   if (server0 >= 0) {
-    const double server_cpu_us = (ProcessCpuSeconds(server_pid) - server0) / n * 1e6;
+    const double server_cpu_us = (vae::bench::ProcessCpuSeconds(server_pid) - server0) / n * 1e6;
     out[absl::StrCat(prefix, "_server_cpu_us")] = server_cpu_us;
     std::fprintf(stderr, ", server %.0f us", server_cpu_us);
   }
