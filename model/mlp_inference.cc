@@ -65,11 +65,9 @@ MlpInference::MlpInference(const Vae& model) : options_(model->options()) {
     layer.in = layer.weight.size(1);
     (i < per_side ? encoder_ : decoder_).push_back(std::move(layer));
   }
-  input_dim_ = options_.input_dim();
-  latent_dim_ = options_.latent_dim;
   const int64_t out_channels = options_.likelihood == Likelihood::kGaussianLearned ? 2 : 1;
-  TORCH_CHECK(encoder_.front().in == input_dim_ && encoder_.back().out == 2 * latent_dim_ &&
-                  decoder_.front().in == latent_dim_ && decoder_.back().out == out_channels * input_dim_,
+  TORCH_CHECK(encoder_.front().in == input_dim() && encoder_.back().out == 2 * latent_dim() &&
+                  decoder_.front().in == latent_dim() && decoder_.back().out == out_channels * input_dim(),
               "MlpInference: layer shapes do not match the options");
   for (int64_t h : options_.hidden) widest_ = std::max(widest_, h);
 }
@@ -101,7 +99,7 @@ const float* MlpInference::Hidden(const std::vector<Layer>& layers, const float*
 
 void MlpInference::Encode(const float* x, int64_t rows, float* mu, float* sigma) const {
   const float* h = Hidden(encoder_, x, rows);
-  const int64_t j = latent_dim_;
+  const int64_t j = latent_dim();
   float* out = Sized(ThreadScratch().out, rows * 2 * j);
   Affine(encoder_.back(), 2 * j, h, rows, out);
   for (int64_t r = 0; r < rows; ++r) {
@@ -113,7 +111,7 @@ void MlpInference::Encode(const float* x, int64_t rows, float* mu, float* sigma)
 
 void MlpInference::DecodeMean(const float* z, int64_t rows, float* images) const {
   const float* h = Hidden(decoder_, z, rows);
-  const int64_t d = input_dim_;
+  const int64_t d = input_dim();
   // Bernoulli: sigmoid of the logits. Gaussian: sigmoid of the mean's pre-activation, which is the first C*H*W
   // outputs (the learned variance's outputs follow them and are not needed for the mean). Computed in `images`
   // itself: no scratch the size of a batch of images (29 MB for 63 rows of the seed preset).

@@ -41,8 +41,8 @@ class MlpInference {
   // z: `rows` codes of latent_dim() floats. Writes the decoder's mean image (in [0, 1]), `rows` x input_dim().
   void DecodeMean(const float* z, int64_t rows, float* images) const;
 
-  int64_t input_dim() const { return input_dim_; }
-  int64_t latent_dim() const { return latent_dim_; }
+  int64_t input_dim() const { return options_.input_dim(); }
+  int64_t latent_dim() const { return options_.latent_dim; }
 
  private:
   struct Layer {
@@ -56,8 +56,6 @@ class MlpInference {
   const float* Hidden(const std::vector<Layer>& layers, const float* x, int64_t rows) const;
 
   VaeOptions options_;
-  int64_t input_dim_ = 0;
-  int64_t latent_dim_ = 0;
   int64_t widest_ = 0;  // the widest hidden layer
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D (x2 for the learned-variance Gaussian)
