@@ -62,6 +62,12 @@ absl::Status CheckOutput(int format, int64_t n, const Snapshot& model, const Ser
   return absl::OkStatus();
 }
 
+// The request's images for `model` (tensor_codec.h), under the server's batch and image-size limits.
+absl::StatusOr<at::Tensor> RequestImages(const v1::ImageBatch& batch, const Snapshot& model, const ServerCore& core) {
+  return ImagesFromProto(batch, model.options, core.inference().max_batch(),
+                         MaxImagePixels(core.options(), model.options.height, model.options.width));
+}
+
 // Sets `response`'s images and/or png fields, as `format` asks (and only those: an unset field stays unset).
 template <typename Response>
 absl::Status WriteImages(const at::Tensor& images, v1::ImageFormat format, Response* response) {
@@ -222,7 +228,7 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
                                  v1::EncodeResponse* response, FinishFn finish) {
   Batcher::PendingCall pending(core_->inference().batcher());
   auto model = core_->Current();
-  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
+  auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   core_->inference().EncodeAsync(
       model, *images, DeadlineOf(context), CallOf(context, &pending),
@@ -277,7 +283,7 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
   Batcher::PendingCall pending(core_->inference().batcher());
   auto model = core_->Current();
   if (auto status = CheckOutput(request.format(), 0, *model, core_->options()); !status.ok()) return finish(status);
-  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
+  auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   const v1::ImageFormat format = request.format();
   core_->inference().ReconstructAsync(
