@@ -43,6 +43,9 @@ ABSL_FLAG(int32_t, inference_threads, kDefaults.inference_threads,
           "torch intra-op threads of each inference call (concurrent calls each get their own)");
 ABSL_FLAG(int32_t, max_message_mb, kDefaults.max_message_mb, "largest gRPC message received or sent, MiB");
 ABSL_FLAG(int32_t, max_batch, kDefaults.max_batch, "most images or codes per request (and Sample's largest count)");
+ABSL_FLAG(int64_t, max_image_pixels, kDefaults.max_image_pixels,
+          "largest encoded image a request may carry, as width x height declared in its header; 0: 16x the model's "
+          "H x W, at least 1048576 (1024x1024)");
 ABSL_FLAG(int32_t, keep_checkpoints, kDefaults.keep_checkpoints, "checkpoints kept in model_dir");
 ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "coalesce concurrent Encode/Decode/Reconstruct calls into one model call");
 ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "longest a batch waits for requests already on their way (a lone request never waits)");
@@ -72,8 +75,6 @@ int main(int argc, char** argv) {
 
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  // Encoded images come from clients: refuse to decode absurd sizes (OpenCV's default allows 2^30 pixels).
-  setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "67108864", /*overwrite=*/0);
 
   // Block the shutdown signals in every thread (threads inherit the mask); one thread takes them with sigwait.
   sigset_t signals;
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
   options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   options.enable_batching = absl::GetFlag(FLAGS_enable_batching);
   options.batch_timeout_us = absl::GetFlag(FLAGS_batch_timeout_us);

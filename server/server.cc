@@ -37,6 +37,10 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_mb is ", options.max_message_mb, ", expected 1 to 2047"));
   }
+  if (options.max_image_pixels < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_image_pixels is ", options.max_image_pixels, ", expected >= 0 (0: derived from the model)"));
+  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls: --tls_cert and --tls_key go together (the certificate and its key)");
   }

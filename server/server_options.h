@@ -3,6 +3,7 @@
 #ifndef VAE_SERVER_SERVER_OPTIONS_H_
 #define VAE_SERVER_SERVER_OPTIONS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -20,6 +21,9 @@ struct ServerOptions {
   int inference_threads = 1;         // torch intra-op threads of each inference call (calls run concurrently)
   int max_message_mb = 64;           // largest gRPC message received or sent, MiB
   int max_batch = 1024;              // most images / codes one request may carry (and Sample's largest count)
+  // Largest encoded (PNG/JPEG) image a request may carry, as width x height declared in its header, checked before
+  // anything is decoded. 0: derived from the served model (AutoMaxImagePixels below).
+  int64_t max_image_pixels = 0;
   int keep_checkpoints = 3;          // training deletes all but the newest N checkpoints in model_dir
   // Dynamic batching: concurrent Encode/Decode/Reconstruct calls on the same weights share one model call (see
   // server/batcher.h). A lone request never waits; a batch waits at most batch_timeout_us for requests already
@@ -36,6 +40,19 @@ struct ServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;
 };
+
+// max_image_pixels = 0: kAutoImagePixelsPerModelPixel times the model's H x W, and never under kMinAutoImagePixels (a
+// 1024 x 1024 image) -- room to send larger images for the server to resize (ImageBatch.resize), while a
+// decompression bomb (a 388 KB PNG declaring 20000 x 20000) is refused. Decoding one image allocates its pixels x
+// channels bytes, once per request being decoded at a time.
+inline constexpr int64_t kAutoImagePixelsPerModelPixel = 16;
+inline constexpr int64_t kMinAutoImagePixels = int64_t{1} << 20;
+
+// The encoded-image limit for a model of input height x width.
+inline int64_t MaxImagePixels(const ServerOptions& options, int64_t height, int64_t width) {
+  if (options.max_image_pixels > 0) return options.max_image_pixels;
+  return std::max(kMinAutoImagePixels, kAutoImagePixelsPerModelPixel * height * width);
+}
 
 }  // namespace vae::server
 

@@ -6,15 +6,83 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace vae::server {
 namespace {
 
+constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";  // PNG spec 5.2
+constexpr char kJpegStart[] = "\xff\xd8\xff";            // SOI, then the first marker's 0xFF
+
+// The unsigned big-endian integer of bytes[at, at + n); the caller has checked the length.
+uint32_t BigEndian(const std::string& bytes, size_t at, int n) {
+  uint32_t value = 0;
+  for (int i = 0; i < n; ++i) value = (value << 8) | static_cast<uint8_t>(bytes[at + i]);
+  return value;
+}
+
+absl::Status Malformed(const std::string& field, const char* format, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid ", format, " file: ", why));
+}
+
+absl::StatusOr<ImageHeader> ReadPngHeader(const std::string& bytes, const std::string& field) {
+  // The signature, then the IHDR chunk, which PNG requires first: length 13, "IHDR", width, height (4 bytes each,
+  // big-endian), ... (PNG spec 11.2.2). libpng sizes the image from exactly these fields.
+  if (bytes.size() < 24 || BigEndian(bytes, 8, 4) != 13 || bytes.compare(12, 4, "IHDR") != 0) {
+    return Malformed(field, "PNG", "no IHDR chunk after the signature");
+  }
+  return ImageHeader{ImageHeader::Format::kPng, BigEndian(bytes, 16, 4), BigEndian(bytes, 20, 4)};
+}
+
+absl::StatusOr<ImageHeader> ReadJpegHeader(const std::string& bytes, const std::string& field) {
+  // SOI, then marker segments: 0xFF (fill bytes 0xFF may repeat), a marker code and, except for the standalone TEM and
+  // RSTn, a 2-byte big-endian length that counts itself (ITU T.81 B.1.1). The frame header SOFn (C0-C3, C5-C7, C9-CB,
+  // CD-CF) holds the precision (1 byte), the height and the width (2 bytes each). libjpeg walks the same segments by
+  // the same lengths and refuses a second SOF, so the size read here is the size it allocates. This walk is stricter
+  // than libjpeg (which skips stray bytes between segments with a warning) so that the two cannot disagree.
+  size_t at = 2;
+  for (;;) {
+    if (at >= bytes.size() || static_cast<uint8_t>(bytes[at]) != 0xFF) {
+      return Malformed(field, "JPEG", absl::StrCat("no marker at byte ", at, " before the frame header (SOFn)"));
+    }
+    while (at < bytes.size() && static_cast<uint8_t>(bytes[at]) == 0xFF) ++at;
+    if (at >= bytes.size()) return Malformed(field, "JPEG", "it ends before the frame header (SOFn)");
+    const uint8_t marker = static_cast<uint8_t>(bytes[at++]);
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // TEM, RSTn: no length
+    if (marker == 0x00 || marker == 0xD8 || marker == 0xD9 || marker == 0xDA) {
+      return Malformed(field, "JPEG", absl::StrCat("marker 0x", absl::BytesToHexString(std::string(1, marker)),
+                                                  " at byte ", at - 1, " comes before the frame header (SOFn)"));
+    }
+    if (at + 2 > bytes.size()) return Malformed(field, "JPEG", "it ends before the frame header (SOFn)");
+    const uint32_t length = BigEndian(bytes, at, 2);
+    if (length < 2 || at + length > bytes.size()) {
+      return Malformed(field, "JPEG", absl::StrCat("the segment at byte ", at - 2, " runs past the end of the file"));
+    }
+    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (sof) {
+      if (length < 8) return Malformed(field, "JPEG", "its frame header (SOFn) is too short");
+      return ImageHeader{ImageHeader::Format::kJpeg, BigEndian(bytes, at + 5, 2), BigEndian(bytes, at + 3, 2)};
+    }
+    at += length;
+  }
+}
+
 // One encoded image -> uint8 [C, H, W] tensor (RGB order for C = 3).
-absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOptions& model, bool resize, int index) {
+absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOptions& model, bool resize,
+                                       int64_t max_pixels, int index) {
   const std::string field = absl::StrCat("images.encoded[", index, "]");
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty; expected a PNG or JPEG file"));
+  // The header is checked before OpenCV sees the bytes: it allocates the whole declared image before decoding, so a
+  // small file declaring a huge size (a decompression bomb) would cost its full size in memory.
+  auto header = ReadImageHeader(bytes, field);
+  if (!header.ok()) return header.status();
+  const int64_t pixels = header->width * header->height;
+  if (pixels > max_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " declares ", header->width, "x", header->height,
+                                                   " (WxH) = ", pixels, " pixels, over the limit of ", max_pixels,
+                                                   " (--max_image_pixels); send a smaller image"));
+  }
   try {
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
     cv::Mat image = cv::imdecode(raw, model.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
@@ -47,7 +115,26 @@ absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOption
 
 }  // namespace
 
-absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch) {
+absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& bytes, const std::string& field) {
+  absl::StatusOr<ImageHeader> header;
+  if (bytes.compare(0, sizeof(kPngSignature) - 1, kPngSignature) == 0) {
+    header = ReadPngHeader(bytes, field);
+  } else if (bytes.compare(0, sizeof(kJpegStart) - 1, kJpegStart) == 0) {
+    header = ReadJpegHeader(bytes, field);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not a PNG or JPEG file (it starts with bytes ",
+                                                   absl::BytesToHexString(bytes.substr(0, 8)),
+                                                   "); only PNG and JPEG are accepted"));
+  }
+  if (header.ok() && (header->width == 0 || header->height == 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " declares ", header->width, "x", header->height, " (WxH) pixels; expected both > 0"));
+  }
+  return header;
+}
+
+absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch,
+                                           int64_t max_image_pixels) {
   const bool has_tensor = batch.has_tensor();
   const bool has_encoded = batch.encoded_size() > 0;
   if (has_tensor && has_encoded) {
@@ -74,7 +161,7 @@ absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const Va
   std::vector<at::Tensor> images;
   images.reserve(batch.encoded_size());
   for (int i = 0; i < batch.encoded_size(); ++i) {
-    auto image = DecodeImage(batch.encoded(i), model, batch.resize(), i);
+    auto image = DecodeImage(batch.encoded(i), model, batch.resize(), max_image_pixels, i);
     if (!image.ok()) return image.status();
     images.push_back(std::move(*image));
   }

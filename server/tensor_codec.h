@@ -27,13 +27,29 @@ using ::vae::TensorFromProto;
 using ::vae::TensorToProto;
 using ::vae::TensorViewOfProto;
 
+// What an encoded image's header declares, read from its first bytes without decoding anything.
+struct ImageHeader {
+  enum class Format { kPng, kJpeg };
+  Format format;
+  int64_t width = 0;
+  int64_t height = 0;
+};
+
+// Recognises a PNG (8-byte signature, then IHDR) or a JPEG (SOI, then the segments up to the first SOFn frame
+// header) and returns its declared size. Anything else -- another format OpenCV could decode (BMP, PGM, TIFF, ...), a
+// truncated or malformed header, a zero width or height -- is INVALID_ARGUMENT naming `field`.
+absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& bytes, const std::string& field);
+
 // The images of a request as float32 [N, C, H, W] for a model with input `model`:
 //   tensor float32 -> as sent (the engine checks range and finiteness);  tensor uint8 -> value / 255;
-//   encoded        -> each file decoded by OpenCV (PNG or JPEG, detected from the bytes) to the model's channels
-//                     (grayscale, or BGR converted to RGB), resized with INTER_AREA when batch.resize is set and the
-//                     size differs, else rejected. At most `max_batch` files are decoded.
+//   encoded        -> each file's header is read first (ReadImageHeader): only PNG and JPEG are accepted, and one
+//                     declaring more than `max_image_pixels` (width x height) is refused before any pixel buffer is
+//                     allocated; then it is decoded by OpenCV to the model's channels (grayscale, or BGR converted to
+//                     RGB), resized with INTER_AREA when batch.resize is set and the size differs, else rejected. At
+//                     most `max_batch` files are decoded, one at a time.
 // Exactly one of tensor and encoded must be set.
-absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch);
+absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch,
+                                           int64_t max_image_pixels);
 
 // One 8-bit PNG per image of `images` (float [N, C, H, W] in [0, 1]; C = 1 grayscale, 3 RGB or 4 RGBA).
 absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images);

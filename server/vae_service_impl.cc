@@ -44,22 +44,74 @@ void SetMetrics(const Metrics& metrics, v1::Metrics* out) {
 bool WantsTensor(v1::ImageFormat f) { return f != v1::IMAGE_FORMAT_PNG; }
 bool WantsPng(v1::ImageFormat f) { return f == v1::IMAGE_FORMAT_PNG || f == v1::IMAGE_FORMAT_TENSOR_AND_PNG; }
 
-// Rejects unknown formats, and answers that could not be sent: `n` images of the model's shape as float32 must fit
-// in --max_message_mb. (n = 0 skips the size check.)
-absl::Status CheckOutput(int format, int64_t n, const Snapshot& model, const ServerOptions& options) {
+absl::Status CheckFormat(int format) {
   if (!v1::ImageFormat_IsValid(format)) {
     return absl::InvalidArgumentError(absl::StrCat("format: unknown value ", format,
                                                    "; expected IMAGE_FORMAT_TENSOR, IMAGE_FORMAT_PNG or "
                                                    "IMAGE_FORMAT_TENSOR_AND_PNG"));
   }
-  const int64_t bytes = n * model.options.input_dim() * 4;
-  const int64_t limit = int64_t{options.max_message_mb} << 20;
-  if (n > 0 && bytes > limit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        n, " images of ", model.options.input_dim(), " float32 values would be ", bytes >> 20,
-        " MiB, over the message limit of ", options.max_message_mb, " MiB (--max_message_mb); ask for fewer"));
+  return absl::OkStatus();
+}
+
+int64_t MessageLimit(const ServerOptions& options) { return int64_t{options.max_message_mb} << 20; }
+
+absl::Status OverMessageLimit(const std::string& what, int64_t bytes, const ServerOptions& options) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " ", bytes, " bytes, over the message limit of ", MessageLimit(options), " bytes (",
+                   options.max_message_mb, " MiB, the server's --max_message_mb); ask for fewer, or raise "
+                   "--max_message_mb (and the client's receive limit)"));
+}
+
+// Refuses, before any work, an answer that could not be sent: `n` items of `bytes_per_item` bytes of tensor data
+// (what the response carries whatever the model computes; PNG files are counted when serialised, SerializeResponse).
+absl::Status CheckResponseSize(const char* op, int64_t n, int64_t bytes_per_item, const ServerOptions& options) {
+  const int64_t bytes = n * bytes_per_item;
+  if (bytes <= MessageLimit(options)) return absl::OkStatus();
+  return OverMessageLimit(absl::StrCat(op, ": the response (", n, " x ", bytes_per_item, " bytes) would be at least"),
+                          bytes, options);
+}
+
+// Float32 bytes of one output image of `model` in `format` (0 when only PNGs are asked for).
+int64_t TensorImageBytes(v1::ImageFormat format, const Snapshot& model) {
+  return WantsTensor(format) ? model.options.input_dim() * 4 : 0;
+}
+
+// Rows of a request worth checking the response size for: sizes the engine rejects anyway are left to its clearer
+// message.
+int64_t RowsToCheck(int64_t n, const ServerCore& core) { return n > 0 && n <= core.inference().max_batch() ? n : 0; }
+
+// The request's images for `model` (tensor_codec.h), under the server's batch and image-size limits.
+absl::StatusOr<at::Tensor> RequestImages(const v1::ImageBatch& batch, const Snapshot& model, const ServerCore& core) {
+  return ImagesFromProto(batch, model.options, core.inference().max_batch(),
+                         MaxImagePixels(core.options(), model.options.height, model.options.width));
+}
+
+// Bytes -> request; INVALID_ARGUMENT when they are not a serialised Request. The bytes are released once parsed
+// (Deserialize clears the buffer), as grpc's typed handlers do, so that a large request is not held twice while it
+// is served: hence the const_cast of gRPC's request buffer, which gRPC does not read again.
+template <typename Request>
+absl::Status ParseRequest(const grpc::ByteBuffer& raw, Request* request) {
+  const size_t bytes = raw.Valid() ? raw.Length() : 0;
+  if (!raw.Valid() ||
+      !grpc::SerializationTraits<Request>::Deserialize(const_cast<grpc::ByteBuffer*>(&raw), request).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the request (", bytes, " bytes) could not be parsed as ",
+                                                   Request::descriptor()->full_name()));
   }
   return absl::OkStatus();
+}
+
+// Response -> bytes, refusing a message the server could not send (grpc would answer RESOURCE_EXHAUSTED without
+// saying which limit).
+template <typename Response>
+grpc::Status SerializeResponse(const Response& response, grpc::ByteBuffer* out, const ServerOptions& options) {
+  bool own_buffer = false;
+  grpc::Status status = grpc::SerializationTraits<Response>::Serialize(response, out, &own_buffer);
+  if (status.ok() && static_cast<int64_t>(out->Length()) > MessageLimit(options)) {
+    const int64_t bytes = static_cast<int64_t>(out->Length());
+    out->Clear();
+    return ToGrpcStatus(OverMessageLimit(absl::StrCat(Response::descriptor()->full_name(), " is"), bytes, options));
+  }
+  return status;
 }
 
 // Sets `response`'s images and/or png fields, as `format` asks (and only those: an unset field stays unset).
@@ -136,51 +188,94 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
   return spec;
 }
 
-grpc::Status VaeServiceImpl::Train(grpc::ServerContext* context, const v1::TrainRequest* request,
-                                   grpc::ServerWriter<v1::TrainProgress>* writer) {
+// One unary call: its parsed request, the response being built, and where the serialised response goes. gRPC calls
+// OnDone once the call is over (finished, and its handler returned), so a request queued for a batch keeps its bytes.
+template <typename Request, typename Response>
+class VaeServiceImpl::UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit UnaryCall(grpc::ByteBuffer* out) : out(out) {}
+  void OnDone() override { delete this; }
+
+  Request request;
+  Response response;
+  grpc::ByteBuffer* const out;
+};
+
+// Train is method 0 of vae.v1.VaeService. A split-streaming handler reads its one request itself, as bytes.
+VaeServiceImpl::VaeServiceImpl(ServerCore* core) : core_(core) {
+  MarkMethodStreamed(0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
+                            [this](grpc::ServerContext* context, TrainStream* stream) {
+                              return StreamTrain(context, stream);
+                            }));
+}
+
+template <typename Request, typename Response, typename Start>
+grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
+  auto* call = new UnaryCall<Request, Response>(out);
+  active_calls_.fetch_add(1);
+  FinishFn finish = [this, call](const absl::Status& status) {
+    call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->options()) : ToGrpcStatus(status));
+    active_calls_.fetch_sub(1);
+  };
+  if (absl::Status parsed = ParseRequest(*raw, &call->request); !parsed.ok()) {
+    finish(parsed);
+  } else {
+    start(call->request, &call->response, std::move(finish));
+  }
+  return call;
+}
+
+grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainStream* stream) {
   CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoTrain(context, *request, writer));
+  grpc::ByteBuffer raw;
+  v1::TrainRequest request;
+  absl::Status status = stream->Read(&raw) ? ParseRequest(raw, &request)
+                                           : absl::InvalidArgumentError("train: the call carried no request message");
+  if (status.ok()) status = DoTrain(context, request, stream);
+  return ToGrpcStatus(status);
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context,
-                                                 const v1::EncodeRequest* request, v1::EncodeResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartEncode(*context, *request, response, Finisher(reactor));
-  return reactor;
+grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return Unary<v1::EncodeRequest, v1::EncodeResponse>(
+      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+        StartEncode(*context, req, resp, std::move(finish));
+      });
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context,
-                                                 const v1::DecodeRequest* request, v1::DecodeResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartDecode(*context, *request, response, Finisher(reactor));
-  return reactor;
+grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return Unary<v1::DecodeRequest, v1::DecodeResponse>(
+      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+        StartDecode(*context, req, resp, std::move(finish));
+      });
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
-                                                 const v1::SampleRequest* request, v1::SampleResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Finisher(reactor)(DoSample(*context, *request, response));
-  return reactor;
+grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return Unary<v1::SampleRequest, v1::SampleResponse>(
+      request, response,
+      [this, context](const auto& req, auto* resp, FinishFn finish) { finish(DoSample(*context, req, resp)); });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
-                                                      const v1::ReconstructRequest* request,
-                                                      v1::ReconstructResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartReconstruct(*context, *request, response, Finisher(reactor));
-  return reactor;
+                                                      const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::ReconstructRequest, v1::ReconstructResponse>(
+      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+        StartReconstruct(*context, req, resp, std::move(finish));
+      });
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
-                                                       const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  DoGetModelInfo(response);
-  Finisher(reactor)(absl::OkStatus());
-  return reactor;
+grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext*, const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(request, response, [this](const auto&, auto* resp, FinishFn finish) {
+    DoGetModelInfo(resp);
+    finish(absl::OkStatus());
+  });
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                                     grpc::ServerWriter<v1::TrainProgress>* writer) {
+                                     TrainStream* writer) {
   VAE_ASSIGN_OR_RETURN(std::shared_ptr<TrainingJob> job, core_->training().Start(TrainSpecFromProto(request)));
   bool client_gone = false;
   for (;;) {
@@ -210,20 +305,17 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
   return job->status();
 }
 
-VaeServiceImpl::FinishFn VaeServiceImpl::Finisher(grpc::ServerUnaryReactor* reactor) {
-  active_calls_.fetch_add(1);
-  return [this, reactor](const absl::Status& status) {
-    reactor->Finish(ToGrpcStatus(status));
-    active_calls_.fetch_sub(1);
-  };
-}
-
 void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                                  v1::EncodeResponse* response, FinishFn finish) {
   Batcher::PendingCall pending(core_->inference().batcher());
   auto model = core_->Current();
-  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
+  auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
+  const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
+  // mu and sigma: 2 x J float32 per image.
+  if (auto status = CheckResponseSize("encode", n, 8 * model->options.latent_dim, core_->options()); !status.ok()) {
+    return finish(status);
+  }
   core_->inference().EncodeAsync(
       model, *images, DeadlineOf(context), CallOf(context, &pending),
       [finish = std::move(finish), model, response](absl::StatusOr<EncodeResult> result) {
@@ -241,10 +333,13 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
   auto model = core_->Current();
   auto z = TensorFromProto(request.z(), "z");
   if (!z.ok()) return finish(z.status());
-  // Sizes the engine rejects anyway are left to its clearer message.
-  const int64_t n = z->dim() > 0 && z->size(0) <= core_->inference().max_batch() ? z->size(0) : 0;
-  if (auto status = CheckOutput(request.format(), n, *model, core_->options()); !status.ok()) return finish(status);
+  if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
+  const int64_t n = RowsToCheck(z->dim() > 0 ? z->size(0) : 0, *core_);
+  if (auto status = CheckResponseSize("decode", n, TensorImageBytes(format, *model), core_->options());
+      !status.ok()) {
+    return finish(status);
+  }
   core_->inference().DecodeAsync(
       model, *z, DeadlineOf(context), CallOf(context, &pending),
       [finish = std::move(finish), model, response, format](absl::StatusOr<DecodeResult> result) {
@@ -258,8 +353,11 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
 absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                                       v1::SampleResponse* response) {
   const auto model = core_->Current();
-  const int64_t n = request.count() <= core_->inference().max_batch() ? request.count() : 0;
-  VAE_RETURN_IF_ERROR(CheckOutput(request.format(), n, *model, core_->options()));
+  VAE_RETURN_IF_ERROR(CheckFormat(request.format()));
+  // The images as asked, and the J float32 values of each z.
+  VAE_RETURN_IF_ERROR(CheckResponseSize(
+      "sample", RowsToCheck(request.count(), *core_),
+      TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim, core_->options()));
   std::optional<uint64_t> seed;
   if (request.has_seed()) seed = request.seed();
   const double temperature = request.temperature() == 0.0f ? 1.0 : request.temperature();
@@ -276,10 +374,16 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
                                       v1::ReconstructResponse* response, FinishFn finish) {
   Batcher::PendingCall pending(core_->inference().batcher());
   auto model = core_->Current();
-  if (auto status = CheckOutput(request.format(), 0, *model, core_->options()); !status.ok()) return finish(status);
-  auto images = ImagesFromProto(request.images(), model->options, core_->inference().max_batch());
-  if (!images.ok()) return finish(images.status());
+  if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
+  auto images = RequestImages(request.images(), *model, *core_);
+  if (!images.ok()) return finish(images.status());
+  // The images as asked, and each image's recon_nll and kl (float32).
+  const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
+  if (auto status = CheckResponseSize("reconstruct", n, TensorImageBytes(format, *model) + 8, core_->options());
+      !status.ok()) {
+    return finish(status);
+  }
   core_->inference().ReconstructAsync(
       model, *images, request.sample_z(), request.seed(), DeadlineOf(context), CallOf(context, &pending),
       [finish = std::move(finish), model, response, format](absl::StatusOr<ReconstructResult> result) {

@@ -2,17 +2,25 @@
 // the deadline, takes one model snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
 // writes the result, and converts the absl::Status once (grpc_status.h).
 //
+// Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
+// vae.v1.XRequest get INVALID_ARGUMENT saying so (grpc++'s generated handlers answer UNIMPLEMENTED or INTERNAL with an
+// empty message, which reads as "no such method"). Responses are serialised here too, and one that would exceed the
+// server's message limit is answered INVALID_ARGUMENT naming --max_message_mb instead of failing to send.
+//
 // Ownership and threads: does not own `core`, which must outlive it. The only state of its own is an atomic count of
 // the calls in progress. Encode, Decode, Sample, Reconstruct and GetModelInfo are callback-API methods that do their
 // work inline on the gRPC thread that received the request: no hand-off to a sync-server thread per call, and the
 // number of requests being worked on at once is bounded by gRPC's thread pool instead of one thread per request in
-// flight (peak memory; see BENCHMARKS.md). With --enable_batching, an Encode/Decode/Reconstruct that arrives while a
-// batch runs is queued and the handler returns at once; the thread running batches finishes it with the next one. A Train call is synchronous and stays in its handler for the whole job, polling for the client's
-// cancellation or deadline every kTrainPollInterval.
+// flight (peak memory; see BENCHMARKS.md). Each call's parsed request and response belong to its reactor, which gRPC
+// deletes once the call is done. With --enable_batching, an Encode/Decode/Reconstruct that arrives while a batch runs
+// is queued and the handler returns at once; the thread running batches finishes it with the next one. A Train call
+// is synchronous (a split-streaming handler: it reads its one request, then writes) and stays in its handler for the
+// whole job, polling for the client's cancellation or deadline every kTrainPollInterval.
 #ifndef VAE_SERVER_VAE_SERVICE_IMPL_H_
 #define VAE_SERVER_VAE_SERVICE_IMPL_H_
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/sync_stream.h>
 
@@ -26,40 +34,47 @@
 
 namespace vae::server {
 
-// The unary methods use gRPC's callback API, Train the synchronous one (it blocks for a whole job).
-using VaeServiceBase = v1::VaeService::WithCallbackMethod_Encode<v1::VaeService::WithCallbackMethod_Decode<
-    v1::VaeService::WithCallbackMethod_Sample<v1::VaeService::WithCallbackMethod_Reconstruct<
-        v1::VaeService::WithCallbackMethod_GetModelInfo<v1::VaeService::Service>>>>>;
+// The unary methods use gRPC's callback API on raw bytes; Train is made synchronous split-streaming on raw bytes by the
+// constructor (it blocks for a whole job).
+using VaeServiceBase = v1::VaeService::WithRawCallbackMethod_Encode<v1::VaeService::WithRawCallbackMethod_Decode<
+    v1::VaeService::WithRawCallbackMethod_Sample<v1::VaeService::WithRawCallbackMethod_Reconstruct<
+        v1::VaeService::WithRawCallbackMethod_GetModelInfo<v1::VaeService::Service>>>>>;
 
 class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
 
-  explicit VaeServiceImpl(ServerCore* core) : core_(core) {}
+  explicit VaeServiceImpl(ServerCore* core);
 
   // Calls inside one of this service's handlers right now (VaeServer's shutdown waits for 0).
   int active_calls() const { return active_calls_.load(); }
 
-  grpc::Status Train(grpc::ServerContext* context, const v1::TrainRequest* request,
-                     grpc::ServerWriter<v1::TrainProgress>* writer) override;
-  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context, const v1::EncodeRequest* request,
-                                   v1::EncodeResponse* response) override;
-  grpc::ServerUnaryReactor* Decode(grpc::CallbackServerContext* context, const v1::DecodeRequest* request,
-                                   v1::DecodeResponse* response) override;
-  grpc::ServerUnaryReactor* Sample(grpc::CallbackServerContext* context, const v1::SampleRequest* request,
-                                   v1::SampleResponse* response) override;
-  grpc::ServerUnaryReactor* Reconstruct(grpc::CallbackServerContext* context, const v1::ReconstructRequest* request,
-                                        v1::ReconstructResponse* response) override;
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,
-                                         v1::ModelInfo* response) override;
+  // `request` is a serialised vae.v1.XRequest, `response` gets the serialised vae.v1.XResponse.
+  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Decode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Sample(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Reconstruct(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
  private:
-  absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                       grpc::ServerWriter<v1::TrainProgress>* writer);
-  // Finishes a callback-API call exactly once, from whichever thread completes it; the call counts in
-  // active_calls() until then.
+  using TrainStream = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::TrainProgress>;
   using FinishFn = std::function<void(const absl::Status&)>;
-  FinishFn Finisher(grpc::ServerUnaryReactor* reactor);
+  template <typename Request, typename Response>
+  class UnaryCall;
+
+  grpc::Status StreamTrain(grpc::ServerContext* context, TrainStream* stream);
+  absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainStream* stream);
+  // Parses `raw` into a new UnaryCall and hands it to `start` (request, response, finish), or finishes the
+  // call with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from any thread: it
+  // serialises the response into `out` (refusing one over the message limit) and finishes the call, which counts in
+  // active_calls() until then.
+  template <typename Request, typename Response, typename Start>
+  grpc::ServerUnaryReactor* Unary(const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,

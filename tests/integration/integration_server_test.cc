@@ -458,7 +458,7 @@ TEST_F(IntegrationTest, BadInputNeverCrashesOrChangesState) {
       {"nothing", encode(v1::ImageBatch()), C::INVALID_ARGUMENT, "images is an empty batch"},
       {"over max_batch", encode(tensor_batch({9, 1, 28, 28}, v1::DATA_TYPE_FLOAT32, 9 * 3136)), C::INVALID_ARGUMENT,
        "images holds 9 items, over the limit of 8 (--max_batch)"},
-      {"undecodable png", encode(garbage), C::INVALID_ARGUMENT, "images.encoded[0] (20 bytes) is not a decodable"},
+      {"not a png", encode(garbage), C::INVALID_ARGUMENT, "images.encoded[0] is not a PNG or JPEG file"},
       {"png size", encode(wrong_size_png), C::INVALID_ARGUMENT,
        "images.encoded[0] is 30x30 (WxH), the model expects 28x28"},
       {"tensor and png", encode(both), C::INVALID_ARGUMENT, "both images.tensor and images.encoded are set"},

@@ -7,7 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "server/server.h"
 #include "server/server_core.h"
@@ -16,6 +20,7 @@
 #include "tests/common/test_util.h"
 #include "tests/server/grpc_probe.h"
 #include "tests/server/server_test_util.h"
+#include "tests/server/zero_png.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 namespace vae::server {
@@ -186,13 +191,109 @@ TEST_F(ServiceTest, DecodeAndSampleReturnTheRequestedFormats) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(), "sample: count is 513, expected 1 to 512 (--max_batch)");
 
-  // 400 images of 784 float32 values are 1.2 MiB: an answer the 1 MiB message limit could not carry.
-  sample.set_count(400);
-  grpc::ClientContext c6;
-  const grpc::Status big = stub_->Sample(&c6, sample, &over);
-  EXPECT_EQ(big.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(big.error_message(), HasSubstr("400 images of 784 float32 values would be 1 MiB, over the message "
-                                             "limit of 1 MiB (--max_message_mb)"));
+}
+
+TEST_F(ServiceTest, AnswersOverTheMessageLimitAreRefusedBeforeTheWorkNamingTheFlag) {
+  // The limit is 1 MiB = 1048576 bytes. A sampled image is 784 float32 (3136 bytes) and its z 20 (80 bytes): 330 are
+  // 1034880 bytes of images, under the limit, and 1061280 bytes with their z. (Without the check the server computed
+  // them and gRPC failed the send with RESOURCE_EXHAUSTED, naming no limit.)
+  v1::SampleRequest sample;
+  sample.set_count(330);
+  sample.set_seed(1);
+  v1::SampleResponse sampled;
+  grpc::ClientContext c1;
+  const grpc::Status s = stub_->Sample(&c1, sample, &sampled);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(),
+            "sample: the response (330 x 3216 bytes) would be at least 1061280 bytes, over the message limit of "
+            "1048576 bytes (1 MiB, the server's --max_message_mb); ask for fewer, or raise --max_message_mb (and the "
+            "client's receive limit)");
+
+  // Reconstruct: 340 uint8 images (266560 bytes in) would answer 340 x (3136 + 4 + 4) bytes.
+  v1::ReconstructRequest reconstruct;
+  const at::Tensor bytes = RandomImages(340, 2, *Preset("mnist")).mul(255).to(at::kByte);
+  TensorToProto(bytes, reconstruct.mutable_images()->mutable_tensor());
+  v1::ReconstructResponse reconstructed;
+  grpc::ClientContext c2;
+  const grpc::Status r = stub_->Reconstruct(&c2, reconstruct, &reconstructed);
+  EXPECT_EQ(r.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(r.error_message(), HasSubstr("reconstruct: the response (340 x 3144 bytes) would be at least 1068960 "
+                                           "bytes, over the message limit of 1048576 bytes"));
+  // As PNGs only (a few hundred bytes each) the same request is answered.
+  reconstruct.set_format(v1::IMAGE_FORMAT_PNG);
+  grpc::ClientContext c3;
+  ASSERT_TRUE(stub_->Reconstruct(&c3, reconstruct, &reconstructed).ok());
+  EXPECT_EQ(reconstructed.png_size(), 340);
+
+  // PNG sizes are known once encoded: 330 decoded images fit as a tensor, not with their PNGs as well, and the
+  // serialised response is refused naming the same flag.
+  v1::DecodeRequest decode;
+  TensorToProto(at::randn({330, 20}, MakeGenerator(3)), decode.mutable_z());
+  decode.set_format(v1::IMAGE_FORMAT_TENSOR_AND_PNG);
+  v1::DecodeResponse decoded;
+  grpc::ClientContext c4;
+  const grpc::Status d = stub_->Decode(&c4, decode, &decoded);
+  EXPECT_EQ(d.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(d.error_message(), HasSubstr("vae.v1.DecodeResponse is "));
+  EXPECT_THAT(d.error_message(), HasSubstr("bytes, over the message limit of 1048576 bytes (1 MiB, the server's "
+                                           "--max_message_mb)"));
+  decode.set_format(v1::IMAGE_FORMAT_TENSOR);
+  grpc::ClientContext c5;
+  ASSERT_TRUE(stub_->Decode(&c5, decode, &decoded).ok());
+  EXPECT_THAT(decoded.images().shape(), ::testing::ElementsAre(330, 1, 28, 28));
+}
+
+TEST_F(ServiceTest, UnparseableRequestsAreInvalidArgumentNamingTheType) {
+  // Bytes no protobuf parser accepts: field 1 claims 5 bytes and 2 follow. grpc++'s generated handlers answered
+  // UNIMPLEMENTED (unary methods) or INTERNAL (Train), with an empty message.
+  const std::string garbage("\x0a\x05" "ab", 4);
+  const std::vector<std::pair<std::string, std::string>> methods = {
+      {"Encode", "EncodeRequest"},           {"Decode", "DecodeRequest"},
+      {"Sample", "SampleRequest"},           {"Reconstruct", "ReconstructRequest"},
+      {"GetModelInfo", "GetModelInfoRequest"}, {"Train", "TrainRequest"}};
+  for (const auto& [method, type] : methods) {
+    SCOPED_TRACE(method);
+    std::string response;
+    const grpc::Status s = vae::testing::CallRaw(*channel_, "/vae.v1.VaeService/" + method, garbage, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "the request (4 bytes) could not be parsed as vae.v1." + type);
+    EXPECT_TRUE(response.empty());
+  }
+  // The server keeps serving, through the same raw path.
+  std::string info;
+  ASSERT_TRUE(vae::testing::CallRaw(*channel_, "/vae.v1.VaeService/GetModelInfo", "", &info).ok());
+  v1::ModelInfo parsed;
+  ASSERT_TRUE(parsed.ParseFromString(info));
+  EXPECT_EQ(parsed.latent_dim(), 20);
+}
+
+TEST_F(ServiceTest, EncodedImagesOverThePixelLimitOrInOtherFormatsAreRefused) {
+  // The served model is 28 x 28 and max_image_pixels is 0: the limit is 1024 x 1024 = 1048576 pixels, inclusive.
+  v1::EncodeRequest request;
+  request.mutable_images()->set_resize(true);
+  request.mutable_images()->add_encoded(vae::testing::ZeroPng(1024, 1024));
+  v1::EncodeResponse response;
+  grpc::ClientContext c1;
+  ASSERT_TRUE(stub_->Encode(&c1, request, &response).ok());
+  EXPECT_THAT(response.mu().shape(), ::testing::ElementsAre(1, 20));
+
+  request.mutable_images()->set_encoded(0, vae::testing::ZeroPng(1025, 1024));
+  grpc::ClientContext c2;
+  const grpc::Status over = stub_->Encode(&c2, request, &response);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(over.error_message(), "images.encoded[0] declares 1025x1024 (WxH) = 1049600 pixels, over the limit of "
+                                  "1048576 (--max_image_pixels); send a smaller image");
+
+  // A BMP (which OpenCV would decode) through Reconstruct, the other method taking images.
+  std::vector<uchar> bmp;
+  ASSERT_TRUE(cv::imencode(".bmp", cv::Mat(28, 28, CV_8UC1, cv::Scalar(0)), bmp));
+  v1::ReconstructRequest reconstruct;
+  reconstruct.mutable_images()->add_encoded(std::string(bmp.begin(), bmp.end()));
+  v1::ReconstructResponse reconstructed;
+  grpc::ClientContext c3;
+  const grpc::Status other = stub_->Reconstruct(&c3, reconstruct, &reconstructed);
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(other.error_message(), HasSubstr("images.encoded[0] is not a PNG or JPEG file"));
 }
 
 TEST_F(ServiceTest, ReconstructReturnsPerImageTerms) {
