@@ -139,12 +139,16 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
 grpc::Status VaeServiceImpl::Train(grpc::ServerContext* context, const v1::TrainRequest* request,
                                    grpc::ServerWriter<v1::TrainProgress>* writer) {
   CallScope scope(&active_calls_);
+  if (auto admitted = auth_.Check(*context, "Train", Authenticator::Access::kTrain); !admitted.ok()) {
+    return ToGrpcStatus(admitted);
+  }
   return ToGrpcStatus(DoTrain(context, *request, writer));
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context,
                                                  const v1::EncodeRequest* request, v1::EncodeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, "Encode", reactor)) return reactor;
   StartEncode(*context, *request, response, Finisher(reactor));
   return reactor;
 }
@@ -152,6 +156,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context,
                                                  const v1::DecodeRequest* request, v1::DecodeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, "Decode", reactor)) return reactor;
   StartDecode(*context, *request, response, Finisher(reactor));
   return reactor;
 }
@@ -159,6 +164,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
                                                  const v1::SampleRequest* request, v1::SampleResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, "Sample", reactor)) return reactor;
   Finisher(reactor)(DoSample(*context, *request, response));
   return reactor;
 }
@@ -167,6 +173,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
                                                       const v1::ReconstructRequest* request,
                                                       v1::ReconstructResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, "Reconstruct", reactor)) return reactor;
   StartReconstruct(*context, *request, response, Finisher(reactor));
   return reactor;
 }
@@ -174,9 +181,18 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
                                                        const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, "GetModelInfo", reactor)) return reactor;
   DoGetModelInfo(response);
   Finisher(reactor)(absl::OkStatus());
   return reactor;
+}
+
+bool VaeServiceImpl::Admit(grpc::CallbackServerContext* context, const char* method,
+                           grpc::ServerUnaryReactor* reactor) {
+  absl::Status admitted = auth_.Check(*context, method, Authenticator::Access::kRead);
+  if (admitted.ok()) return true;
+  Finisher(reactor)(admitted);
+  return false;
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,

@@ -1,5 +1,5 @@
-// VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler reads
-// the deadline, takes one model snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
+// VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler first
+// checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, takes one model snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
 // writes the result, and converts the absl::Status once (grpc_status.h).
 //
 // Ownership and threads: does not own `core`, which must outlive it. The only state of its own is an atomic count of
@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/server_core.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
@@ -35,7 +36,9 @@ class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
 
-  explicit VaeServiceImpl(ServerCore* core) : core_(core) {}
+  // Calls are authenticated with core->options()' auth tokens (server/auth.h; none: every call is admitted).
+  explicit VaeServiceImpl(ServerCore* core)
+      : core_(core), auth_(core->options().auth_token, core->options().auth_readonly_token) {}
 
   // Calls inside one of this service's handlers right now (VaeServer's shutdown waits for 0).
   int active_calls() const { return active_calls_.load(); }
@@ -60,6 +63,9 @@ class VaeServiceImpl final : public VaeServiceBase {
   // active_calls() until then.
   using FinishFn = std::function<void(const absl::Status&)>;
   FinishFn Finisher(grpc::ServerUnaryReactor* reactor);
+  // Authenticates a callback-API call of `method`: true when admitted; otherwise the call is finished with the
+  // refusal (UNAUTHENTICATED / PERMISSION_DENIED) and the handler returns `reactor` at once.
+  bool Admit(grpc::CallbackServerContext* context, const char* method, grpc::ServerUnaryReactor* reactor);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
@@ -73,6 +79,7 @@ class VaeServiceImpl final : public VaeServiceBase {
   void DoGetModelInfo(v1::ModelInfo* response);
 
   ServerCore* const core_;
+  const Authenticator auth_;
   std::atomic<int> active_calls_{0};
 };
 
