@@ -5,8 +5,6 @@
 #include <ATen/ATen.h>
 #include <glog/logging.h>
 #include <gmock/gmock.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -24,6 +22,7 @@
 #include "server/tensor_codec.h"
 #include "tests/common/test_util.h"
 #include "tests/server/grpc_probe.h"
+#include "tests/server/in_process_server.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 namespace vae::server {
@@ -31,7 +30,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using ::vae::testing::DataDir;
 using ::vae::testing::TempDir;
 
 constexpr char kToken[] = "full-7f3a9c0e21b54d68";
@@ -186,33 +184,18 @@ class LogCapture : public google::LogSink {
 class AuthServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_dir_ = new TempDir();
-    ServerOptions options;
-    options.port = 0;
-    options.model_dir = model_dir_->path();
-    options.data_dir = DataDir();
-    options.device = "cpu";
-    options.threads = 2;
-    options.auth_token = kToken;
-    options.auth_readonly_token = kReadonlyToken;
-    auto server = VaeServer::Create(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-    auto port = server_->Start();
-    ASSERT_TRUE(port.ok()) << port.status();
-    channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials()));
+    env_ = vae::testing::InProcessServer::Start([](ServerOptions& options) {
+             options.auth_token = kToken;
+             options.auth_readonly_token = kReadonlyToken;
+           }).release();
   }
   static void TearDownTestSuite() {
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
-    delete server_;
-    delete channel_;
-    delete model_dir_;
-    server_ = nullptr;
+    delete env_;
+    env_ = nullptr;
   }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::VaeService::NewStub(*channel_);
+    ASSERT_NE(env_, nullptr);
+    stub_ = v1::VaeService::NewStub(env_->channel);
   }
 
   // A context carrying "authorization: <header>" (none when empty).
@@ -276,14 +259,10 @@ class AuthServiceTest : public ::testing::Test {
 
   static constexpr const char* kMethods[] = {"Encode", "Decode", "Sample", "Reconstruct", "GetModelInfo", "Train"};
 
-  static TempDir* model_dir_;
-  static VaeServer* server_;
-  static std::shared_ptr<grpc::Channel>* channel_;
+  static vae::testing::InProcessServer* env_;
   std::unique_ptr<v1::VaeService::Stub> stub_;
 };
-TempDir* AuthServiceTest::model_dir_ = nullptr;
-VaeServer* AuthServiceTest::server_ = nullptr;
-std::shared_ptr<grpc::Channel>* AuthServiceTest::channel_ = nullptr;
+vae::testing::InProcessServer* AuthServiceTest::env_ = nullptr;
 
 TEST_F(AuthServiceTest, EveryMethodRefusesACallWithoutAToken) {
   const std::vector<grpc::Status> statuses = CallEveryMethod("");
@@ -326,9 +305,9 @@ TEST_F(AuthServiceTest, TheReadOnlyTokenCallsEverythingButTrain) {
 }
 
 TEST_F(AuthServiceTest, HealthAndReflectionNeedNoToken) {
-  EXPECT_EQ(vae::testing::HealthStatus(*channel_, ""), 1);  // SERVING
-  EXPECT_EQ(vae::testing::HealthStatus(*channel_, "vae.v1.VaeService"), 1);
-  EXPECT_THAT(vae::testing::ReflectionListServices(*channel_), HasSubstr("vae.v1.VaeService"));
+  EXPECT_EQ(vae::testing::HealthStatus(env_->channel, ""), 1);  // SERVING
+  EXPECT_EQ(vae::testing::HealthStatus(env_->channel, "vae.v1.VaeService"), 1);
+  EXPECT_THAT(vae::testing::ReflectionListServices(env_->channel), HasSubstr("vae.v1.VaeService"));
 }
 
 TEST_F(AuthServiceTest, RefusalsAreLoggedWithoutTheToken) {
