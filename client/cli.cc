@@ -58,7 +58,7 @@ ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server again
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for a server that requires one (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, token_file, "",
-          "file holding the bearer token of a server started with --auth_token_file (default: $VAE_TOKEN)");
+          "file holding the bearer token of a server started with --auth_token_file; unset: $VAE_TOKEN, if set");
 ABSL_FLAG(std::string, service, "", "health: the service to check (\"\" = the whole server, or vae.v1.VaeService)");
 ABSL_FLAG(bool, json, false, "info: print the model info as JSON instead of a table");
 ABSL_FLAG(std::string, dataset, "mnist",
