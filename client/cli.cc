@@ -57,6 +57,8 @@ ABSL_FLAG(bool, tls, false, "connect with TLS, verifying the server against the 
 ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server against this PEM CA certificate");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for a server that requires one (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token of a server started with --auth_token_file; unset: $VAE_TOKEN, if set");
 ABSL_FLAG(std::string, service, "", "health: the service to check (\"\" = the whole server, or vae.v1.VaeService)");
 ABSL_FLAG(bool, json, false, "info: print the model info as JSON instead of a table");
 ABSL_FLAG(std::string, dataset, "mnist",
@@ -105,8 +107,9 @@ struct Command {
   std::vector<FlagDoc> flags;
 };
 
-const std::vector<FlagDoc> kGlobalFlags = {{"server", nullptr},  {"timeout", nullptr},  {"tls", nullptr},
-                                           {"tls_ca", nullptr},  {"tls_cert", nullptr}, {"tls_key", nullptr}};
+const std::vector<FlagDoc> kGlobalFlags = {{"server", nullptr},   {"timeout", nullptr},  {"tls", nullptr},
+                                           {"tls_ca", nullptr},   {"tls_cert", nullptr}, {"tls_key", nullptr},
+                                           {"token_file", nullptr}};
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
@@ -533,6 +536,20 @@ class Cli {
         return false;
       }
       options.tls = *std::move(tls);
+    }
+    if (const std::string token_file = absl::GetFlag(FLAGS_token_file); !token_file.empty()) {
+      auto token = ReadTokenFile(token_file);
+      if (!token.ok()) {
+        Usage(absl::StrCat("--token_file: ", token.status().message()));
+        return false;
+      }
+      options.token = *std::move(token);
+    } else if (const char* env = std::getenv("VAE_TOKEN"); env != nullptr && *env != '\0') {
+      if (!IsValidToken(env)) {
+        Usage("$VAE_TOKEN holds characters a token cannot have (spaces, control or non-ASCII characters)");
+        return false;
+      }
+      options.token = env;
     }
     auto client = Client::Create(server, options);
     if (!client.ok()) {

@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "model/file_util.h"
 #include "model/status_macros.h"
 #include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.grpc.pb.h"
@@ -182,6 +183,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target
   if (options.max_message_mb < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_message_mb: ", options.max_message_mb, "; expected >= 1"));
   }
+  if (!options.token.empty() && !IsValidToken(options.token)) {
+    return absl::InvalidArgumentError(
+        "token: holds characters a token cannot have (spaces, control or non-ASCII characters, or several lines)");
+  }
   grpc::ChannelArguments args;
   const int max_bytes = options.max_message_mb >= 2047 ? INT32_MAX : options.max_message_mb << 20;
   args.SetMaxReceiveMessageSize(max_bytes);
@@ -209,10 +214,10 @@ Client::Client(std::string target, ClientOptions options, std::shared_ptr<grpc::
 
 Client::~Client() = default;
 
-void Client::PrepareContext(grpc::ClientContext* context) const {
-  if (options_.timeout != absl::InfiniteDuration()) {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
-  }
+void Client::PrepareContext(grpc::ClientContext* context, absl::Duration timeout) const {
+  if (timeout != absl::InfiniteDuration()) context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  // Per call rather than a MetadataCredentialsPlugin: gRPC only applies call credentials on secure channels.
+  if (!options_.token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
 }
 
 namespace {
@@ -227,7 +232,7 @@ absl::Status Convert(const grpc::Status& status, const std::string& target, grpc
 
 absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
@@ -246,7 +251,7 @@ absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
 
 absl::StatusOr<ModelInfo> Client::GetModelInfo() {
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   v1::ModelInfo r;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, *channel_));
   ModelInfo info;
@@ -274,7 +279,7 @@ absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images) {
   v1::EncodeRequest request;
   VAE_RETURN_IF_ERROR(ToProto(images, request.mutable_images()));
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   v1::EncodeResponse response;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Encode(&context, request, &response), target_, *channel_));
   EncodeResult result;
@@ -293,7 +298,7 @@ absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z) {
   }
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   v1::DecodeResponse response;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Decode(&context, request, &response), target_, *channel_));
   DecodeResult result;
@@ -309,7 +314,7 @@ absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
   request.set_temperature(options.temperature);
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   v1::SampleResponse response;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Sample(&context, request, &response), target_, *channel_));
   SampleResult result;
@@ -327,7 +332,7 @@ absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, 
   request.set_sample_z(options.sample_z);
   request.set_seed(options.seed);
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(&context, options_.timeout);
   v1::ReconstructResponse response;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Reconstruct(&context, request, &response), target_, *channel_));
   ReconstructResult result;
@@ -355,9 +360,7 @@ absl::StatusOr<TrainResult> Client::Train(const TrainOptions& options, const Tra
 
   TrainResult result;
   grpc::ClientContext context;
-  if (options.timeout != absl::InfiniteDuration()) {
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  }
+  PrepareContext(&context, options.timeout);
   if (cancellation != nullptr && !cancellation->Attach(&context)) {
     result.cancelled = true;
     return result;

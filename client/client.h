@@ -115,7 +115,7 @@ absl::StatusOr<ClientOptions::Tls> LoadTlsFiles(const std::string& ca_file, cons
 class Client {
  public:
   // Creates the channel to `target` ("host:port", or any gRPC target URI); no connection is made yet.
-  // INVALID_ARGUMENT for an empty target or max_message_mb < 1.
+  // INVALID_ARGUMENT for an empty target, max_message_mb < 1, or a token that cannot be sent (not visible ASCII).
   static absl::StatusOr<std::unique_ptr<Client>> Create(const std::string& target, ClientOptions options = {});
   ~Client();
   Client(const Client&) = delete;
@@ -151,8 +151,9 @@ class Client {
   struct Stubs;
   Client(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
 
-  // Sets the per-call deadline (ClientOptions::timeout) on `context`.
-  void PrepareContext(grpc::ClientContext* context) const;
+  // Sets the call's deadline (`timeout` from now; infinite: none) and, with ClientOptions::token, its
+  // authorization metadata on `context`.
+  void PrepareContext(grpc::ClientContext* context, absl::Duration timeout) const;
 
   const std::string target_;
   const ClientOptions options_;

@@ -28,6 +28,9 @@ struct ClientOptions {
     std::string private_key_pem;
   };
   std::optional<Tls> tls;
+  // Bearer token of a server started with --auth_token_file (or its read-only token). Non-empty: every call carries
+  // the metadata "authorization: Bearer <token>". Visible ASCII only. Without TLS it crosses the network readable.
+  std::string token;
 };
 
 // Which weights answered (ModelVersion in the proto).

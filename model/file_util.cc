@@ -91,6 +91,20 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t ma
   return data;
 }
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  constexpr int64_t kMaxTokenFileBytes = 4096;
+  auto token = ReadFileToString(path, kMaxTokenFileBytes);
+  if (absl::IsFailedPrecondition(token.status())) return absl::InvalidArgumentError(token.status().message());
+  if (!token.ok()) return token.status();
+  while (!token->empty() && (token->back() == '\n' || token->back() == '\r')) token->pop_back();
+  if (token->empty()) return absl::InvalidArgumentError(absl::StrCat(path, " is empty; expected a token"));
+  if (!IsValidToken(*token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " holds characters a token cannot have (spaces, control or non-ASCII characters, or several lines)"));
+  }
+  return token;
+}
+
 uint32_t Crc32(const void* data, size_t size, uint32_t crc) {
   const auto* p = static_cast<const Bytef*>(data);
   while (size > 0) {

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/server.h"
 #include "server/server_options.h"
 
@@ -55,6 +56,11 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate (chain) of the server: wit
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA certificate(s): require every client to present a certificate they signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file holding the bearer token every VaeService call must present (default: $VAE_AUTH_TOKEN; unset: no "
+          "authentication). Health and reflection stay open. Without TLS the token is readable on the network");
+ABSL_FLAG(std::string, auth_readonly_token_file, "",
+          "file holding a second, read-only token: every call but Train (default: $VAE_AUTH_READONLY_TOKEN)");
 
 int main(int argc, char** argv) {
   // glibc gives each of the many gRPC handler threads its own malloc arena; two bound the peak RSS under load
@@ -103,6 +109,19 @@ int main(int argc, char** argv) {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  // Tokens: a file named by the flag, else the environment variable. Errors are one line naming the flag.
+  const auto token = vae::server::LoadToken(absl::GetFlag(FLAGS_auth_token_file), "--auth_token_file",
+                                            vae::server::kAuthTokenEnv);
+  const auto readonly_token = vae::server::LoadToken(absl::GetFlag(FLAGS_auth_readonly_token_file),
+                                                     "--auth_readonly_token_file", vae::server::kAuthReadonlyTokenEnv);
+  for (const auto* loaded : {&token, &readonly_token}) {
+    if (!loaded->ok()) {
+      std::cerr << "vae-server: " << loaded->status().message() << std::endl;
+      return 1;
+    }
+  }
+  options.auth_token = *token;
+  options.auth_readonly_token = *readonly_token;
   const absl::Duration grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
 
   auto server = vae::server::VaeServer::Create(options);

@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "model/file_util.h"
+#include "server/auth.h"
 #include "server/server_core.h"
 #include "server/vae_service_impl.h"
 
@@ -47,6 +48,7 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
   if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
     return absl::InvalidArgumentError("tls: --tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
   }
+  if (auto tokens = ValidateTokens(options.auth_token, options.auth_readonly_token); !tokens.ok()) return tokens;
   auto core = ServerCore::Create(options);
   if (!core.ok()) return core.status();
   return std::unique_ptr<VaeServer>(new VaeServer(options, std::move(*core)));
@@ -104,7 +106,10 @@ absl::StatusOr<int> VaeServer::Start() {
   LOG(INFO) << "serving " << kServiceName << " on " << JoinHostPort(options_.host, port_)
             << (options_.tls_cert_file.empty()        ? " (plaintext)"
                 : options_.tls_client_ca_file.empty() ? " (TLS)"
-                                                      : " (mutual TLS: client certificates required)");
+                                                      : " (mutual TLS: client certificates required)")
+            << (options_.auth_token.empty()            ? ""
+                : options_.auth_readonly_token.empty() ? ", bearer token required"
+                                                       : ", bearer token required (full or read-only)");
   return port_;
 }
 

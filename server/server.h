@@ -1,7 +1,7 @@
 // VaeServer: vae-server's gRPC front. It owns a ServerCore and a grpc::Server exposing vae.v1.VaeService, the
 // standard grpc.health.v1.Health service (SERVING once the model is loaded and warmed up, NOT_SERVING while
 // draining) and server reflection, so generic gRPC tools and probes work. Plaintext, TLS or mutual TLS
-// (ServerOptions::tls_*).
+// (ServerOptions::tls_*); optionally a bearer token on every VaeService call (ServerOptions::auth_*, server/auth.h).
 //
 // Lifetime: Create (loads the model) -> Start (binds, serves) -> Shutdown (graceful) -> destroy. Start and Shutdown
 // are called by one controlling thread (main, or a test); Shutdown is idempotent, and the destructor calls it.
@@ -29,6 +29,7 @@ class VaeServer {
   static constexpr char kServiceName[] = "vae.v1.VaeService";
 
   // Builds the core (ServerCore::Create: loads the newest checkpoint or a fresh preset model, warms it up).
+  // INVALID_ARGUMENT for bad options (ports, sizes, TLS flags that do not go together, tokens: ValidateTokens).
   static absl::StatusOr<std::unique_ptr<VaeServer>> Create(const ServerOptions& options);
   ~VaeServer();
 

@@ -39,6 +39,12 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // Bearer-token authentication (server/auth.h). The tokens themselves, not paths: main.cc reads them from
+  // --auth_token_file / --auth_readonly_token_file or $VAE_AUTH_TOKEN / $VAE_AUTH_READONLY_TOKEN. Empty: no
+  // authentication. With auth_token, every VaeService call needs "authorization: Bearer <auth_token>";
+  // auth_readonly_token (needs auth_token) may call everything but Train. Health and reflection stay open.
+  std::string auth_token;
+  std::string auth_readonly_token;
 };
 
 // max_image_pixels = 0: kAutoImagePixelsPerModelPixel times the model's H x W, and never under kMinAutoImagePixels (a

@@ -202,7 +202,8 @@ class VaeServiceImpl::UnaryCall final : public grpc::ServerUnaryReactor {
 };
 
 // Train is method 0 of vae.v1.VaeService. A split-streaming handler reads its one request itself, as bytes.
-VaeServiceImpl::VaeServiceImpl(ServerCore* core) : core_(core) {
+VaeServiceImpl::VaeServiceImpl(ServerCore* core)
+    : core_(core), auth_(core->options().auth_token, core->options().auth_readonly_token) {
   MarkMethodStreamed(0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
                             [this](grpc::ServerContext* context, TrainStream* stream) {
                               return StreamTrain(context, stream);
@@ -210,14 +211,18 @@ VaeServiceImpl::VaeServiceImpl(ServerCore* core) : core_(core) {
 }
 
 template <typename Request, typename Response, typename Start>
-grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
+grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContext* context, const char* method,
+                                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
   auto* call = new UnaryCall<Request, Response>(out);
   active_calls_.fetch_add(1);
   FinishFn finish = [this, call](const absl::Status& status) {
     call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->options()) : ToGrpcStatus(status));
     active_calls_.fetch_sub(1);
   };
-  if (absl::Status parsed = ParseRequest(*raw, &call->request); !parsed.ok()) {
+  // Authenticated before anything of the request is read: a caller without the token learns nothing about it.
+  if (absl::Status admitted = auth_.Check(*context, method, Authenticator::Access::kRead); !admitted.ok()) {
+    finish(admitted);
+  } else if (absl::Status parsed = ParseRequest(*raw, &call->request); !parsed.ok()) {
     finish(parsed);
   } else {
     start(call->request, &call->response, std::move(finish));
@@ -227,6 +232,9 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::ByteBuffer* raw, grp
 
 grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainStream* stream) {
   CallScope scope(&active_calls_);
+  if (auto admitted = auth_.Check(*context, "Train", Authenticator::Access::kTrain); !admitted.ok()) {
+    return ToGrpcStatus(admitted);
+  }
   grpc::ByteBuffer raw;
   v1::TrainRequest request;
   absl::Status status = stream->Read(&raw) ? ParseRequest(raw, &request)
@@ -237,38 +245,34 @@ grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainStre
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::EncodeRequest, v1::EncodeResponse>(
-      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+  return Unary<v1::EncodeRequest, v1::EncodeResponse>(context, "Encode", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
         StartEncode(*context, req, resp, std::move(finish));
       });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::DecodeRequest, v1::DecodeResponse>(
-      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+  return Unary<v1::DecodeRequest, v1::DecodeResponse>(context, "Decode", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
         StartDecode(*context, req, resp, std::move(finish));
       });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::SampleRequest, v1::SampleResponse>(
-      request, response,
+  return Unary<v1::SampleRequest, v1::SampleResponse>(context, "Sample", request, response,
       [this, context](const auto& req, auto* resp, FinishFn finish) { finish(DoSample(*context, req, resp)); });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
-  return Unary<v1::ReconstructRequest, v1::ReconstructResponse>(
-      request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+  return Unary<v1::ReconstructRequest, v1::ReconstructResponse>(context, "Reconstruct", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
         StartReconstruct(*context, req, resp, std::move(finish));
       });
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext*, const grpc::ByteBuffer* request,
+grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
-  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(request, response, [this](const auto&, auto* resp, FinishFn finish) {
+  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(context, "GetModelInfo", request, response, [this](const auto&, auto* resp, FinishFn finish) {
     DoGetModelInfo(resp);
     finish(absl::OkStatus());
   });

@@ -1,5 +1,6 @@
-// VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler reads
-// the deadline, takes one model snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
+// VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler first
+// checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, takes one model
+// snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
 // writes the result, and converts the absl::Status once (grpc_status.h).
 //
 // Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
@@ -29,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/server_core.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
@@ -44,6 +46,7 @@ class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
 
+  // Calls are authenticated with core->options()' auth tokens (server/auth.h; none: every call is admitted).
   explicit VaeServiceImpl(ServerCore* core);
 
   // Calls inside one of this service's handlers right now (VaeServer's shutdown waits for 0).
@@ -69,12 +72,14 @@ class VaeServiceImpl final : public VaeServiceBase {
 
   grpc::Status StreamTrain(grpc::ServerContext* context, TrainStream* stream);
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainStream* stream);
-  // Parses `raw` into a new UnaryCall and hands it to `start` (request, response, finish), or finishes the
-  // call with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from any thread: it
+  // Authenticates the call of `method` and parses `raw` into a new UnaryCall and hands it to `start` (request,
+  // response, finish), or finishes the call with UNAUTHENTICATED / PERMISSION_DENIED (server/auth.h), or with
+  // INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from any thread: it
   // serialises the response into `out` (refusing one over the message limit) and finishes the call, which counts in
   // active_calls() until then.
   template <typename Request, typename Response, typename Start>
-  grpc::ServerUnaryReactor* Unary(const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
+  grpc::ServerUnaryReactor* Unary(const grpc::CallbackServerContext* context, const char* method,
+                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
@@ -88,6 +93,7 @@ class VaeServiceImpl final : public VaeServiceBase {
   void DoGetModelInfo(v1::ModelInfo* response);
 
   ServerCore* const core_;
+  const Authenticator auth_;
   std::atomic<int> active_calls_{0};
 };
 

@@ -10,9 +10,13 @@ the API once (the build does this into build/client/python):
 and run:
 
     PYTHONPATH=gen /usr/bin/python3 client/python/vae_client_example.py --server=127.0.0.1:50051 [IMAGE.png ...]
+
+A server started with --auth_token_file wants the token on every call: set VAE_TOKEN (it is sent as the metadata
+"authorization: Bearer <token>"; without TLS it crosses the network readable).
 """
 import argparse
 import array
+import os
 import sys
 
 import grpc
@@ -30,24 +34,29 @@ def to_rows(tensor):
     return [values[i * j:(i + 1) * j].tolist() for i in range(n)]
 
 
-def encode(stub, pixels, shape, timeout=30.0):
+def auth_metadata(token):
+    """The call metadata that carries `token` to a server started with --auth_token_file; () without a token."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def encode(stub, pixels, shape, timeout=30.0, metadata=()):
     """uint8 pixels (bytes, row-major [N, C, H, W]) -> (mu, sigma), each N rows of J floats."""
     images = pb.ImageBatch(tensor=pb.Tensor(shape=shape, dtype=pb.DATA_TYPE_UINT8, data=bytes(pixels)))
-    response = stub.Encode(pb.EncodeRequest(images=images), timeout=timeout)
+    response = stub.Encode(pb.EncodeRequest(images=images), timeout=timeout, metadata=metadata)
     return to_rows(response.mu), to_rows(response.sigma)
 
 
-def encode_files(stub, files, timeout=30.0):
+def encode_files(stub, files, timeout=30.0, metadata=()):
     """PNG/JPEG file contents -> (mu, sigma); the server decodes them and resizes them to the model's input."""
     images = pb.ImageBatch(encoded=files, resize=True)
-    response = stub.Encode(pb.EncodeRequest(images=images), timeout=timeout)
+    response = stub.Encode(pb.EncodeRequest(images=images), timeout=timeout, metadata=metadata)
     return to_rows(response.mu), to_rows(response.sigma)
 
 
-def sample(stub, count, seed, timeout=30.0):
+def sample(stub, count, seed, timeout=30.0, metadata=()):
     """Draws `count` images with `seed` -> (list of PNG bytes, codes z as rows). The same seed gives the same PNGs."""
     request = pb.SampleRequest(count=count, seed=seed, format=pb.IMAGE_FORMAT_PNG)
-    response = stub.Sample(request, timeout=timeout)
+    response = stub.Sample(request, timeout=timeout, metadata=metadata)
     return list(response.png), to_rows(response.z)
 
 
@@ -57,27 +66,28 @@ def main(argv=None):
     parser.add_argument("--samples", default="", help="write the samples as PREFIX0.png, PREFIX1.png, ...")
     parser.add_argument("images", nargs="*", help="PNG/JPEG files to encode (default: two synthetic images)")
     args = parser.parse_args(argv)
+    metadata = auth_metadata(os.environ.get("VAE_TOKEN", ""))
 
     with grpc.insecure_channel(args.server) as channel:
         stub = pb_grpc.VaeServiceStub(channel)
         try:
-            info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10.0)
+            info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10.0, metadata=metadata)
             c, h, w = info.input_shape
             print(f"model {info.preset}: input {c}x{h}x{w}, latent dim {info.latent_dim}, "
                   f"version {info.version.generation}")
 
             if args.images:
                 files = [open(path, "rb").read() for path in args.images]
-                mu, sigma = encode_files(stub, files)
+                mu, sigma = encode_files(stub, files, metadata=metadata)
             else:
                 # A black image and one with a white square in the middle, as a uint8 tensor [2, C, H, W].
                 square = bytes(255 if h // 4 <= y < 3 * h // 4 and w // 4 <= x < 3 * w // 4 else 0
                                for _ in range(c) for y in range(h) for x in range(w))
-                mu, sigma = encode(stub, bytes(c * h * w) + square, [2, c, h, w])
+                mu, sigma = encode(stub, bytes(c * h * w) + square, [2, c, h, w], metadata=metadata)
             for i, (m, s) in enumerate(zip(mu, sigma)):
                 print(f"image {i}: mu[:4] = {[round(v, 4) for v in m[:4]]}, sigma[:4] = {[round(v, 4) for v in s[:4]]}")
 
-            pngs, z = sample(stub, count=4, seed=1)
+            pngs, z = sample(stub, count=4, seed=1, metadata=metadata)
             print(f"sampled {len(pngs)} PNGs ({', '.join(str(len(p)) for p in pngs)} bytes) from codes of "
                   f"{len(z[0])} dimensions")
             for i, png in enumerate(pngs if args.samples else []):

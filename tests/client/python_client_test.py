@@ -3,7 +3,8 @@
 
 Run by CTest with Debian's /usr/bin/python3 and these variables: VAE_SERVER_BINARY, VAE_CLIENT_BINARY, VAE_DATA_DIR,
 VAE_PYTHON_STUBS (the stubs generated from proto/vae/v1/vae_service.proto) and VAE_PYTHON_EXAMPLE. One server for
-the whole test class, on a free port (--port=0), killed at the end.
+the whole test class, on a free port (--port=0), killed at the end. The server requires a bearer token
+(--auth_token_file), so every call here, the example's and vae-client's, carries it.
 """
 import contextlib
 import importlib.util
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 
 STUBS = os.environ["VAE_PYTHON_STUBS"]
 sys.path.insert(0, STUBS)
@@ -42,14 +44,21 @@ def mnist_test_bytes(count):
         return f.read(count * 28 * 28)
 
 
+TOKEN = "py-test-token-4f0c2a"
+
+
 class PythonExampleTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.log = open(os.path.join(cls.tmp.name, "server.log"), "w+")
+        token_file = os.path.join(cls.tmp.name, "token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
         cls.server = subprocess.Popen(
             [os.environ["VAE_SERVER_BINARY"], "--host=127.0.0.1", "--port=0", "--threads=2",
-             "--model_dir=" + os.path.join(cls.tmp.name, "model"), "--data_dir=" + os.environ["VAE_DATA_DIR"]],
+             "--model_dir=" + os.path.join(cls.tmp.name, "model"), "--data_dir=" + os.environ["VAE_DATA_DIR"],
+             "--auth_token_file=" + token_file],
             stdout=subprocess.PIPE, stderr=cls.log, text=True)
         line = cls.server.stdout.readline()  # "vae-server listening on HOST:PORT", once it serves
         if not line.startswith("vae-server listening on "):
@@ -60,6 +69,7 @@ class PythonExampleTest(unittest.TestCase):
         cls.channel = grpc.insecure_channel(cls.address)
         cls.stub = pb_grpc.VaeServiceStub(cls.channel)
         cls.example = load_example()
+        cls.auth = cls.example.auth_metadata(TOKEN)
 
     @classmethod
     def tearDownClass(cls):
@@ -71,7 +81,7 @@ class PythonExampleTest(unittest.TestCase):
 
     def test_encode_matches_the_cpp_client(self):
         # The same four digits through the Python example and through vae-client: the same codes.
-        mu, sigma = self.example.encode(self.stub, mnist_test_bytes(4), [4, 1, 28, 28])
+        mu, sigma = self.example.encode(self.stub, mnist_test_bytes(4), [4, 1, 28, 28], metadata=self.auth)
         self.assertEqual(len(mu), 4)
         self.assertEqual([len(row) for row in mu], [20] * 4)
         self.assertTrue(all(s > 0 for row in sigma for s in row))
@@ -79,7 +89,7 @@ class PythonExampleTest(unittest.TestCase):
         subprocess.run([os.environ["VAE_CLIENT_BINARY"], "encode", "--server=" + self.address, "--limit=4",
                         "--output=" + out,
                         os.path.join(os.environ["VAE_DATA_DIR"], "mnist", "t10k-images-idx3-ubyte")],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=dict(os.environ, VAE_TOKEN=TOKEN))
         with open(out) as f:
             cpp = json.load(f)
         for i in range(4):
@@ -88,9 +98,9 @@ class PythonExampleTest(unittest.TestCase):
                 self.assertAlmostEqual(sigma[i][k], cpp["sigma"][i][k], delta=1e-6)
 
     def test_sample_is_repeatable_and_its_pngs_encode(self):
-        pngs, z = self.example.sample(self.stub, count=3, seed=11)
-        again, z_again = self.example.sample(self.stub, count=3, seed=11)
-        other, _ = self.example.sample(self.stub, count=3, seed=12)
+        pngs, z = self.example.sample(self.stub, count=3, seed=11, metadata=self.auth)
+        again, z_again = self.example.sample(self.stub, count=3, seed=11, metadata=self.auth)
+        other, _ = self.example.sample(self.stub, count=3, seed=12, metadata=self.auth)
         self.assertEqual(len(pngs), 3)
         self.assertTrue(all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs))
         self.assertEqual(pngs, again)
@@ -98,13 +108,13 @@ class PythonExampleTest(unittest.TestCase):
         self.assertNotEqual(pngs, other)
         self.assertEqual([len(row) for row in z], [20] * 3)
         # The sampled PNGs are valid model inputs: the server decodes them again.
-        mu, _ = self.example.encode_files(self.stub, pngs)
+        mu, _ = self.example.encode_files(self.stub, pngs, metadata=self.auth)
         self.assertEqual(len(mu), 3)
 
     def test_main_prints_codes_and_samples(self):
         prefix = os.path.join(self.tmp.name, "sample_")
         out = io.StringIO()
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), mock.patch.dict(os.environ, {"VAE_TOKEN": TOKEN}):
             code = self.example.main(["--server=" + self.address, "--samples=" + prefix])
         self.assertEqual(code, 0)
         lines = out.getvalue().splitlines()
@@ -114,6 +124,23 @@ class PythonExampleTest(unittest.TestCase):
         for i in range(4):
             with open(f"{prefix}{i}.png", "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_calls_without_the_token_are_unauthenticated(self):
+        for metadata in [(), self.example.auth_metadata("not-" + TOKEN)]:
+            with self.assertRaises(grpc.RpcError) as raised:
+                self.example.sample(self.stub, count=1, seed=1, metadata=metadata)
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertEqual(raised.exception.details(), "Sample: wrong token")
+
+    def test_script_without_vae_token_reports_unauthenticated_and_exits_1(self):
+        env = dict(os.environ, PYTHONPATH=STUBS)
+        env.pop("VAE_TOKEN", None)
+        result = subprocess.run([sys.executable, os.environ["VAE_PYTHON_EXAMPLE"], "--server=" + self.address],
+                                env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertTrue(result.stderr.startswith(
+            f"vae-server at {self.address}: UNAUTHENTICATED: GetModelInfo: no authorization metadata"), result.stderr)
 
     def test_script_reports_an_unreachable_server_and_exits_1(self):
         with socket.socket() as s:

@@ -2,8 +2,6 @@
 // health and reflection.
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -19,6 +17,7 @@
 #include "server/vae_service_impl.h"
 #include "tests/common/test_util.h"
 #include "tests/server/grpc_probe.h"
+#include "tests/server/in_process_server.h"
 #include "tests/server/server_test_util.h"
 #include "tests/server/zero_png.h"
 #include "vae/v1/vae_service.grpc.pb.h"
@@ -27,35 +26,24 @@ namespace vae::server {
 namespace {
 
 using ::testing::HasSubstr;
-using ::vae::testing::DataDir;
 using ::vae::testing::RandomImages;
 using ::vae::testing::TempDir;
 
 class ServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_dir_ = new TempDir();
-    ServerOptions options;
-    options.port = 0;
-    options.model_dir = model_dir_->path();
-    options.data_dir = DataDir();
-    options.device = "cpu";
-    options.threads = 2;
-    options.max_batch = 512;
-    options.max_message_mb = 1;
-    auto server = VaeServer::Create(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-    auto port = server_->Start();
-    ASSERT_TRUE(port.ok()) << port.status();
-    channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials()));
+    env_ = vae::testing::InProcessServer::Start([](ServerOptions& options) {
+             options.max_batch = 512;
+             options.max_message_mb = 1;
+           }).release();
+    ASSERT_NE(env_, nullptr);
+    model_dir_ = &env_->model_dir;
+    server_ = env_->server.get();
+    channel_ = &env_->channel;
   }
   static void TearDownTestSuite() {
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
-    delete server_;
-    delete channel_;
-    delete model_dir_;
+    delete env_;
+    env_ = nullptr;
     server_ = nullptr;
   }
   void SetUp() override {
@@ -69,11 +57,13 @@ class ServiceTest : public ::testing::Test {
   }
   static at::Tensor FromProto(const v1::Tensor& t) { return *TensorFromProto(t, "response"); }
 
+  static vae::testing::InProcessServer* env_;
   static TempDir* model_dir_;
   static VaeServer* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   std::unique_ptr<v1::VaeService::Stub> stub_;
 };
+vae::testing::InProcessServer* ServiceTest::env_ = nullptr;
 TempDir* ServiceTest::model_dir_ = nullptr;
 VaeServer* ServiceTest::server_ = nullptr;
 std::shared_ptr<grpc::Channel>* ServiceTest::channel_ = nullptr;
