@@ -1,6 +1,7 @@
 #include "server/vae_service_impl.h"
 
 #include <ATen/ATen.h>
+#include <grpc/grpc.h>
 
 #include <chrono>
 #include <string>
@@ -106,17 +107,10 @@ void ToProto(const TrainEvent& e, v1::TrainProgress* out) {
   SetVersion(e.version, out->mutable_version());
 }
 
-// Counts a handler in `active` for its lifetime.
-class CallScope {
- public:
-  explicit CallScope(std::atomic<int>* active) : active_(active) { ++*active_; }
-  ~CallScope() { --*active_; }
-  CallScope(const CallScope&) = delete;
-  CallScope& operator=(const CallScope&) = delete;
-
- private:
-  std::atomic<int>* active_;
-};
+absl::Status ShuttingDown() {
+  return absl::UnavailableError(
+      "vae-server is shutting down and takes no new calls; retry on another instance or after the restart");
+}
 
 }  // namespace
 
@@ -136,30 +130,68 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
   return spec;
 }
 
+bool VaeServiceImpl::TryAdmit() {
+  active_calls_.fetch_add(1);
+  if (!draining_.load()) return true;
+  active_calls_.fetch_sub(1);
+  return false;
+}
+
 grpc::Status VaeServiceImpl::Train(grpc::ServerContext* context, const v1::TrainRequest* request,
                                    grpc::ServerWriter<v1::TrainProgress>* writer) {
-  CallScope scope(&active_calls_);
-  return ToGrpcStatus(DoTrain(context, *request, writer));
+  if (!TryAdmit()) return ToGrpcStatus(ShuttingDown());
+  TrainStream stream;
+  stream.context = context;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    train_streams_.insert(&stream);
+  }
+  const absl::Status status = DoTrain(context, *request, writer, &stream);
+  {
+    absl::MutexLock lock(&streams_mu_);
+    train_streams_.erase(&stream);
+  }
+  active_calls_.fetch_sub(1);
+  return ToGrpcStatus(status);
+}
+
+int VaeServiceImpl::EndStalledTrainStreams(absl::Duration limit) {
+  const absl::Time now = absl::Now();
+  int ended = 0;
+  absl::MutexLock lock(&streams_mu_);
+  for (TrainStream* stream : train_streams_) {
+    if (stream->ended || now - stream->write_since < limit) continue;
+    // Registered streams are inside their handler, so the call is alive. Cancelling with a status makes gRPC send
+    // that status in trailers (not flow-controlled) and fail the blocked Write.
+    grpc_call_cancel_with_status(
+        stream->context->c_call(), GRPC_STATUS_UNAVAILABLE,
+        "train: vae-server is shutting down and this stream's client stopped reading; the stream is ended and the "
+        "job stopped with a checkpoint: resume it after the restart",
+        nullptr);
+    stream->ended = true;
+    ++ended;
+  }
+  return ended;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context,
                                                  const v1::EncodeRequest* request, v1::EncodeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartEncode(*context, *request, response, Finisher(reactor));
+  if (FinishFn finish = Admit(reactor)) StartEncode(*context, *request, response, std::move(finish));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context,
                                                  const v1::DecodeRequest* request, v1::DecodeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartDecode(*context, *request, response, Finisher(reactor));
+  if (FinishFn finish = Admit(reactor)) StartDecode(*context, *request, response, std::move(finish));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context,
                                                  const v1::SampleRequest* request, v1::SampleResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Finisher(reactor)(DoSample(*context, *request, response));
+  if (FinishFn finish = Admit(reactor)) finish(DoSample(*context, *request, response));
   return reactor;
 }
 
@@ -167,20 +199,22 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
                                                       const v1::ReconstructRequest* request,
                                                       v1::ReconstructResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartReconstruct(*context, *request, response, Finisher(reactor));
+  if (FinishFn finish = Admit(reactor)) StartReconstruct(*context, *request, response, std::move(finish));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
                                                        const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  DoGetModelInfo(response);
-  Finisher(reactor)(absl::OkStatus());
+  if (FinishFn finish = Admit(reactor)) {
+    DoGetModelInfo(response);
+    finish(absl::OkStatus());
+  }
   return reactor;
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                                     grpc::ServerWriter<v1::TrainProgress>* writer) {
+                                     grpc::ServerWriter<v1::TrainProgress>* writer, TrainStream* stream) {
   VAE_ASSIGN_OR_RETURN(std::shared_ptr<TrainingJob> job, core_->training().Start(TrainSpecFromProto(request)));
   bool client_gone = false;
   for (;;) {
@@ -195,7 +229,16 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
     if (poll == TrainingJob::Poll::kTimeout || client_gone) continue;
     v1::TrainProgress progress;
     ToProto(event, &progress);
-    if (!writer->Write(progress)) {
+    {
+      absl::MutexLock lock(&streams_mu_);
+      stream->write_since = absl::Now();
+    }
+    const bool written = writer->Write(progress);  // blocks while the client's flow-control window is full
+    {
+      absl::MutexLock lock(&streams_mu_);
+      stream->write_since = absl::InfiniteFuture();
+    }
+    if (!written) {
       client_gone = true;
       job->Cancel(TrainingJob::CancelReason::kClient);
     }
@@ -210,8 +253,11 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
   return job->status();
 }
 
-VaeServiceImpl::FinishFn VaeServiceImpl::Finisher(grpc::ServerUnaryReactor* reactor) {
-  active_calls_.fetch_add(1);
+VaeServiceImpl::FinishFn VaeServiceImpl::Admit(grpc::ServerUnaryReactor* reactor) {
+  if (!TryAdmit()) {
+    reactor->Finish(ToGrpcStatus(ShuttingDown()));
+    return nullptr;
+  }
   return [this, reactor](const absl::Status& status) {
     reactor->Finish(ToGrpcStatus(status));
     active_calls_.fetch_sub(1);

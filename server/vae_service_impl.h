@@ -9,6 +9,10 @@
 // flight (peak memory; see BENCHMARKS.md). With --enable_batching, an Encode/Decode/Reconstruct that arrives while a
 // batch runs is queued and the handler returns at once; the thread running batches finishes it with the next one. A Train call is synchronous and stays in its handler for the whole job, polling for the client's
 // cancellation or deadline every kTrainPollInterval.
+//
+// Draining (VaeServer::Shutdown): after StartDraining() every new call is answered UNAVAILABLE at once, while the calls
+// already admitted run on (active_calls() counts only those), and EndStalledTrainStreams() ends the Train streams
+// whose client stopped reading. Train streams are registered under a mutex for that; nothing else is locked.
 #ifndef VAE_SERVER_VAE_SERVICE_IMPL_H_
 #define VAE_SERVER_VAE_SERVICE_IMPL_H_
 
@@ -18,8 +22,11 @@
 
 #include <atomic>
 #include <functional>
+#include <set>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/server_core.h"
 #include "vae/v1/vae_service.grpc.pb.h"
@@ -34,11 +41,22 @@ using VaeServiceBase = v1::VaeService::WithCallbackMethod_Encode<v1::VaeService:
 class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
+  // While draining, a Train stream whose pending write has waited this long for its client (HTTP/2 flow control: the
+  // client is not reading) is ended rather than left to hold the shutdown up to its grace period.
+  static constexpr absl::Duration kStalledStreamLimit = absl::Seconds(1);
 
   explicit VaeServiceImpl(ServerCore* core) : core_(core) {}
 
-  // Calls inside one of this service's handlers right now (VaeServer's shutdown waits for 0).
+  // Calls admitted and not finished yet (VaeServer's shutdown waits for 0). Refused calls do not count.
   int active_calls() const { return active_calls_.load(); }
+
+  // From now on every new call gets UNAVAILABLE ("shutting down"); calls already admitted go on. Irreversible.
+  void StartDraining() { draining_.store(true); }
+
+  // Ends with UNAVAILABLE each Train stream whose pending write has waited longer than `limit`; its handler then
+  // returns. The status reaches the client in HTTP/2 trailers, which flow control does not hold back. Returns how
+  // many were ended. Any thread.
+  int EndStalledTrainStreams(absl::Duration limit);
 
   grpc::Status Train(grpc::ServerContext* context, const v1::TrainRequest* request,
                      grpc::ServerWriter<v1::TrainProgress>* writer) override;
@@ -54,12 +72,24 @@ class VaeServiceImpl final : public VaeServiceBase {
                                          v1::ModelInfo* response) override;
 
  private:
+  // A Train call in its handler, registered for EndStalledTrainStreams.
+  struct TrainStream {
+    grpc::ServerContext* context = nullptr;
+    absl::Time write_since = absl::InfiniteFuture();  // start of the pending Write; InfiniteFuture when none
+    bool ended = false;                               // EndStalledTrainStreams ended it
+  };
+
+  // Counts a call in active_calls(), or returns false (counting nothing) once draining. The count is raised before
+  // draining_ is read and StartDraining sets draining_ before the drain reads the count (both sequentially
+  // consistent), so every call is either refused or seen by the drain.
+  bool TryAdmit();
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                       grpc::ServerWriter<v1::TrainProgress>* writer);
+                       grpc::ServerWriter<v1::TrainProgress>* writer, TrainStream* stream);
   // Finishes a callback-API call exactly once, from whichever thread completes it; the call counts in
-  // active_calls() until then.
+  // active_calls() until then. Admit returns an empty FinishFn, having finished the call with UNAVAILABLE, once
+  // draining.
   using FinishFn = std::function<void(const absl::Status&)>;
-  FinishFn Finisher(grpc::ServerUnaryReactor* reactor);
+  FinishFn Admit(grpc::ServerUnaryReactor* reactor);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
@@ -74,6 +104,9 @@ class VaeServiceImpl final : public VaeServiceBase {
 
   ServerCore* const core_;
   std::atomic<int> active_calls_{0};
+  std::atomic<bool> draining_{false};
+  absl::Mutex streams_mu_;
+  std::set<TrainStream*> train_streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 // TrainRequest -> TrainSpec: proto zeros become the documented defaults (epochs 1, batch_size 128, learning_rate
