@@ -219,7 +219,9 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels
     // The listing does not enter linked folders, but a linked file is "regular" through its link.
     for (const std::string& path : paths) {
       auto inside = ResolveWithin(path, confine_to);
-      if (!inside.ok()) return absl::Status(inside.status().code(), absl::StrCat("image folder: ", inside.status().message()));
+      if (!inside.ok()) {
+        return absl::Status(inside.status().code(), absl::StrCat("image folder: ", inside.status().message()));
+      }
     }
   }
 
