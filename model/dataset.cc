@@ -141,7 +141,7 @@ absl::StatusOr<Dataset> LoadIdxDataset(const std::string& images_path, const std
 }
 
 absl::StatusOr<TrainTestSplit> LoadNamedDataset(const std::string& data_dir, const std::string& name, int64_t max_train,
-                                                int64_t max_test) {
+                                                int64_t max_test, const std::string& confine_to) {
   if (std::find_if(kKnownDatasets.begin(), kKnownDatasets.end(), [&](const char* k) { return name == k; }) ==
       kKnownDatasets.end()) {
     return absl::InvalidArgumentError(
@@ -151,6 +151,11 @@ absl::StatusOr<TrainTestSplit> LoadNamedDataset(const std::string& data_dir, con
   VAE_ASSIGN_OR_RETURN(std::string train_labels, FindIdxFile(data_dir, name, "train-labels-idx1-ubyte"));
   VAE_ASSIGN_OR_RETURN(std::string test_images, FindIdxFile(data_dir, name, "t10k-images-idx3-ubyte"));
   VAE_ASSIGN_OR_RETURN(std::string test_labels, FindIdxFile(data_dir, name, "t10k-labels-idx1-ubyte"));
+  if (!confine_to.empty()) {
+    for (const std::string* path : {&train_images, &train_labels, &test_images, &test_labels}) {
+      VAE_RETURN_IF_ERROR(ResolveWithin(*path, confine_to).status());
+    }
+  }
   TrainTestSplit split;
   VAE_ASSIGN_OR_RETURN(split.train, LoadIdxDataset(train_images, train_labels, max_train));
   VAE_ASSIGN_OR_RETURN(split.test, LoadIdxDataset(test_images, test_labels, max_test));
@@ -169,6 +174,19 @@ bool PathIsWithin(const fs::path& path, const fs::path& root) {
     if (p == path.end() || *p != *r) return false;
   }
   return true;
+}
+
+absl::StatusOr<fs::path> ResolveWithin(const fs::path& path, const fs::path& root) {
+  std::error_code ec;
+  const fs::path real_root = fs::canonical(root, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(root.string(), " cannot be resolved: ", ec.message()));
+  const fs::path target = fs::weakly_canonical(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path.string(), " cannot be resolved: ", ec.message()));
+  if (!PathIsWithin(target, real_root)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path.string(), " resolves to ", target.string(), ", outside ", real_root.string()));
+  }
+  return target;
 }
 
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
@@ -199,16 +217,10 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels
   if (max_count >= 0 && static_cast<int64_t>(paths.size()) > max_count) paths.resize(max_count);
   if (!confine_to.empty()) {
     // The listing does not enter linked folders, but a linked file is "regular" through its link.
-    const fs::path root = fs::canonical(confine_to, ec);
-    if (ec) {
-      return absl::NotFoundError(absl::StrCat("image folder: ", confine_to, " cannot be resolved: ", ec.message()));
-    }
     for (const std::string& path : paths) {
-      const fs::path target = fs::canonical(path, ec);
-      if (ec || !PathIsWithin(target, root)) {
-        return absl::PermissionDeniedError(absl::StrCat("image folder: ", path, " resolves to ",
-                                                        ec ? ec.message() : target.string(), ", outside ",
-                                                        root.string()));
+      auto inside = ResolveWithin(path, confine_to);
+      if (!inside.ok()) {
+        return absl::Status(inside.status().code(), absl::StrCat("image folder: ", inside.status().message()));
       }
     }
   }

@@ -37,22 +37,31 @@ struct TrainTestSplit {
 //   "mnist"          data_dir/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
 //   "fashion-mnist"  data_dir/fashion-mnist/ (same file names)
 // NOT_FOUND naming the missing file and the command that fetches it; INVALID_ARGUMENT for any other name (the message
-// lists the known ones) or when training and test images differ in size.
+// lists the known ones) or when training and test images differ in size. With `confine_to` (a directory), every idx
+// file must resolve inside it (ResolveWithin), checked before any file is read.
 absl::StatusOr<TrainTestSplit> LoadNamedDataset(const std::string& data_dir, const std::string& name,
-                                                int64_t max_train = -1, int64_t max_test = -1);
+                                                int64_t max_train = -1, int64_t max_test = -1,
+                                                const std::string& confine_to = "");
 
 // Every .png/.jpg/.jpeg/.bmp under `dir` (sorted by path), decoded by OpenCV, BGR converted to RGB (or to grayscale
 // when channels == 1), resized to height x width (INTER_AREA); extensions match case-insensitively, subfolders are
 // searched. `max_count` >= 0 keeps the first max_count paths. Labels are left undefined. NOT_FOUND when `dir` does
 // not exist; INVALID_ARGUMENT when channels is not 1 or 3, a file cannot be decoded (the message names it) or the
-// folder holds no image. With `confine_to` (a directory), every image file must resolve, symlinks followed, to a
-// path inside it: a file that links out is PERMISSION_DENIED, naming it, before any file is decoded.
+// folder holds no image. With `confine_to` (a directory), every image file must resolve inside it (ResolveWithin),
+// checked before any file is decoded.
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
                                         int64_t max_count = -1, const std::string& confine_to = "");
 
 // True when `path` is `root` or lies below it (both absolute and normalised), compared component by component so
 // that /data2 is not taken to be inside /data.
 bool PathIsWithin(const std::filesystem::path& path, const std::filesystem::path& root);
+
+// The confinement rule for every file and folder a dataset is read from: `path` with every symlink of its existing
+// part resolved (std::filesystem::weakly_canonical) must lie inside `root` (resolved too). Returns that resolved path;
+// PERMISSION_DENIED "PATH resolves to TARGET, outside ROOT" otherwise; NOT_FOUND when `root` does not exist. A link
+// anywhere on the way (the folder, a subfolder, the file) may point elsewhere inside `root`, never out of it.
+absl::StatusOr<std::filesystem::path> ResolveWithin(const std::filesystem::path& path,
+                                                    const std::filesystem::path& root);
 
 // Splits off the last `test_fraction` (clamped to [0, 1], rounded to whole examples) of a dataset, after a shuffle
 // seeded by `seed`, as its test set; labels stay with their images. The shuffle is independent of EpochPermutation.

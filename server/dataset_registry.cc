@@ -52,18 +52,19 @@ absl::StatusOr<std::string> DatasetRegistry::Resolve(const std::string& name) co
     }
   }
   std::error_code ec;
-  const fs::path root = fs::canonical(data_dir_, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("--data_dir '", data_dir_, "' does not exist: ", ec.message()));
-  // weakly_canonical resolves every symlink of the part that exists: a link that points out of data_dir is caught
-  // here, before anything is opened.
-  const fs::path target = fs::weakly_canonical(root / relative, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("dataset '", name, "' cannot be resolved: ", ec.message()));
-  if (!PathIsWithin(target, root)) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("dataset '", name, "' resolves to ", target.string(), ", outside --data_dir ", root.string()));
+  if (!fs::is_directory(data_dir_, ec)) {
+    return absl::NotFoundError(absl::StrCat("--data_dir '", data_dir_, "' does not exist or is not a folder"));
   }
+  // Every symlink of the part that exists is resolved: a link that points out of data_dir is caught here, before
+  // anything is opened. The files inside are held to the same rule when they are loaded.
+  auto resolved = ResolveWithin(fs::path(data_dir_) / relative, data_dir_);
+  if (!resolved.ok()) {
+    return absl::Status(resolved.status().code(),
+                        absl::StrCat("dataset '", name, "': ", resolved.status().message(), " (--data_dir)"));
+  }
+  const fs::path& target = *resolved;
   if (!fs::exists(target, ec)) {
-    return absl::NotFoundError(absl::StrCat("dataset '", name, "' not found under --data_dir ", root.string()));
+    return absl::NotFoundError(absl::StrCat("dataset '", name, "' not found under --data_dir ", data_dir_));
   }
   if (!fs::is_directory(target, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("dataset '", name, "' is not a folder"));
@@ -80,7 +81,9 @@ absl::StatusOr<std::shared_ptr<const TrainTestSplit>> DatasetRegistry::Load(cons
     absl::MutexLock lock(&mu_);
     auto& cached = named_[name];
     if (cached == nullptr) {
-      auto loaded = LoadNamedDataset(fs::path(folder).parent_path().string(), name);
+      // Opened by its name under data_dir (the folder may be a link to elsewhere inside it); each idx file must
+      // resolve inside data_dir as well.
+      auto loaded = LoadNamedDataset(data_dir_, name, -1, -1, data_dir_);
       if (!loaded.ok()) {
         named_.erase(name);
         return loaded.status();

@@ -7,8 +7,11 @@
 //                             split is the same for every job and resume sees the same training set. Not cached:
 //                             the folder may change between jobs.
 //
-// A name that leaves data_dir is PERMISSION_DENIED: an absolute path, any ".." component, or a path whose symlinks
-// resolve outside data_dir. A name that does not exist is NOT_FOUND.
+// Confinement, one rule for every folder and file a Train reads (vae::ResolveWithin): with every symlink resolved it
+// must lie inside data_dir. Links that stay inside are followed (a named dataset's folder, an idx file, an image may
+// each link elsewhere under data_dir); a name or file that leaves data_dir is PERMISSION_DENIED, checked before
+// anything is read: an absolute path, any ".." component, or a path whose symlinks resolve outside data_dir. A name
+// that does not exist is NOT_FOUND.
 //
 // Threads: any thread; the cache is guarded by an internal mutex, held while a named dataset loads (so two jobs never
 // load it twice). Datasets are handed out as shared_ptr<const>: read-only, alive while any job uses them.

@@ -29,6 +29,33 @@
 
 namespace {
 const vae::server::ServerOptions kDefaults;
+
+// SIGINT and SIGTERM, the signals that shut the server down.
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// Blocks the shutdown signals before any shared library's initialiser runs: LibTorch's, gRPC's and OpenCV's take
+// ~0.5 s before main(), and a SIGTERM then would kill the process (default action) instead of a clean exit. The
+// executable's .preinit_array runs first (after the dynamic loader's relocations, ~25 ms); threads inherit the
+// mask, and main() takes the signals with sigwait.
+void BlockShutdownSignals(int, char**, char**) {
+  const sigset_t signals = ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+__attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(int, char**, char**) =
+    &BlockShutdownSignals;
+
+// True when a shutdown signal has arrived (it stays pending while blocked).
+bool ShutdownRequested() {
+  sigset_t pending;
+  sigpending(&pending);
+  return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
 }  // namespace
 
 ABSL_FLAG(std::string, host, kDefaults.host, "address to listen on (0.0.0.0 or :: for all interfaces)");
@@ -82,11 +109,8 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
-  // Block the shutdown signals in every thread (threads inherit the mask); one thread takes them with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
+  // Already blocked before main (BlockShutdownSignals); blocking again keeps main() correct on its own.
+  const sigset_t signals = ShutdownSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   vae::server::ServerOptions options;
@@ -128,6 +152,12 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     std::cerr << "vae-server: " << server.status() << std::endl;
     return 1;
+  }
+  // Loading and warming up the model is the slow part of start-up: a signal that came meanwhile stops here, before
+  // the port is bound. Nothing has been written yet.
+  if (ShutdownRequested()) {
+    LOG(INFO) << "shutdown signal received during start-up: exiting";
+    return 0;
   }
   auto port = (*server)->Start();
   if (!port.ok()) {

@@ -7,11 +7,7 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
-#include <chrono>
-#include <thread>
-
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "model/file_util.h"
 #include "server/auth.h"
@@ -116,42 +112,38 @@ absl::StatusOr<int> VaeServer::Start() {
 void VaeServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  const absl::Time deadline = absl::Now() + grace;
   if (server_ != nullptr) {
     auto* health = server_->GetHealthCheckService();
     health->SetServingStatus("", false);
     health->SetServingStatus(kServiceName, false);
   }
-  // Stop training first: its Train call then streams DONE and returns instead of holding the drain up.
+  // Refuse new calls ourselves, with UNAVAILABLE, while the gRPC server still accepts them: once
+  // grpc::Server::Shutdown has begun, gRPC (1.51) kills each new call before any handler sees it, and the client
+  // gets CANCELLED -- not what the API promises, and not a code clients retry on.
+  service_->StartDraining();
+  // Stop training: its Train call then streams DONE and returns instead of holding the drain up.
   core_->Shutdown();
   if (server_ != nullptr) {
-    const absl::Time deadline = absl::Now() + grace;
-    // grpc::Server::Shutdown refuses new calls and waits for in-flight ones until the deadline, then cancels them.
-    // But it also waits for every client connection to close, and an idle client may act on the GOAWAY only
-    // seconds later (when its backup poller runs). So once our handlers have all returned, and stayed so for
-    // kSettle (time for gRPC to send their final status), the connections are cut with
-    // grpc_server_cancel_all_calls -- what Shutdown itself does at the deadline -- rather than waited for.
+    // In-flight calls get until the deadline. Once none is left, and none has been for kSettle (time for gRPC to
+    // send their final statuses), the drain is over. A Train stream whose client stopped reading cannot deliver its
+    // last messages: it is ended once its write has waited kStalledStreamLimit.
     constexpr absl::Duration kSettle = absl::Milliseconds(100);
-    absl::Notification started, finished;
-    std::thread cutter([&] {
-      started.WaitForNotification();
-      absl::Time idle_since = absl::InfiniteFuture();
-      while (!finished.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
-        const absl::Time now = absl::Now();
-        if (service_->active_calls() > 0) {
-          idle_since = absl::InfiniteFuture();
-        } else if (idle_since == absl::InfiniteFuture()) {
-          idle_since = now;
-        }
-        if (now - idle_since >= kSettle || now >= deadline) {
-          grpc_server_cancel_all_calls(server_->c_server());
-          return;
-        }
+    absl::Time idle_since = absl::InfiniteFuture();
+    for (absl::Time now = absl::Now(); now < deadline; now = absl::Now()) {
+      service_->EndStalledTrainStreams(VaeServiceImpl::kStalledStreamLimit);
+      if (service_->active_calls() > 0) {
+        idle_since = absl::InfiniteFuture();
+      } else if (idle_since == absl::InfiniteFuture()) {
+        idle_since = now;
       }
-    });
-    started.Notify();
-    server_->Shutdown(absl::ToChronoTime(deadline));
-    finished.Notify();
-    cutter.join();
+      if (now - idle_since >= kSettle) break;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    // Now gRPC stops listening and sends GOAWAY. With a deadline that has passed it also cancels whatever is left
+    // (calls past the grace) and closes every connection at once, rather than waiting for idle clients to act on
+    // the GOAWAY (which they may do only seconds later, when their backup poller runs).
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();
   }
   LOG(INFO) << "server stopped";

@@ -38,9 +38,11 @@ class VaeServer {
   // flag when a TLS file is missing or not PEM.
   absl::StatusOr<int> Start();
 
-  // Graceful shutdown: health goes NOT_SERVING, a running training job is stopped (it writes a checkpoint and its
-  // Train call ends), no new calls are accepted, in-flight calls get until `grace` to finish (then they are
-  // cancelled), and the server's threads are joined. Returns once all of that is done.
+  // Graceful shutdown, in this order: health goes NOT_SERVING; every new call gets UNAVAILABLE; a running training
+  // job is stopped (it writes a checkpoint, its Train call streams DONE and ends with UNAVAILABLE); in-flight calls
+  // get until `grace` to finish (a Train stream whose client stopped reading is ended with UNAVAILABLE once its
+  // write has waited VaeServiceImpl::kStalledStreamLimit); then gRPC stops listening, cancels what is left and
+  // closes the connections, and the server's threads are joined. Returns once all of that is done.
   void Shutdown(absl::Duration grace);
 
   int port() const { return port_; }

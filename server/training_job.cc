@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <exception>
@@ -18,6 +19,26 @@ namespace vae::server {
 // ---------------------------------------------------------------------------------------------------------------------
 // TrainingJob
 
+namespace {
+
+// Merges `earlier`, a STEP the reader has not taken, into `later`, the STEP after it: `later` keeps its position and
+// times; its `train` becomes the mean over both windows (weighted by their steps, which hold equal batches) and its
+// images_per_sec the rate over both (total steps / total seconds, seconds = steps / rate).
+void MergeEarlierStep(const TrainEvent& earlier, TrainEvent* later) {
+  const double a = static_cast<double>(earlier.mean_steps), b = static_cast<double>(later->mean_steps);
+  if (a + b <= 0) return;
+  auto mean = [&](double x, double y) { return (a * x + b * y) / (a + b); };
+  later->train.loss = mean(earlier.train.loss, later->train.loss);
+  later->train.recon = mean(earlier.train.recon, later->train.recon);
+  later->train.kl = mean(earlier.train.kl, later->train.kl);
+  if (earlier.images_per_sec > 0 && later->images_per_sec > 0) {
+    later->images_per_sec = (a + b) / (a / earlier.images_per_sec + b / later->images_per_sec);
+  }
+  later->mean_steps = earlier.mean_steps + later->mean_steps;
+}
+
+}  // namespace
+
 TrainingJob::Poll TrainingJob::Next(TrainEvent* event, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() || finished_; };
@@ -31,7 +52,9 @@ TrainingJob::Poll TrainingJob::Next(TrainEvent* event, absl::Duration timeout) {
 }
 
 void TrainingJob::Cancel(CancelReason reason) {
-  if (!cancel_.exchange(true) && reason == CancelReason::kShutdown) cancel_for_shutdown_.store(true);
+  int none = -1;
+  cancel_reason_.compare_exchange_strong(none, static_cast<int>(reason));
+  cancel_.store(true);  // after the reason, so that whoever sees the trainer stop also sees why
 }
 
 absl::Status TrainingJob::status() const {
@@ -48,15 +71,28 @@ void TrainingJob::Push(TrainEvent event) {
   absl::MutexLock lock(&mu_);
   position_ = absl::StrCat("epoch ", event.epoch, "/", event.epochs, ", step ", event.step_in_epoch, "/",
                            event.steps_per_epoch);
+  if (event.kind == TrainEvent::Kind::kStep && !events_.empty() && events_.back().kind == TrainEvent::Kind::kStep) {
+    MergeEarlierStep(events_.back(), &event);  // the reader is behind: the queue keeps one STEP, not every one
+    events_.back() = std::move(event);
+    return;
+  }
   events_.push_back(std::move(event));
 }
 
-void TrainingJob::Finish(absl::Status status) {
+void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
   absl::MutexLock lock(&mu_);
-  if (status.ok() && cancel_for_shutdown_.load()) {
-    status = absl::UnavailableError(absl::StrCat("train: job ", id_,
-                                                 " was stopped because the server is shutting down; its checkpoint "
-                                                 "was written, resume it after the restart"));
+  // Only a job that stopped before its last step has something to resume: a shutdown that came after it (while the
+  // last epoch was evaluated and checkpointed) changes nothing.
+  const bool stopped_early = done != nullptr && done->cancelled;
+  if (status.ok() && stopped_early && cancel_reason_.load() == static_cast<int>(CancelReason::kShutdown)) {
+    status = absl::UnavailableError(
+        done->checkpoint_path.empty()
+            ? absl::StrCat("train: job ", id_, " was stopped before its first step because the server is shutting "
+                           "down; nothing was trained")
+            : absl::StrCat("train: job ", id_, " was stopped at epoch ", done->epoch, "/", done->epochs, ", step ",
+                           done->step_in_epoch, "/", done->steps_per_epoch,
+                           " because the server is shutting down; its checkpoint ", done->checkpoint_path,
+                           " was written: resume it after the restart"));
   }
   status_ = std::move(status);
   finished_ = true;
@@ -267,6 +303,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
   const int64_t first_step = trainer.state().global_step;
   const int64_t steps_per_epoch = prepared->steps_per_epoch;
   std::optional<TrainEvent> done;  // held back until the job slot is free (see below)
+  int64_t previous_report_step = first_step;  // global step of the previous event
 
   auto on_progress = [&](const Progress& p, const Vae& model) {
     TrainEvent e;
@@ -294,8 +331,12 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     if (run_steps > 0 && p.kind != Progress::Kind::kDone) {
       e.eta_sec = std::max<int64_t>(0, total_steps - done_steps) * p.elapsed_sec / static_cast<double>(run_steps);
     }
+    // The trainer's window restarts at every report and every epoch start.
+    const int64_t window_start = std::max(previous_report_step, p.global_step - p.step_in_epoch);
+    previous_report_step = p.global_step;
     switch (p.kind) {
       case Progress::Kind::kStep:
+        e.mean_steps = p.global_step - window_start;
         job->Push(std::move(e));
         break;
       case Progress::Kind::kEpochEnd: {
@@ -314,6 +355,12 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
         break;
       }
       case Progress::Kind::kDone:
+        if (p.cancelled) {
+          // The trainer reports DONE at its last finished epoch with a full epoch of steps; a stopped job reports
+          // where it stopped: the epoch it was in and the steps done there.
+          e.epoch = trainer.state().epochs_done + 1;
+          e.step_in_epoch = trainer.state().step_in_epoch;
+        }
         done = std::move(e);
         break;
     }
@@ -340,9 +387,9 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     done->version = slot_->Current()->version;
     LOG(INFO) << "training job " << job->id() << " done at step " << done->global_step
               << (done->cancelled ? " (cancelled)" : "") << ", checkpoint " << done->checkpoint_path;
-    job->Push(std::move(*done));
+    job->Push(*done);
   }
-  job->Finish(status);
+  job->Finish(status, done.has_value() ? &*done : nullptr);
 }
 
 void TrainingManager::Shutdown() {

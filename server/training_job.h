@@ -4,7 +4,10 @@
 // checkpoint in model_dir), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything that
 // can be wrong with a request is reported by Start itself, before any state changes. The job:
 //   - streams TrainEvents (STARTED, STEP every log_every_steps steps, EPOCH_END, DONE) into a queue that one reader
-//     (the Train RPC) drains with TrainingJob::Next;
+//     (the Train RPC) drains with TrainingJob::Next. The queue is bounded however slowly it is read: a STEP pushed
+//     behind a STEP the reader has not taken yet is merged into it (the mean over both windows), so it holds at most
+//     STARTED, one STEP and one EPOCH_END per epoch (kMaxEpochs bounds those), and DONE; EPOCH_END and DONE are never
+//     merged or dropped;
 //   - after every epoch writes a checkpoint to model_dir (the Trainer does) and publishes a deep copy of its weights
 //     to the ModelSlot; serving never touches the trainer's module;
 //   - stops before its next step when cancelled (the RPC's client went away, or server shutdown), writing a
@@ -56,12 +59,15 @@ struct TrainEvent {
   Kind kind = Kind::kStarted;
   std::string job_id;
   std::string dataset;
-  int64_t epoch = 0;   // 1-based epoch of the model's life being trained (kStep) or just finished
+  // 1-based epoch of the model's life being trained (kStep, and kDone of a cancelled job: where it stopped) or just
+  // finished (kEpochEnd, kDone of a job that ran to its end).
+  int64_t epoch = 0;
   int64_t epochs = 0;  // the epoch number this job trains up to
-  int64_t step_in_epoch = 0;
+  int64_t step_in_epoch = 0;  // steps done in `epoch`
   int64_t steps_per_epoch = 0;
   int64_t global_step = 0;
-  Metrics train;  // kStep: mean since the previous event; kEpochEnd/kDone: the epoch's mean
+  Metrics train;           // kStep: mean since the previous event; kEpochEnd/kDone: the epoch's mean
+  int64_t mean_steps = 0;  // kStep: the optimizer steps `train` is the mean of
   bool has_test = false;
   Metrics test;  // test-set -ELBO after the epoch
   double images_per_sec = 0;
@@ -90,8 +96,9 @@ class TrainingJob {
   void Cancel(CancelReason reason);
   bool cancelled() const { return cancel_.load(); }
 
-  // The job's outcome, once Next returned kEnd: OK when it finished or was cancelled by its client, UNAVAILABLE when
-  // server shutdown stopped it, the trainer's error otherwise.
+  // The job's outcome, once Next returned kEnd: OK when it ran to its end (even if a cancel came after its last
+  // step) or was stopped by its client, UNAVAILABLE when server shutdown stopped it before its last step, the
+  // trainer's error otherwise.
   absl::Status status() const;
 
   // Where the job stands (for FAILED_PRECONDITION messages and GetModelInfo), e.g. "epoch 2/5, step 10/40".
@@ -101,12 +108,13 @@ class TrainingJob {
   friend class TrainingManager;
   TrainingJob(std::string id, std::string dataset) : id_(std::move(id)), dataset_(std::move(dataset)) {}
   void Push(TrainEvent event);
-  void Finish(absl::Status status);
+  // `done`: the job's DONE event, null when the trainer failed before reporting one.
+  void Finish(absl::Status status, const TrainEvent* done);
 
   const std::string id_;
   const std::string dataset_;
-  std::atomic<bool> cancel_{false};
-  std::atomic<bool> cancel_for_shutdown_{false};
+  std::atomic<bool> cancel_{false};        // read by the trainer before every step
+  std::atomic<int> cancel_reason_{-1};     // a CancelReason once cancelled, set before cancel_
   mutable absl::Mutex mu_;
   std::deque<TrainEvent> events_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

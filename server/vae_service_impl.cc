@@ -1,6 +1,7 @@
 #include "server/vae_service_impl.h"
 
 #include <ATen/ATen.h>
+#include <grpc/grpc.h>
 
 #include <chrono>
 #include <string>
@@ -158,17 +159,10 @@ void ToProto(const TrainEvent& e, v1::TrainProgress* out) {
   SetVersion(e.version, out->mutable_version());
 }
 
-// Counts a handler in `active` for its lifetime.
-class CallScope {
- public:
-  explicit CallScope(std::atomic<int>* active) : active_(active) { ++*active_; }
-  ~CallScope() { --*active_; }
-  CallScope(const CallScope&) = delete;
-  CallScope& operator=(const CallScope&) = delete;
-
- private:
-  std::atomic<int>* active_;
-};
+absl::Status ShuttingDown() {
+  return absl::UnavailableError(
+      "vae-server is shutting down and takes no new calls; retry on another instance or after the restart");
+}
 
 }  // namespace
 
@@ -205,8 +199,8 @@ class VaeServiceImpl::UnaryCall final : public grpc::ServerUnaryReactor {
 VaeServiceImpl::VaeServiceImpl(ServerCore* core)
     : core_(core), auth_(core->options().auth_token, core->options().auth_readonly_token) {
   MarkMethodStreamed(0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
-                            [this](grpc::ServerContext* context, TrainStream* stream) {
-                              return StreamTrain(context, stream);
+                            [this](grpc::ServerContext* context, TrainWriter* writer) {
+                              return StreamTrain(context, writer);
                             }));
 }
 
@@ -214,7 +208,10 @@ template <typename Request, typename Response, typename Start>
 grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContext* context, const char* method,
                                                 const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
   auto* call = new UnaryCall<Request, Response>(out);
-  active_calls_.fetch_add(1);
+  if (!TryAdmit()) {
+    call->Finish(ToGrpcStatus(ShuttingDown()));
+    return call;
+  }
   FinishFn finish = [this, call](const absl::Status& status) {
     call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->options()) : ToGrpcStatus(status));
     active_calls_.fetch_sub(1);
@@ -230,17 +227,56 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContex
   return call;
 }
 
-grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainStream* stream) {
-  CallScope scope(&active_calls_);
-  if (auto admitted = auth_.Check(*context, "Train", Authenticator::Access::kTrain); !admitted.ok()) {
-    return ToGrpcStatus(admitted);
-  }
+bool VaeServiceImpl::TryAdmit() {
+  active_calls_.fetch_add(1);
+  if (!draining_.load()) return true;
+  active_calls_.fetch_sub(1);
+  return false;
+}
+
+grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainWriter* writer) {
+  if (!TryAdmit()) return ToGrpcStatus(ShuttingDown());
+  absl::Status status = auth_.Check(*context, "Train", Authenticator::Access::kTrain);
   grpc::ByteBuffer raw;
   v1::TrainRequest request;
-  absl::Status status = stream->Read(&raw) ? ParseRequest(raw, &request)
-                                           : absl::InvalidArgumentError("train: the call carried no request message");
-  if (status.ok()) status = DoTrain(context, request, stream);
+  if (status.ok()) {
+    status = writer->Read(&raw) ? ParseRequest(raw, &request)
+                                : absl::InvalidArgumentError("train: the call carried no request message");
+  }
+  if (status.ok()) {
+    TrainStream stream;
+    stream.context = context;
+    {
+      absl::MutexLock lock(&streams_mu_);
+      train_streams_.insert(&stream);
+    }
+    status = DoTrain(context, request, writer, &stream);
+    {
+      absl::MutexLock lock(&streams_mu_);
+      train_streams_.erase(&stream);
+    }
+  }
+  active_calls_.fetch_sub(1);
   return ToGrpcStatus(status);
+}
+
+int VaeServiceImpl::EndStalledTrainStreams(absl::Duration limit) {
+  const absl::Time now = absl::Now();
+  int ended = 0;
+  absl::MutexLock lock(&streams_mu_);
+  for (TrainStream* stream : train_streams_) {
+    if (stream->ended || now - stream->write_since < limit) continue;
+    // Registered streams are inside their handler, so the call is alive. Cancelling with a status makes gRPC send
+    // that status in trailers (not flow-controlled) and fail the blocked Write.
+    grpc_call_cancel_with_status(
+        stream->context->c_call(), GRPC_STATUS_UNAVAILABLE,
+        "train: vae-server is shutting down and this stream's client stopped reading; the stream is ended and the "
+        "job stopped with a checkpoint: resume it after the restart",
+        nullptr);
+    stream->ended = true;
+    ++ended;
+  }
+  return ended;
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
@@ -279,7 +315,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerConte
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                                     TrainStream* writer) {
+                                     TrainWriter* writer, TrainStream* stream) {
   VAE_ASSIGN_OR_RETURN(std::shared_ptr<TrainingJob> job, core_->training().Start(TrainSpecFromProto(request)));
   bool client_gone = false;
   for (;;) {
@@ -294,7 +330,16 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
     if (poll == TrainingJob::Poll::kTimeout || client_gone) continue;
     v1::TrainProgress progress;
     ToProto(event, &progress);
-    if (!writer->Write(progress)) {
+    {
+      absl::MutexLock lock(&streams_mu_);
+      stream->write_since = absl::Now();
+    }
+    const bool written = writer->Write(progress);  // blocks while the client's flow-control window is full
+    {
+      absl::MutexLock lock(&streams_mu_);
+      stream->write_since = absl::InfiniteFuture();
+    }
+    if (!written) {
       client_gone = true;
       job->Cancel(TrainingJob::CancelReason::kClient);
     }

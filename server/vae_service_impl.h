@@ -17,6 +17,10 @@
 // is queued and the handler returns at once; the thread running batches finishes it with the next one. A Train call
 // is synchronous (a split-streaming handler: it reads its one request, then writes) and stays in its handler for the
 // whole job, polling for the client's cancellation or deadline every kTrainPollInterval.
+//
+// Draining (VaeServer::Shutdown): after StartDraining() every new call is answered UNAVAILABLE at once, while the calls
+// already admitted run on (active_calls() counts only those), and EndStalledTrainStreams() ends the Train streams
+// whose client stopped reading. Train streams are registered under a mutex for that; nothing else is locked.
 #ifndef VAE_SERVER_VAE_SERVICE_IMPL_H_
 #define VAE_SERVER_VAE_SERVICE_IMPL_H_
 
@@ -27,8 +31,11 @@
 
 #include <atomic>
 #include <functional>
+#include <set>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/server_core.h"
@@ -45,12 +52,23 @@ using VaeServiceBase = v1::VaeService::WithRawCallbackMethod_Encode<v1::VaeServi
 class VaeServiceImpl final : public VaeServiceBase {
  public:
   static constexpr absl::Duration kTrainPollInterval = absl::Milliseconds(50);
+  // While draining, a Train stream whose pending write has waited this long for its client (HTTP/2 flow control: the
+  // client is not reading) is ended rather than left to hold the shutdown up to its grace period.
+  static constexpr absl::Duration kStalledStreamLimit = absl::Seconds(1);
 
   // Calls are authenticated with core->options()' auth tokens (server/auth.h; none: every call is admitted).
   explicit VaeServiceImpl(ServerCore* core);
 
-  // Calls inside one of this service's handlers right now (VaeServer's shutdown waits for 0).
+  // Calls admitted and not finished yet (VaeServer's shutdown waits for 0). Refused calls do not count.
   int active_calls() const { return active_calls_.load(); }
+
+  // From now on every new call gets UNAVAILABLE ("shutting down"); calls already admitted go on. Irreversible.
+  void StartDraining() { draining_.store(true); }
+
+  // Ends with UNAVAILABLE each Train stream whose pending write has waited longer than `limit`; its handler then
+  // returns. The status reaches the client in HTTP/2 trailers, which flow control does not hold back. Returns how
+  // many were ended. Any thread.
+  int EndStalledTrainStreams(absl::Duration limit);
 
   // `request` is a serialised vae.v1.XRequest, `response` gets the serialised vae.v1.XResponse.
   grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
@@ -65,18 +83,30 @@ class VaeServiceImpl final : public VaeServiceBase {
                                          grpc::ByteBuffer* response) override;
 
  private:
-  using TrainStream = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::TrainProgress>;
+  using TrainWriter = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::TrainProgress>;
   using FinishFn = std::function<void(const absl::Status&)>;
   template <typename Request, typename Response>
   class UnaryCall;
+  // A Train call in its handler, registered for EndStalledTrainStreams.
+  struct TrainStream {
+    grpc::ServerContext* context = nullptr;
+    absl::Time write_since = absl::InfiniteFuture();  // start of the pending Write; InfiniteFuture when none
+    bool ended = false;                               // EndStalledTrainStreams ended it
+  };
 
-  grpc::Status StreamTrain(grpc::ServerContext* context, TrainStream* stream);
-  absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainStream* stream);
-  // Authenticates the call of `method` and parses `raw` into a new UnaryCall and hands it to `start` (request,
-  // response, finish), or finishes the call with UNAUTHENTICATED / PERMISSION_DENIED (server/auth.h), or with
-  // INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from any thread: it
-  // serialises the response into `out` (refusing one over the message limit) and finishes the call, which counts in
-  // active_calls() until then.
+  // Counts a call in active_calls(), or returns false (counting nothing) once draining. The count is raised before
+  // draining_ is read and StartDraining sets draining_ before the drain reads the count (both sequentially
+  // consistent), so every call is either refused or seen by the drain.
+  bool TryAdmit();
+  // Train: admits, authenticates and parses the one request, then runs DoTrain registered as a TrainStream.
+  grpc::Status StreamTrain(grpc::ServerContext* context, TrainWriter* writer);
+  absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
+                       TrainStream* stream);
+  // Admits the call (UNAVAILABLE once draining), authenticates `method` and parses `raw` into a new UnaryCall and
+  // hands it to `start` (request, response, finish), or finishes the call with UNAUTHENTICATED / PERMISSION_DENIED
+  // (server/auth.h), or with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from
+  // any thread: it serialises the response into `out` (refusing one over the message limit) and finishes the call,
+  // which counts in active_calls() until then.
   template <typename Request, typename Response, typename Start>
   grpc::ServerUnaryReactor* Unary(const grpc::CallbackServerContext* context, const char* method,
                                   const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
@@ -95,6 +125,9 @@ class VaeServiceImpl final : public VaeServiceBase {
   ServerCore* const core_;
   const Authenticator auth_;
   std::atomic<int> active_calls_{0};
+  std::atomic<bool> draining_{false};
+  absl::Mutex streams_mu_;
+  std::set<TrainStream*> train_streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 // TrainRequest -> TrainSpec: proto zeros become the documented defaults (epochs 1, batch_size 128, learning_rate

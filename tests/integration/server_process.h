@@ -33,6 +33,13 @@ class ServerProcess {
   // Returns null (with a test failure naming the reason and the log) when it exits or stays silent.
   static std::unique_ptr<ServerProcess> Start(const std::string& binary, const std::vector<std::string>& args,
                                               std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    std::unique_ptr<ServerProcess> p = Spawn(binary, args);
+    if (p == nullptr || !p->WaitUntilListening(timeout)) return nullptr;
+    return p;
+  }
+
+  // Forks and execs as Start does, without waiting for anything. Null (with a test failure) when fork fails.
+  static std::unique_ptr<ServerProcess> Spawn(const std::string& binary, const std::vector<std::string>& args) {
     std::unique_ptr<ServerProcess> p(new ServerProcess());
     std::vector<std::string> argv_strings = {binary, "--host=127.0.0.1", "--port=0", "--threads=2"};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -58,29 +65,35 @@ class ServerProcess {
       ADD_FAILURE() << "fork failed";
       return nullptr;
     }
+    return p;
+  }
+
+  // Waits until the "listening" line names the address (then address(), port() and channel() are set). False, with
+  // a test failure naming the reason and the log, when the process exits first or `timeout` passes.
+  bool WaitUntilListening(std::chrono::seconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     const std::string marker = "vae-server listening on ";
     while (std::chrono::steady_clock::now() < deadline) {
-      std::ifstream in(out);
+      std::ifstream in(files_.file("stdout"));
       std::string line;
       while (std::getline(in, line)) {
         const auto at = line.find(marker);
         if (at == std::string::npos) continue;
-        p->address_ = line.substr(at + marker.size());
-        p->port_ = std::stoi(p->address_.substr(p->address_.rfind(':') + 1));
-        p->channel_ = grpc::CreateChannel(p->address_, grpc::InsecureChannelCredentials());
-        return p;
+        address_ = line.substr(at + marker.size());
+        port_ = std::stoi(address_.substr(address_.rfind(':') + 1));
+        channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+        return true;
       }
       int status = 0;
-      if (waitpid(p->pid_, &status, WNOHANG) == p->pid_) {
-        p->pid_ = -1;
-        ADD_FAILURE() << "vae-server exited before listening (status " << status << "):\n" << p->log();
-        return nullptr;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "vae-server exited before listening (status " << status << "):\n" << log();
+        return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ADD_FAILURE() << "vae-server did not print its address within " << timeout.count() << " s:\n" << p->log();
-    return nullptr;
+    ADD_FAILURE() << "vae-server did not print its address within " << timeout.count() << " s:\n" << log();
+    return false;
   }
 
   ~ServerProcess() {
@@ -95,6 +108,12 @@ class ServerProcess {
   int Stop(int signal, std::chrono::seconds timeout) {
     if (pid_ <= 0) return -1;
     kill(pid_, signal);
+    return Wait(timeout);
+  }
+
+  // Waits up to `timeout` for the process to exit on its own; returns as Stop does.
+  int Wait(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return -1;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     int status = 0;
     while (std::chrono::steady_clock::now() < deadline) {

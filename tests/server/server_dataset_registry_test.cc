@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
@@ -57,9 +59,10 @@ TEST_F(DatasetRegistryTest, NamesThatLeaveDataDirArePermissionDenied) {
       {"..", "dataset '..' contains '..'; expected a path inside --data_dir"},
       {"../outside", "contains '..'"},
       {"digits/../../outside", "contains '..'"},
-      {"escape", "dataset 'escape' resolves to " + fs::canonical(outside_).string() + ", outside --data_dir"},
-      {"escape/", "outside --data_dir"},
-      {"escape/missing", "outside --data_dir"},
+      {"escape", "dataset 'escape': " + (data_ / "escape").string() + " resolves to " +
+                     fs::canonical(outside_).string() + ", outside " + fs::canonical(data_).string()},
+      {"escape/", "outside " + fs::canonical(data_).string()},
+      {"escape/missing", "outside " + fs::canonical(data_).string()},
   };
   for (const auto& [name, message] : cases) {
     SCOPED_TRACE(name);
@@ -86,6 +89,68 @@ TEST_F(DatasetRegistryTest, ImageFilesThatLinkOutOfDataDirArePermissionDenied) {
   EXPECT_EQ(leaked.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(leaked.status().message(), HasSubstr((data_ / "mixed" / "leak.png").string()));
   EXPECT_THAT(leaked.status().message(), HasSubstr("resolves to " + fs::canonical(outside_ / "x0.png").string()));
+}
+
+// A named dataset in MNIST's layout: `train` 28x28 training images (image i filled with value i) and 2 test images.
+void WriteTinyMnist(const fs::path& dir, int train) {
+  fs::create_directories(dir);
+  auto idx = [](const fs::path& path, std::vector<uint32_t> dims, uint8_t first) {
+    std::string bytes = {0, 0, 0x08, static_cast<char>(dims.size())};
+    size_t count = 1;
+    for (uint32_t d : dims) {
+      for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<char>(d >> shift));
+      count *= d;
+    }
+    const size_t per_item = count / dims[0];
+    for (size_t i = 0; i < count; ++i) bytes.push_back(static_cast<char>(first + i / per_item));
+    std::ofstream(path, std::ios::binary) << bytes;
+  };
+  const uint32_t n = static_cast<uint32_t>(train);
+  idx(dir / "train-images-idx3-ubyte", {n, 28, 28}, 0);
+  idx(dir / "train-labels-idx1-ubyte", {n}, 0);
+  idx(dir / "t10k-images-idx3-ubyte", {2, 28, 28}, 100);
+  idx(dir / "t10k-labels-idx1-ubyte", {2}, 0);
+}
+
+// Regression: the folder's resolved path used to be split into parent + "mnist", so a named dataset folder linked to
+// another place inside --data_dir was NOT_FOUND.
+TEST_F(DatasetRegistryTest, ANamedDatasetFolderMayLinkElsewhereInsideDataDir) {
+  WriteTinyMnist(data_ / "store" / "mnist-v1", 4);
+  fs::create_directory_symlink(data_ / "store" / "mnist-v1", data_ / "mnist");
+  DatasetRegistry registry(data_.string());
+  auto split = registry.Load("mnist", TinyOptions(), 0);
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_EQ((*split)->train.size(), 4);
+  EXPECT_EQ((*split)->test.size(), 2);
+  // Training image i is filled with i / 255, test image j with (100 + j) / 255: the files of the linked folder.
+  EXPECT_FLOAT_EQ((*split)->train.images[3].mean().item<float>(), 3.0f / 255.0f);
+  EXPECT_FLOAT_EQ((*split)->test.images[1].mean().item<float>(), 101.0f / 255.0f);
+}
+
+// Regression: idx files were opened wherever their links pointed. Now they follow the image files' rule: a link that
+// stays inside --data_dir is followed, one that leaves is PERMISSION_DENIED, naming the file, before anything is read.
+TEST_F(DatasetRegistryTest, IdxFilesThatLinkOutOfDataDirArePermissionDenied) {
+  WriteTinyMnist(data_ / "mnist", 4);
+  WriteTinyMnist(data_ / "spare", 6);
+  WriteTinyMnist(outside_ / "mnist", 8);
+  const fs::path train_images = data_ / "mnist" / "train-images-idx3-ubyte";
+  const fs::path train_labels = data_ / "mnist" / "train-labels-idx1-ubyte";
+  fs::remove(train_images);
+  fs::remove(train_labels);
+  fs::create_symlink(data_ / "spare" / "train-images-idx3-ubyte", train_images);
+  fs::create_symlink(data_ / "spare" / "train-labels-idx1-ubyte", train_labels);
+  auto inside = DatasetRegistry(data_.string()).Load("mnist", TinyOptions(), 0);
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  EXPECT_EQ((*inside)->train.size(), 6);  // spare's images, through the links
+
+  fs::remove(train_images);
+  fs::create_symlink(outside_ / "mnist" / "train-images-idx3-ubyte", train_images);
+  auto leaked = DatasetRegistry(data_.string()).Load("mnist", TinyOptions(), 0);
+  EXPECT_EQ(leaked.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(leaked.status().message(),
+              HasSubstr(train_images.string() + " resolves to " +
+                        fs::canonical(outside_ / "mnist" / "train-images-idx3-ubyte").string() + ", outside " +
+                        fs::canonical(data_).string()));
 }
 
 TEST_F(DatasetRegistryTest, MissingEmptyAndNonFolderNames) {

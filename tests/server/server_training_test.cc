@@ -1,17 +1,25 @@
-// TrainingManager on real MNIST subsets: events, publication, checkpoints, cancellation, resume, bad requests.
+// TrainingManager on real MNIST subsets: events, publication, checkpoints, cancellation, resume, bad requests, a
+// reader that falls behind; and a Train stream whose client stops reading while the server shuts down.
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
+#include <grpc/grpc.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <limits>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
+#include "server/server.h"
+#include "server/server_core.h"
 #include "server/training_job.h"
 #include "tests/common/test_util.h"
 #include "tests/server/server_test_util.h"
+#include "vae/v1/vae_service.grpc.pb.h"
 
 namespace vae::server {
 namespace {
@@ -170,6 +178,14 @@ TEST_F(TrainingTest, OneJobAtATimeAndCancelStopsWithACheckpoint) {
   ASSERT_TRUE(checkpoint.ok());
   EXPECT_EQ(checkpoint->state.global_step, done.global_step);
   EXPECT_EQ(manager_->Running(), nullptr);
+  // Regression: DONE of a stopped job said "epoch <epochs finished>, step 10/10" (epoch 0 when stopped in the
+  // first). It says where the job stopped: the epoch it was in, and the steps done there.
+  size_t epochs_finished = d.Of(Kind::kEpochEnd).size();
+  for (const auto& e : seen) epochs_finished += e.kind == Kind::kEpochEnd ? 1 : 0;
+  EXPECT_EQ(done.epoch, static_cast<int64_t>(epochs_finished) + 1);
+  EXPECT_EQ(done.step_in_epoch, done.global_step - 10 * static_cast<int64_t>(epochs_finished));
+  EXPECT_LT(done.step_in_epoch, done.steps_per_epoch);
+  EXPECT_EQ(checkpoint->state.step_in_epoch, done.step_in_epoch);
 
   // The slot is free again as soon as DONE was read.
   auto next = manager_->Start(Small(1));
@@ -288,9 +304,112 @@ TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
   EXPECT_EQ(d.status.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(d.status.message(), HasSubstr("server is shutting down"));
   ASSERT_FALSE(d.events.empty());
-  EXPECT_TRUE(d.events.back().cancelled);
+  const TrainEvent& done = d.events.back();
+  EXPECT_TRUE(done.cancelled);
+  EXPECT_THAT(d.status.message(), HasSubstr("stopped at epoch " + std::to_string(done.epoch) + "/100, step " +
+                                            std::to_string(done.step_in_epoch) + "/10"));
+  EXPECT_THAT(d.status.message(), HasSubstr(done.checkpoint_path + " was written: resume it"));
   EXPECT_FALSE(ListCheckpoints(model_dir_.path()).empty());
   EXPECT_EQ(manager_->Start(Small(1)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Regression: a shutdown that came after the job's last step (while its last epoch was evaluated on the 10k test
+// images and checkpointed) reported the finished job as "stopped by the shutdown, resume it".
+TEST_F(TrainingTest, AShutdownAfterTheLastStepLeavesAFinishedJobFinished) {
+  TrainSpec spec = Small(1);
+  spec.log_every_steps = 10;  // one STEP, at the last step: the trainer looks at the cancel flag no more after it
+  auto job = manager_->Start(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<TrainEvent> seen;
+  ASSERT_TRUE(WaitFor(**job, Kind::kStep, &seen));
+  ASSERT_EQ(seen.back().global_step, 10);
+  manager_->Shutdown();  // cancels the job, then waits for its thread
+  const Drained d = Drain(**job);
+  EXPECT_TRUE(d.status.ok()) << d.status;
+  ASSERT_FALSE(d.events.empty());
+  const TrainEvent& done = d.events.back();
+  EXPECT_EQ(done.kind, Kind::kDone);
+  EXPECT_FALSE(done.cancelled);
+  EXPECT_EQ(done.epoch, 1);
+  EXPECT_EQ(done.step_in_epoch, 10);
+  ASSERT_EQ(d.Of(Kind::kEpochEnd).size(), 1u);
+  EXPECT_EQ(slot_.Current()->version.epochs_trained, 1);
+}
+
+// Regression: the queue grew by every event a slow reader had not taken (+17 MB per 60k events). A reader that takes
+// nothing until the job has ended finds one STEP per epoch, merged from that epoch's ten, and every EPOCH_END.
+TEST_F(TrainingTest, AReaderThatFallsBehindGetsMergedStepsAndEveryEpochEnd) {
+  TrainSpec spec = Small(3);
+  spec.log_every_steps = 1;  // 30 STEPs
+  auto job = manager_->Start(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  while (manager_->Running() != nullptr) absl::SleepFor(absl::Milliseconds(10));  // every STEP is queued by then
+  const Drained d = Drain(**job);
+  ASSERT_TRUE(d.status.ok()) << d.status;
+  std::vector<Kind> kinds;
+  for (const auto& e : d.events) kinds.push_back(e.kind);
+  EXPECT_EQ(kinds, std::vector<Kind>({Kind::kStarted, Kind::kStep, Kind::kEpochEnd, Kind::kStep, Kind::kEpochEnd,
+                                      Kind::kStep, Kind::kEpochEnd, Kind::kDone}));
+  const auto steps = d.Of(Kind::kStep), ends = d.Of(Kind::kEpochEnd);
+  ASSERT_EQ(steps.size(), 3u);
+  ASSERT_EQ(ends.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(steps[i].global_step, 10 * static_cast<int64_t>(i + 1));
+    EXPECT_EQ(steps[i].step_in_epoch, 10);
+    EXPECT_EQ(steps[i].mean_steps, 10);
+    // The mean over an epoch's ten equal batches is the epoch's mean: merging weighted each STEP by its steps.
+    EXPECT_NEAR(steps[i].train.loss, ends[i].train.loss, 1e-9 * ends[i].train.loss);
+    EXPECT_NEAR(steps[i].train.recon, ends[i].train.recon, 1e-9 * ends[i].train.recon);
+    EXPECT_NEAR(steps[i].train.kl, ends[i].train.kl, 1e-9 * ends[i].train.kl + 1e-12);
+    EXPECT_GT(steps[i].images_per_sec, 0.0);
+  }
+}
+
+// Regression: a Train stream whose client stopped reading held SIGTERM for the whole grace period -- its writes
+// wait on HTTP/2 flow control, so its last messages and status could never go out -- and was then cut. The drain
+// ends it with UNAVAILABLE once a write has waited kStalledStreamLimit; the client reads that status after the
+// messages it had already received.
+TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavailable) {
+  TempDir model_dir;
+  ServerOptions options;
+  options.port = 0;
+  options.model_dir = model_dir.path();
+  options.data_dir = DataDir();
+  options.device = "cpu";
+  options.threads = 1;  // batch-1 steps are tiny: a second torch thread only adds waiting on a busy machine
+  auto server = VaeServer::Create(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto port = (*server)->Start();
+  ASSERT_TRUE(port.ok()) << port.status();
+  // The client announces a 1 KiB stream window and, reading nothing, never widens it.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::VaeService::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  v1::TrainRequest request;
+  request.set_dataset("mnist");
+  request.set_epochs(1000);
+  request.set_batch_size(1);
+  request.set_max_train_images(3000);
+  request.set_log_every_steps(1);  // 3000 STEP messages an epoch, ~450 KB: far more than the window and gRPC's buffer
+  auto reader = stub->Train(&context, request);
+  v1::TrainProgress progress;
+  ASSERT_TRUE(reader->Read(&progress));
+  EXPECT_EQ(progress.kind(), v1::TrainProgress::STARTED);
+  // Once the first epoch is published, 3000 STEPs were produced and the handler's write is stuck.
+  while ((*server)->core().Current()->version.epochs_trained < 1) absl::SleepFor(absl::Milliseconds(20));
+
+  (*server)->Shutdown(absl::Seconds(30));
+  int messages = 1;
+  while (reader->Read(&progress)) ++messages;
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("shutting down and this stream's client stopped reading"));
+  EXPECT_LT(messages, 3000);  // it did stop reading: the rest was never sent
+  EXPECT_FALSE(ListCheckpoints(model_dir.path()).empty());  // the job was stopped with a checkpoint
 }
 
 }  // namespace
