@@ -1,4 +1,5 @@
-// Real "disk full" conditions for tests: a small tmpfs mounted on a temp folder, and a per-process file size limit.
+// Real "disk full" conditions for tests: a small tmpfs mounted on a temp folder, and a per-process file size limit;
+// and what a folder holds.
 // Torch-free.
 #ifndef VAE_TESTS_COMMON_DISK_LIMITS_H_
 #define VAE_TESTS_COMMON_DISK_LIMITS_H_
@@ -7,16 +8,26 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tests/common/test_util.h"
 
 namespace vae::testing {
+
+// The names of the entries of `dir`, sorted.
+inline std::vector<std::string> FileNames(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 // A tmpfs of `bytes` mounted on a fresh temp folder, unmounted and removed by the destructor. Mounting needs
 // CAP_SYS_ADMIN: Mount returns null with the reason in `why_not` where the kernel refuses (an unprivileged

@@ -26,6 +26,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::vae::testing::DataDir;
+using ::vae::testing::FileNames;
 using ::vae::testing::ServerProcess;
 using ::vae::testing::TmpfsMount;
 
@@ -53,13 +54,6 @@ v1::ModelInfo Info(v1::VaeService::Stub& stub) {
   return info;
 }
 
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   std::string why_not;
   auto disk = TmpfsMount::Mount(3 << 20, &why_not);
@@ -71,7 +65,7 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   auto server = ServerProcess::Start(VAE_SERVER_BINARY, args);
   ASSERT_NE(server, nullptr);
   auto stub = server->NewStub();
-  EXPECT_TRUE(Names(disk->path()).empty());
+  EXPECT_TRUE(FileNames(disk->path()).empty());
 
   // A small model (~26k parameters: a ~0.4 MB checkpoint with the average and Adam's moments) fits the 3 MiB disk.
   VaeOptions small = *Preset("mnist");
@@ -86,7 +80,7 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   const TrainRun first = Train(*stub, request);
   ASSERT_TRUE(first.status.ok()) << first.status.error_message() << "\n" << server->log();
   const std::string ckpt1 = disk->file(CheckpointFileName(1));
-  ASSERT_EQ(Names(disk->path()), std::vector<std::string>{CheckpointFileName(1)});
+  ASSERT_EQ(FileNames(disk->path()), std::vector<std::string>{CheckpointFileName(1)});
   ASSERT_EQ(Info(*stub).version().generation(), 2);
 
   // Leave half a checkpoint's worth of space: the next one cannot fit.
@@ -108,7 +102,7 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
     EXPECT_EQ(info.version().generation(), 2);  // the weights of checkpoint 1 still serve
     EXPECT_EQ(info.checkpoint_path(), ckpt1);
     EXPECT_FALSE(info.training());
-    EXPECT_EQ(Names(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));  // no temp file
+    EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));  // no temp file
   }
 
   std::filesystem::remove(disk->file("filler"));
@@ -126,7 +120,7 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   ASSERT_NE(server, nullptr);
   stub = server->NewStub();
   EXPECT_EQ(Info(*stub).checkpoint_path(), ckpt2);
-  EXPECT_EQ(Names(disk->path()), (std::vector<std::string>{CheckpointFileName(1), CheckpointFileName(2)}));
+  EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), CheckpointFileName(2)}));
 }
 
 }  // namespace

@@ -15,17 +15,11 @@
 namespace vae {
 namespace {
 
+using ::vae::testing::FileNames;
 using ::vae::testing::FileSizeLimit;
 using ::vae::testing::HasCodeAndWords;
 using ::vae::testing::TempDir;
 using ::vae::testing::TmpfsMount;
-
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 void ExpectSameParameters(Vae& a, Vae& b) {
   auto pa = a->named_parameters();
@@ -152,7 +146,7 @@ TEST_F(CheckpointTest, AWriteErrorIsResourceExhaustedNotAnAbortAndKeepsTheOldFil
     status = SaveCheckpoint(path, model_, optimizer_.get(), state_);
   }
   EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kResourceExhausted, {path, "File too large"}));
-  EXPECT_EQ(Names(dir_.path()), std::vector<std::string>{CheckpointFileName(1)});
+  EXPECT_EQ(FileNames(dir_.path()), std::vector<std::string>{CheckpointFileName(1)});
   EXPECT_EQ(LoadCheckpoint(path, torch::kCPU)->state.global_step, 1234);
   // Once the limit is gone the same save works.
   ASSERT_TRUE(SaveCheckpoint(path, model_, optimizer_.get(), state_).ok());
@@ -172,7 +166,7 @@ TEST_F(CheckpointTest, AFullTmpfsIsResourceExhaustedNamingTheFreeSpace) {
   const absl::Status status = SaveCheckpoint(second, model_, optimizer_.get(), state_);
   EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kResourceExhausted,
                               {second, "No space left on device", "bytes free on the filesystem of " + disk->path()}));
-  EXPECT_EQ(Names(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));
+  EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));
   // The temp file was deleted: its space is free again, and a retry fails the same way rather than worse.
   EXPECT_GE(TmpfsMount::Free(first), size / 2 - 4096);
   EXPECT_EQ(SaveCheckpoint(second, model_, optimizer_.get(), state_).code(), absl::StatusCode::kResourceExhausted);
@@ -212,7 +206,7 @@ TEST_F(CheckpointTest, PruningCountsOnlyValidCheckpointsAndDeletesBrokenOnes) {
   EXPECT_TRUE(VerifyCheckpointFile(dir_.file(CheckpointFileName(9))).ok());
   EXPECT_EQ(VerifyCheckpointFile(dir_.file(CheckpointFileName(8))).code(), absl::StatusCode::kDataLoss);
   PruneCheckpoints(dir_.path(), 3);
-  EXPECT_EQ(Names(dir_.path()),
+  EXPECT_EQ(FileNames(dir_.path()),
             (std::vector<std::string>{CheckpointFileName(2), CheckpointFileName(3), CheckpointFileName(9)}));
 }
 
@@ -223,7 +217,7 @@ TEST_F(CheckpointTest, StaleTempFilesAreRemovedAndNothingElse) {
     std::ofstream(dir_.file(name)) << "partial";
   }
   EXPECT_EQ(RemoveStaleTempFiles(dir_.path()), 2);
-  EXPECT_EQ(Names(dir_.path()),
+  EXPECT_EQ(FileNames(dir_.path()),
             (std::vector<std::string>{CheckpointFileName(1), "ckpt-000000000004.vae.bak", "notes.tmp.1.2"}));
   EXPECT_EQ(RemoveStaleTempFiles(dir_.path()), 0);
 }

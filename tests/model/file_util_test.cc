@@ -18,15 +18,10 @@
 namespace vae {
 namespace {
 
+using ::vae::testing::FileNames;
 using ::vae::testing::FileSizeLimit;
 using ::vae::testing::HasCodeAndWords;
 using ::vae::testing::TempDir;
-
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
-  return names;
-}
 
 int64_t OpenFds() {
   return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator());
@@ -45,7 +40,7 @@ TEST(WriteFileAtomicallyTest, FullDiskIsResourceExhaustedAndKeepsTheOldContent) 
   EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kResourceExhausted,
                               {path, "File too large", "after 65536 bytes", "bytes free on the filesystem of"}));
   EXPECT_EQ(*ReadFileToString(path), "old");
-  EXPECT_EQ(Names(dir.path()), std::vector<std::string>{"out.bin"});  // the temp file is gone
+  EXPECT_EQ(FileNames(dir.path()), std::vector<std::string>{"out.bin"});  // the temp file is gone
 }
 
 TEST(WriteFileAtomicallyTest, ABodyThatThrowsLeavesNoTempFileAndNoOpenDescriptor) {
@@ -57,7 +52,7 @@ TEST(WriteFileAtomicallyTest, ABodyThatThrowsLeavesNoTempFileAndNoOpenDescriptor
     throw std::runtime_error("serializer broke");
   });
   EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kInternal, {path, "serializer broke"}));
-  EXPECT_TRUE(Names(dir.path()).empty());
+  EXPECT_TRUE(FileNames(dir.path()).empty());
   EXPECT_EQ(OpenFds(), fds);
 }
 
@@ -81,7 +76,7 @@ TEST(WriteFileAtomicallyTest, AWriterKilledMidWriteLeavesOnlyATempFileThatIsReco
   ASSERT_TRUE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
   EXPECT_EQ(*ReadFileToString(path), "complete");  // the target is never torn
   std::vector<std::string> temps;
-  for (const auto& name : Names(dir.path())) {
+  for (const auto& name : FileNames(dir.path())) {
     if (name != "ckpt-000000000002.vae") temps.push_back(name);
   }
   ASSERT_EQ(temps.size(), 1u);
