@@ -6,8 +6,13 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
+#include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "model/file_util.h"
 #include "model/status_macros.h"
@@ -27,6 +32,42 @@ uint64_t GetLe(const char* p, int bytes) {
   uint64_t v = 0;
   for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
+}
+
+absl::Status Corrupt(const std::string& path, absl::string_view why) {
+  return absl::DataLossError(absl::StrCat("checkpoint ", path, " is corrupt: ", why));
+}
+
+// The torch archive inside a checkpoint file's `bytes`, once magic, end marker, length and CRC-32 check out.
+absl::StatusOr<absl::string_view> Payload(const std::string& path, const std::string& bytes) {
+  if (bytes.size() < sizeof(kMagic) + kTrailerSize) return Corrupt(path, absl::StrCat("only ", bytes.size(), " bytes"));
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return Corrupt(path, "bad magic (not a vae checkpoint)");
+  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
+  if (std::memcmp(trailer + 12, kEndMagic, sizeof(kEndMagic)) != 0) {
+    return Corrupt(path, "no end marker (torn write or truncated)");
+  }
+  const uint64_t length = GetLe(trailer, 8);
+  const uint32_t crc = static_cast<uint32_t>(GetLe(trailer + 8, 4));
+  if (length != bytes.size() - sizeof(kMagic) - kTrailerSize) {
+    return Corrupt(path, absl::StrCat("payload length ", length, " does not match file size ", bytes.size()));
+  }
+  const char* payload = bytes.data() + sizeof(kMagic);
+  const uint32_t actual_crc = Crc32(payload, length);
+  if (actual_crc != crc) return Corrupt(path, absl::StrFormat("CRC-32 %08x, expected %08x", actual_crc, crc));
+  return absl::string_view(payload, length);
+}
+
+// The sequence number of a checkpoint file name "ckpt-<digits>.vae", any number of digits that fits an int64 (the
+// writer pads to 12, and a 13th digit appears after 10^12 - 1); nullopt for any other name.
+std::optional<int64_t> Sequence(absl::string_view name) {
+  constexpr absl::string_view kPrefix = "ckpt-", kSuffix = ".vae";
+  if (!absl::ConsumePrefix(&name, kPrefix) || !absl::ConsumeSuffix(&name, kSuffix)) return std::nullopt;
+  int64_t sequence = 0;
+  if (name.empty() || name.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(name, &sequence)) {
+    return std::nullopt;
+  }
+  return sequence;
 }
 
 }  // namespace
@@ -64,7 +105,12 @@ absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::A
       archive.save_to([&](const void* data, size_t size) -> size_t {
         crc = Crc32(data, size, crc);
         length += size;
-        return sink(data, size) ? size : 0;
+        // Always tell torch the bytes were written. Its zip writer turns a short write into a c10::Error, and throws
+        // it again from ~PyTorchStreamWriter while that first error unwinds the stack: std::terminate, the whole
+        // server aborts (seen on a full disk). A failed write is instead remembered by `sink`, which writes nothing
+        // after it, and reported by WriteFileAtomically once save_to has returned; it also deletes the temp file.
+        sink(data, size);
+        return size;
       });
       std::string trailer;
       PutLe(trailer, length, 8);
@@ -75,28 +121,17 @@ absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::A
     });
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("saving checkpoint ", path, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {  // std::bad_alloc
+    return absl::InternalError(absl::StrCat("saving checkpoint ", path, ": ", e.what()));
   }
 }
 
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::Device& device) {
   VAE_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
-  auto corrupt = [&](const std::string& why) {
-    return absl::DataLossError(absl::StrCat("checkpoint ", path, " is corrupt: ", why));
-  };
-  if (bytes.size() < sizeof(kMagic) + kTrailerSize) return corrupt(absl::StrCat("only ", bytes.size(), " bytes"));
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic (not a vae checkpoint)");
-  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
-  if (std::memcmp(trailer + 12, kEndMagic, sizeof(kEndMagic)) != 0) {
-    return corrupt("no end marker (torn write or truncated)");
-  }
-  const uint64_t length = GetLe(trailer, 8);
-  const uint32_t crc = static_cast<uint32_t>(GetLe(trailer + 8, 4));
-  if (length != bytes.size() - sizeof(kMagic) - kTrailerSize) {
-    return corrupt(absl::StrCat("payload length ", length, " does not match file size ", bytes.size()));
-  }
-  const char* payload = bytes.data() + sizeof(kMagic);
-  const uint32_t actual_crc = Crc32(payload, length);
-  if (actual_crc != crc) return corrupt(absl::StrFormat("CRC-32 %08x, expected %08x", actual_crc, crc));
+  VAE_ASSIGN_OR_RETURN(const absl::string_view verified, Payload(path, bytes));
+  const char* payload = verified.data();
+  const size_t length = verified.size();
+  auto corrupt = [&](const std::string& why) { return Corrupt(path, why); };
 
   Checkpoint ckpt;
   ckpt.path = path;
@@ -150,25 +185,32 @@ std::string NextCheckpointPath(const std::string& dir) {
   int64_t next = 1;
   auto existing = ListCheckpoints(dir);
   if (!existing.empty()) {
-    const std::string name = std::filesystem::path(existing.front()).filename().string();
-    next = std::stoll(name.substr(5, 12)) + 1;
+    const int64_t newest = *Sequence(std::filesystem::path(existing.front()).filename().string());
+    // Saturates instead of overflowing: the newest is then replaced atomically (needs a hand-made file name).
+    next = newest == std::numeric_limits<int64_t>::max() ? newest : newest + 1;
   }
   return (std::filesystem::path(dir) / CheckpointFileName(next)).string();
 }
 
 std::vector<std::string> ListCheckpoints(const std::string& dir) {
   namespace fs = std::filesystem;
-  std::vector<std::string> paths;
+  std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.size() == 21 && name.rfind("ckpt-", 0) == 0 && name.substr(17) == ".vae" &&
-        name.find_first_not_of("0123456789", 5) == 17 && it->is_regular_file()) {
-      paths.push_back(it->path().string());
-    }
+    const auto sequence = Sequence(it->path().filename().string());
+    std::error_code type_ec;
+    if (sequence.has_value() && it->is_regular_file(type_ec)) found.emplace_back(*sequence, it->path().string());
   }
-  std::sort(paths.rbegin(), paths.rend());  // zero-padded sequence: lexicographic == numeric
+  // By number, not by name: 13 digits sort after 12 ("ckpt-1000000000000" < "ckpt-999999999999" as text).
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> paths;
+  for (auto& item : found) paths.push_back(std::move(item.second));
   return paths;
+}
+
+absl::Status VerifyCheckpointFile(const std::string& path) {
+  VAE_ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path));
+  return Payload(path, bytes).status();
 }
 
 absl::StatusOr<Checkpoint> LoadNewestCheckpoint(const std::string& dir, const torch::Device& device) {
@@ -181,11 +223,44 @@ absl::StatusOr<Checkpoint> LoadNewestCheckpoint(const std::string& dir, const to
 }
 
 void PruneCheckpoints(const std::string& dir, int keep) {
-  auto paths = ListCheckpoints(dir);
-  for (size_t i = std::max(keep, 0); i < paths.size(); ++i) {
+  int valid = 0;
+  for (const auto& path : ListCheckpoints(dir)) {
     std::error_code ec;
-    std::filesystem::remove(paths[i], ec);
+    if (valid >= keep) {  // older than the newest `keep` valid ones: no need to read it
+      std::filesystem::remove(path, ec);
+      continue;
+    }
+    const absl::Status status = VerifyCheckpointFile(path);
+    if (status.ok()) {
+      ++valid;
+    } else if (status.code() == absl::StatusCode::kDataLoss) {
+      LOG(WARNING) << "deleting unusable checkpoint: " << status.message();
+      std::filesystem::remove(path, ec);
+    } else {
+      LOG(WARNING) << "pruning: keeping " << path << ", which cannot be checked now: " << status.message();
+    }
   }
+}
+
+int RemoveStaleTempFiles(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (IsAtomicWriteTempFile(it->path().filename().string(), "ckpt-")) stale.push_back(it->path());
+  }
+  int removed = 0;
+  for (const auto& path : stale) {
+    std::error_code remove_ec;
+    if (fs::remove(path, remove_ec)) {
+      LOG(WARNING) << "removed " << path.string() << ", a checkpoint temp file left by a process that was killed "
+                   << "mid-write";
+      ++removed;
+    } else if (remove_ec) {
+      LOG(WARNING) << "cannot remove stale temp file " << path.string() << ": " << remove_ec.message();
+    }
+  }
+  return removed;
 }
 
 }  // namespace vae

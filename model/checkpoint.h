@@ -2,8 +2,10 @@
 // written atomically and carries a CRC-32, so a torn or corrupted file is detected and skipped, never half-loaded.
 //
 // File layout: "VAECKPT1" | torch archive (zip) | payload length (u64 LE) | CRC-32 of the archive (u32 LE) | "VEND".
-// Names are ckpt-<sequence, 12 digits>.vae: each new checkpoint in a folder takes the next sequence number, so the
-// newest sorts last, also across training runs that restart the step count.
+// Names are ckpt-<sequence>.vae, the sequence zero-padded to 12 digits (more once it needs them): each new checkpoint
+// in a folder takes the next sequence number, so the newest has the highest, also across training runs that restart
+// the step count. A process killed mid-write leaves only a temp file ckpt-*.tmp.* (see WriteFileAtomically), never a
+// torn ckpt-*.vae; RemoveStaleTempFiles deletes those at start-up.
 #ifndef VAE_MODEL_CHECKPOINT_H_
 #define VAE_MODEL_CHECKPOINT_H_
 
@@ -43,7 +45,8 @@ struct Checkpoint {
 };
 
 // Writes `model` (the weights to serve), `train_model` and `optimizer` (each when not null) and `state` to `path`
-// atomically. INTERNAL on I/O or torch errors.
+// atomically: on any failure `path` is untouched and no temp file is left. RESOURCE_EXHAUSTED when the disk is full
+// (naming the path and the bytes free there); INTERNAL on other I/O or torch errors. Never throws, never aborts.
 absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer,
                             const TrainState& state, Vae* train_model = nullptr);
 
@@ -54,13 +57,21 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::
 std::string CheckpointFileName(int64_t sequence);
 // dir/ckpt-<one more than the highest sequence in dir>.vae
 std::string NextCheckpointPath(const std::string& dir);
-// Paths of ckpt-*.vae files in `dir`, newest (highest sequence) first. Empty when the folder is missing.
+// Paths of ckpt-<digits>.vae files in `dir` (any number of digits that fits an int64), newest (highest sequence)
+// first. Empty when the folder is missing.
 std::vector<std::string> ListCheckpoints(const std::string& dir);
+// Checks a checkpoint file's framing and CRC-32 without parsing the archive: what a torn, truncated or corrupted file
+// fails. NOT_FOUND when missing, DATA_LOSS when broken, INTERNAL when unreadable.
+absl::Status VerifyCheckpointFile(const std::string& path);
 // The newest checkpoint in `dir` that loads; torn or corrupt ones are skipped with a warning in the log.
 // NOT_FOUND when there is none.
 absl::StatusOr<Checkpoint> LoadNewestCheckpoint(const std::string& dir, const torch::Device& device);
-// Deletes all but the newest `keep` checkpoints in `dir`.
+// Keeps the newest `keep` valid checkpoints in `dir` (VerifyCheckpointFile) and deletes the older ones, and every broken
+// (DATA_LOSS) one on the way: broken files never count towards `keep`. A file that cannot be read now is left alone.
 void PruneCheckpoints(const std::string& dir, int keep);
+// Deletes the checkpoint temp files (ckpt-*.tmp.*) in `dir`, which only a killed writer leaves. Call it only while no
+// checkpoint is being written to `dir` (the server does at start-up; one server per folder). Returns how many.
+int RemoveStaleTempFiles(const std::string& dir);
 
 }  // namespace vae
 

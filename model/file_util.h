@@ -14,11 +14,23 @@
 namespace vae {
 
 // Writes a file so that `path` holds either its old content or the complete new one, never a torn mix:
-// `write_body` streams into a temp file in the same directory (through `sink`, which returns false on an I/O error),
-// which is fsync'ed, renamed over `path`, and the directory fsync'ed. The temp file is removed on failure.
+// `write_body` streams into a temp file `<path>.tmp.<pid>.<random>` in the same directory (through `sink`, which
+// returns false once a write failed; later calls write nothing), which is fsync'ed, renamed over `path`, and the
+// directory fsync'ed. Every write, fsync, close and rename is checked. On any failure, including an exception thrown
+// by `write_body` (returned as INTERNAL, never rethrown), the temp file is closed and deleted, and `path` is
+// untouched. Codes: RESOURCE_EXHAUSTED when the disk or a quota is full or the file is over the size limit (the
+// message names the path and the bytes still free there), INTERNAL for other I/O errors.
 using ByteSink = std::function<bool(const void* data, size_t size)>;
 absl::Status WriteFileAtomically(const std::string& path, const std::function<absl::Status(const ByteSink& sink)>& write_body);
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+
+// True for the name of a temp file WriteFileAtomically creates for the target `<prefix>...`: "<prefix>*.tmp.*".
+// A process killed mid-write leaves one behind; nothing else ever renames or deletes it.
+bool IsAtomicWriteTempFile(absl::string_view file_name, absl::string_view prefix);
+
+// Bytes an unprivileged process may still write on the filesystem holding `path` (statvfs f_bavail * f_frsize);
+// -1 when unknown.
+int64_t FreeBytes(const std::string& path);
 
 // Reads a whole file. NOT_FOUND when missing; FAILED_PRECONDITION when larger than `max_bytes`.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t max_bytes = int64_t{1} << 34);

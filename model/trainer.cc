@@ -53,6 +53,17 @@ absl::Status CheckDataset(const Dataset& data, const VaeOptions& o, const char* 
   return absl::OkStatus();
 }
 
+bool IsFinite(const Metrics& m) { return std::isfinite(m.loss) && std::isfinite(m.recon) && std::isfinite(m.kl); }
+
+// The name of the first parameter of `model` with a NaN or infinite value, or "" when all are finite.
+std::string FirstNonFiniteParameter(Vae& model) {
+  c10::NoGradGuard no_grad;
+  for (const auto& item : model->named_parameters()) {
+    if (!item.value().isfinite().all().item<bool>()) return item.key();
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string ToJson(const TrainOptions& o) {
@@ -108,8 +119,36 @@ absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
   return absl::OkStatus();
 }
 
+absl::Status Trainer::CheckFinite(const Metrics* test) {
+  std::string why;
+  if (test != nullptr && !IsFinite(*test)) {
+    why = absl::StrCat("the test loss is ", test->loss, " (recon ", test->recon, ", KL ", test->kl, ")");
+  }
+  for (Vae* model : {&serving_model(), &model_}) {
+    if (!why.empty()) break;
+    const std::string name = FirstNonFiniteParameter(*model);
+    if (!name.empty()) {
+      why = absl::StrCat("parameter ", name, model == &model_ && ema_ ? " of the optimizer's weights" : "",
+                         " has NaN or infinite values");
+    }
+  }
+  if (why.empty()) return absl::OkStatus();
+  return Diverged(why);
+}
+
+absl::Status Trainer::Diverged(const std::string& why) const {
+  return absl::AbortedError(absl::StrCat(
+      "training diverged at step ", state_.global_step,
+      state_.step_in_epoch == 0 ? absl::StrCat(" (end of epoch ", state_.epochs_done, ")")
+                                : absl::StrCat(" (epoch ", state_.epochs_done + 1, ")"),
+      ": ", why,
+      "; nothing of this epoch was published or checkpointed, the last good weights stay served and on disk; "
+      "retry with a lower learning_rate than ", options_.learning_rate));
+}
+
 absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const Metrics* test) {
   if (options_.checkpoint_dir.empty()) return std::string();
+  VAE_RETURN_IF_ERROR(CheckFinite(test));
   std::error_code ec;
   std::filesystem::create_directories(options_.checkpoint_dir, ec);
   if (ec) {
@@ -120,7 +159,12 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   state_.metrics_json = metrics.dump();
   state_.rng_state = generator_.get_state();
   const std::string path = NextCheckpointPath(options_.checkpoint_dir);
-  VAE_RETURN_IF_ERROR(SaveCheckpoint(path, serving_model(), optimizer_.get(), state_, ema_ ? &model_ : nullptr));
+  const absl::Status saved = SaveCheckpoint(path, serving_model(), optimizer_.get(), state_, ema_ ? &model_ : nullptr);
+  if (!saved.ok()) {
+    return absl::Status(saved.code(), absl::StrCat("checkpoint at step ", state_.global_step, " failed, so its weights "
+                                                   "were not published (the last checkpoint stays served): ",
+                                                   saved.message()));
+  }
   PruneCheckpoints(options_.checkpoint_dir, options_.keep_checkpoints);
   return path;
 }
@@ -209,8 +253,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         epoch_acc.Add(loss, x.size(0));
         window.Add(loss, x.size(0));
         if (!std::isfinite(epoch_acc.loss)) {
-          return absl::InternalError(absl::StrCat("training diverged at step ", state_.global_step,
-                                                  " (loss is not finite); lower the learning rate"));
+          return Diverged(absl::StrCat("the training loss of this step is ", loss.total));
         }
         if (options_.log_every_steps > 0 && state_.global_step % options_.log_every_steps == 0) {
           report(Progress::Kind::kStep, window.Mean(), window.ImagesPerSec());
@@ -230,6 +273,9 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         VAE_ASSIGN_OR_RETURN(last_test, Evaluate(serving_model(), *test, options_.eval_batch_size, state_.seed, device_));
         model_->train();
       }
+      // A loss that is finite before every step does not make the weights after the last step finite (one step of
+      // lr = 10 takes them to inf): check them and the test metrics before anything is checkpointed or published.
+      VAE_RETURN_IF_ERROR(CheckFinite(test != nullptr ? &last_test : nullptr));
       VAE_ASSIGN_OR_RETURN(result.checkpoint_path,
                            WriteCheckpoint(result.last_train, test != nullptr ? &last_test : nullptr));
       result.epoch_images_per_sec.push_back(ips);

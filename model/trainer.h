@@ -67,7 +67,8 @@ struct Progress {
 };
 
 // Called on the training thread. `model` holds the current weights to serve (the average when ema_decay > 0);
-// clone it to keep a snapshot.
+// clone it to keep a snapshot. At kEpochEnd they are fit to publish: every parameter and the test metrics are finite
+// and, when checkpoint_dir is set, they are on disk (checkpoint_path).
 using ProgressCallback = std::function<void(const Progress& progress, const Vae& model)>;
 
 struct TrainResult {
@@ -91,6 +92,9 @@ class Trainer {
   absl::Status Resume(const Checkpoint& checkpoint);
 
   // Trains until options.epochs are done, `cancel` becomes true, or max_steps. `test` may be null.
+  // Errors: ABORTED when training diverges (a non-finite loss, parameter or test metric; nothing of the failing epoch
+  // is reported as kEpochEnd or checkpointed); a checkpoint's write error (RESOURCE_EXHAUSTED when the disk is full);
+  // INVALID_ARGUMENT for the datasets and options; INTERNAL for torch errors.
   absl::StatusOr<TrainResult> Run(const Dataset& train, const Dataset* test,
                                   const ProgressCallback& on_progress = nullptr,
                                   const std::atomic<bool>* cancel = nullptr);
@@ -105,6 +109,9 @@ class Trainer {
 
  private:
   absl::StatusOr<std::string> WriteCheckpoint(const Metrics& train, const Metrics* test);
+  // ABORTED (Diverged) unless every parameter of both models and `test` (when not null) are finite.
+  absl::Status CheckFinite(const Metrics* test);
+  absl::Status Diverged(const std::string& why) const;
 
   Vae model_;
   Vae ema_{nullptr};  // the moving average; null when ema_decay == 0

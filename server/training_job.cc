@@ -169,7 +169,12 @@ TrainingManager::TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std
       datasets_(datasets),
       model_dir_(std::move(model_dir)),
       device_(device),
-      keep_checkpoints_(keep_checkpoints < 1 ? 1 : keep_checkpoints) {}
+      keep_checkpoints_(keep_checkpoints < 1 ? 1 : keep_checkpoints) {
+  // No job runs yet, and the manager is model_dir's only writer: every checkpoint temp file there was left by a
+  // process killed mid-write (kill -9, OOM, power loss) and would hold its disk space forever.
+  const int removed = RemoveStaleTempFiles(model_dir_);
+  if (removed > 0) LOG(WARNING) << "removed " << removed << " stale checkpoint temp file(s) from " << model_dir_;
+}
 
 TrainingManager::~TrainingManager() { Shutdown(); }
 
@@ -340,7 +345,10 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
         job->Push(std::move(e));
         break;
       case Progress::Kind::kEpochEnd: {
-        // Publish a deep copy: the trainer goes on mutating `model`, serving reads only the copy.
+        // The Trainer reports kEpochEnd only for finite weights and test metrics that are already checkpointed (see
+        // ProgressCallback): a diverged epoch or a failed checkpoint ends the job with an error instead, and the
+        // previous generation keeps serving. Publish a deep copy: the trainer goes on mutating `model`, serving
+        // reads only the copy.
         auto snapshot = SnapshotOfModel(model, device_);
         snapshot->version.epochs_trained = p.epoch;
         snapshot->version.global_step = p.global_step;
@@ -371,9 +379,13 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     auto result = trainer.Run(prepared->data->train, &prepared->data->test, on_progress, &job->cancel_);
     status = result.status();
   } catch (const std::exception& e) {
-    status = absl::InternalError(absl::StrCat("train: job ", job->id(), " failed: ", e.what()));
+    status = absl::InternalError(e.what());
   }
-  if (!status.ok()) LOG(ERROR) << "training job " << job->id() << " failed: " << status;
+  if (!status.ok()) {
+    // Same code (ABORTED for divergence, RESOURCE_EXHAUSTED for a full disk, ...), with the job named for the client.
+    status = absl::Status(status.code(), absl::StrCat("train: job ", job->id(), " failed: ", status.message()));
+    LOG(ERROR) << status;
+  }
   prepared.reset();  // free the trainer's model, optimizer state and data reference before the next job
 
   // Free the job slot before the reader sees DONE, so that a client may start its next job as soon as it has read

@@ -9,7 +9,8 @@
 //     STARTED, one STEP and one EPOCH_END per epoch (kMaxEpochs bounds those), and DONE; EPOCH_END and DONE are never
 //     merged or dropped;
 //   - after every epoch writes a checkpoint to model_dir (the Trainer does) and publishes a deep copy of its weights
-//     to the ModelSlot; serving never touches the trainer's module;
+//     to the ModelSlot; serving never touches the trainer's module; an epoch whose weights or test metrics are not
+//     finite, or whose checkpoint cannot be written, is neither published nor kept, and ends the job with an error;
 //   - stops before its next step when cancelled (the RPC's client went away, or server shutdown), writing a
 //     checkpoint of the steps done since the last one; the last published snapshot keeps serving.
 //
@@ -98,7 +99,9 @@ class TrainingJob {
 
   // The job's outcome, once Next returned kEnd: OK when it ran to its end (even if a cancel came after its last
   // step) or was stopped by its client, UNAVAILABLE when server shutdown stopped it before its last step, the
-  // trainer's error otherwise.
+  // trainer's error otherwise ("train: job <id> failed: ..."): ABORTED when training diverged, RESOURCE_EXHAUSTED
+  // when a checkpoint did not fit on the disk. After an error the last published generation keeps serving and the
+  // newest checkpoint on disk is the last good one.
   absl::Status status() const;
 
   // Where the job stands (for FAILED_PRECONDITION messages and GetModelInfo), e.g. "epoch 2/5, step 10/40".
@@ -131,7 +134,8 @@ class TrainingManager {
   static constexpr int64_t kMaxParameters = 300'000'000;
 
   // `slot` and `datasets` are not owned and must outlive the manager. Checkpoints go to `model_dir`, of which
-  // training keeps the newest `keep_checkpoints`.
+  // training keeps the newest `keep_checkpoints` valid ones. The manager must be model_dir's only writer: it deletes
+  // the checkpoint temp files that a killed process left there.
   TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std::string model_dir, c10::Device device,
                   int keep_checkpoints);
   ~TrainingManager();  // Shutdown()

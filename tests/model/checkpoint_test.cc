@@ -3,16 +3,23 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "model/file_util.h"
+#include "tests/common/disk_limits.h"
 #include "tests/common/test_util.h"
+#include "tests/model/status_matchers.h"
 
 namespace vae {
 namespace {
 
+using ::vae::testing::FileNames;
+using ::vae::testing::FileSizeLimit;
+using ::vae::testing::HasCodeAndWords;
 using ::vae::testing::TempDir;
+using ::vae::testing::TmpfsMount;
 
 void ExpectSameParameters(Vae& a, Vae& b) {
   auto pa = a->named_parameters();
@@ -122,9 +129,97 @@ TEST_F(CheckpointTest, NewestValidCheckpointWinsAndCorruptOnesAreSkipped) {
   EXPECT_EQ(ckpt->state.global_step, 10);
 
   PruneCheckpoints(dir_.path(), 1);
-  EXPECT_EQ(ListCheckpoints(dir_.path()).size(), 1u);
+  EXPECT_EQ(ListCheckpoints(dir_.path()), std::vector<std::string>{dir_.file(CheckpointFileName(10))});
   TempDir empty;
   EXPECT_EQ(LoadNewestCheckpoint(empty.path(), torch::kCPU).status().code(), absl::StatusCode::kNotFound);
+}
+
+
+// The torch zip writer used to see the short write, throw, and throw again from its destructor: SIGABRT.
+TEST_F(CheckpointTest, AWriteErrorIsResourceExhaustedNotAnAbortAndKeepsTheOldFile) {
+  const auto path = dir_.file(CheckpointFileName(1));
+  ASSERT_TRUE(SaveCheckpoint(path, model_, nullptr, state_).ok());
+  state_.global_step = 99;
+  absl::Status status;
+  {
+    FileSizeLimit limit(256 << 10);  // the conv checkpoint with Adam's moments is ~3 MB
+    status = SaveCheckpoint(path, model_, optimizer_.get(), state_);
+  }
+  EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kResourceExhausted, {path, "File too large"}));
+  EXPECT_EQ(FileNames(dir_.path()), std::vector<std::string>{CheckpointFileName(1)});
+  EXPECT_EQ(LoadCheckpoint(path, torch::kCPU)->state.global_step, 1234);
+  // Once the limit is gone the same save works.
+  ASSERT_TRUE(SaveCheckpoint(path, model_, optimizer_.get(), state_).ok());
+  EXPECT_EQ(LoadCheckpoint(path, torch::kCPU)->state.global_step, 99);
+}
+
+// The same on a real full filesystem (ENOSPC), with the free space in the message.
+TEST_F(CheckpointTest, AFullTmpfsIsResourceExhaustedNamingTheFreeSpace) {
+  std::string why_not;
+  auto disk = TmpfsMount::Mount(8 << 20, &why_not);
+  if (disk == nullptr) GTEST_SKIP() << why_not;
+  const auto first = disk->file(CheckpointFileName(1));
+  ASSERT_TRUE(SaveCheckpoint(first, model_, optimizer_.get(), state_).ok());
+  const auto size = static_cast<int64_t>(std::filesystem::file_size(first));
+  TmpfsMount::FillUntilFree(disk->file("filler"), size / 2);
+  const auto second = disk->file(CheckpointFileName(2));
+  const absl::Status status = SaveCheckpoint(second, model_, optimizer_.get(), state_);
+  EXPECT_TRUE(HasCodeAndWords(status, absl::StatusCode::kResourceExhausted,
+                              {second, "No space left on device", "bytes free on the filesystem of " + disk->path()}));
+  EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));
+  // The temp file was deleted: its space is free again, and a retry fails the same way rather than worse.
+  EXPECT_GE(TmpfsMount::Free(first), size / 2 - 4096);
+  EXPECT_EQ(SaveCheckpoint(second, model_, optimizer_.get(), state_).code(), absl::StatusCode::kResourceExhausted);
+  std::filesystem::remove(disk->file("filler"));
+  ASSERT_TRUE(SaveCheckpoint(second, model_, optimizer_.get(), state_).ok());
+  EXPECT_TRUE(LoadCheckpoint(second, torch::kCPU).ok());
+}
+
+// Sequence 10^12 needs 13 digits: it used to be ignored, so a restart loaded the epoch before it.
+TEST_F(CheckpointTest, ThirteenDigitSequencesSortAfterTwelveDigitOnes) {
+  state_.global_step = 1;
+  ASSERT_TRUE(SaveCheckpoint(dir_.file(CheckpointFileName(999'999'999'999)), model_, nullptr, state_).ok());
+  EXPECT_EQ(NextCheckpointPath(dir_.path()), dir_.file("ckpt-1000000000000.vae"));
+  state_.global_step = 2;
+  ASSERT_TRUE(SaveCheckpoint(NextCheckpointPath(dir_.path()), model_, nullptr, state_).ok());
+  EXPECT_EQ(ListCheckpoints(dir_.path()),
+            (std::vector<std::string>{dir_.file("ckpt-1000000000000.vae"), dir_.file("ckpt-999999999999.vae")}));
+  EXPECT_EQ(LoadNewestCheckpoint(dir_.path(), torch::kCPU)->state.global_step, 2);
+  EXPECT_EQ(NextCheckpointPath(dir_.path()), dir_.file("ckpt-1000000000001.vae"));
+  // Not checkpoints: no digits, a sign, a sequence past int64.
+  for (const char* name : {"ckpt-.vae", "ckpt-+12.vae", "ckpt-99999999999999999999.vae", "ckpt-000000000003.vae.tmp.1.2"}) {
+    ASSERT_TRUE(WriteFileAtomically(dir_.file(name), "x").ok());
+  }
+  EXPECT_EQ(ListCheckpoints(dir_.path()).size(), 2u);
+}
+
+// Five broken files newer than three valid ones, keep = 3: the three newest valid ones stay (it used to keep one).
+TEST_F(CheckpointTest, PruningCountsOnlyValidCheckpointsAndDeletesBrokenOnes) {
+  for (int64_t seq = 1; seq <= 3; ++seq) {
+    ASSERT_TRUE(SaveCheckpoint(dir_.file(CheckpointFileName(seq)), model_, nullptr, state_).ok());
+  }
+  for (int64_t seq = 4; seq <= 8; ++seq) {
+    std::filesystem::copy_file(dir_.file(CheckpointFileName(1)), dir_.file(CheckpointFileName(seq)));
+    std::filesystem::resize_file(dir_.file(CheckpointFileName(seq)), 5000 * seq);  // torn
+  }
+  ASSERT_TRUE(SaveCheckpoint(NextCheckpointPath(dir_.path()), model_, nullptr, state_).ok());
+  EXPECT_TRUE(VerifyCheckpointFile(dir_.file(CheckpointFileName(9))).ok());
+  EXPECT_EQ(VerifyCheckpointFile(dir_.file(CheckpointFileName(8))).code(), absl::StatusCode::kDataLoss);
+  PruneCheckpoints(dir_.path(), 3);
+  EXPECT_EQ(FileNames(dir_.path()),
+            (std::vector<std::string>{CheckpointFileName(2), CheckpointFileName(3), CheckpointFileName(9)}));
+}
+
+TEST_F(CheckpointTest, StaleTempFilesAreRemovedAndNothingElse) {
+  ASSERT_TRUE(SaveCheckpoint(dir_.file(CheckpointFileName(1)), model_, nullptr, state_).ok());
+  for (const char* name : {"ckpt-000000000002.vae.tmp.4242.17", "ckpt-000000000003.vae.tmp.1.2", "notes.tmp.1.2",
+                           "ckpt-000000000004.vae.bak"}) {
+    std::ofstream(dir_.file(name)) << "partial";
+  }
+  EXPECT_EQ(RemoveStaleTempFiles(dir_.path()), 2);
+  EXPECT_EQ(FileNames(dir_.path()),
+            (std::vector<std::string>{CheckpointFileName(1), "ckpt-000000000004.vae.bak", "notes.tmp.1.2"}));
+  EXPECT_EQ(RemoveStaleTempFiles(dir_.path()), 0);
 }
 
 }  // namespace

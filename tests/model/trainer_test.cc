@@ -3,14 +3,20 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
 #include "model/loss.h"
 #include "model/runtime.h"
 #include "tests/common/test_util.h"
+#include "tests/model/status_matchers.h"
 
 namespace vae {
 namespace {
 
 using ::vae::testing::DataDir;
+using ::vae::testing::HasCodeAndWords;
 using ::vae::testing::TempDir;
 
 // Real MNIST, loaded once for the suite.
@@ -127,6 +133,42 @@ TEST_F(TrainerTest, CancelStopsAtTheNextStepAndKeepsACheckpoint) {
   auto ckpt = LoadNewestCheckpoint(dir.path(), torch::kCPU);
   ASSERT_TRUE(ckpt.ok());
   EXPECT_EQ(ckpt->state.global_step, 10);
+}
+
+// lr = 1 and 10 are inside the documented (0, 10]. With 128 images in one batch of 128 the loss before each step is
+// finite, but a step can take the weights to inf/NaN (here the second: epoch 2's test loss is NaN). Such an epoch used
+// to be checkpointed and reported as kEpochEnd (and so published).
+TEST_F(TrainerTest, ADivergedEpochIsAbortedAndNeitherReportedNorCheckpointed) {
+  for (const double lr : {1.0, 10.0}) {
+    SCOPED_TRACE(lr);
+    TempDir dir;
+    TrainOptions opts;
+    opts.epochs = 5;
+    opts.batch_size = 128;
+    opts.learning_rate = lr;
+    opts.checkpoint_dir = dir.path();
+    int64_t epoch_ends = 0;
+    Trainer trainer(Vae(*Preset("mnist")), opts, torch::kCPU);
+    auto result = trainer.Run(Head(data_->train, 128), &data_->test, [&](const Progress& p, const Vae& model) {
+      if (p.kind != Progress::Kind::kEpochEnd) return;
+      ++epoch_ends;
+      EXPECT_TRUE(std::isfinite(p.test.loss) && std::isfinite(p.test.kl)) << "epoch " << p.epoch;
+      for (const auto& param : model->parameters()) EXPECT_TRUE(param.isfinite().all().item<bool>());
+    });
+    EXPECT_TRUE(HasCodeAndWords(result.status(), absl::StatusCode::kAborted,
+                                {"training diverged at step", "nothing of this epoch was published",
+                                 "retry with a lower learning_rate"}));
+    EXPECT_LT(epoch_ends, opts.epochs);
+    // Only the reported epochs were checkpointed, and each of those checkpoints is finite.
+    const auto checkpoints = ListCheckpoints(dir.path());
+    EXPECT_EQ(static_cast<int64_t>(checkpoints.size()), std::min<int64_t>(epoch_ends, opts.keep_checkpoints));
+    for (const auto& path : checkpoints) {
+      auto ckpt = LoadCheckpoint(path, torch::kCPU);
+      ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+      EXPECT_EQ(ckpt->state.metrics_json.find("null"), std::string::npos) << ckpt->state.metrics_json;  // JSON NaN
+      for (const auto& param : ckpt->model->parameters()) EXPECT_TRUE(param.isfinite().all().item<bool>()) << path;
+    }
+  }
 }
 
 TEST_F(TrainerTest, OutputBiasInitStartsFromTheMeanImage) {

@@ -7,7 +7,9 @@
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "server/server.h"
 #include "server/server_core.h"
 #include "server/training_job.h"
+#include "tests/common/disk_limits.h"
 #include "tests/common/test_util.h"
 #include "tests/server/server_test_util.h"
 #include "vae/v1/vae_service.grpc.pb.h"
@@ -26,6 +29,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::vae::testing::DataDir;
+using ::vae::testing::FileSizeLimit;
 using ::vae::testing::TempDir;
 
 using Kind = TrainEvent::Kind;
@@ -292,6 +296,85 @@ TEST_F(TrainingTest, BadRequestsAreRejectedWithoutChangingAnything) {
   EXPECT_EQ(manager_->Running(), nullptr);
   EXPECT_EQ(slot_.Current()->version.generation, 1);
   EXPECT_TRUE(ListCheckpoints(model_dir_.path()).empty());
+}
+
+bool AllFinite(const Vae& model) {
+  for (const auto& p : model->parameters()) {
+    if (!p.isfinite().all().item<bool>()) return false;
+  }
+  return true;
+}
+
+// lr = 10 (inside the documented (0, 10]) on 128 images in one batch: within a few epochs a step takes the weights to
+// inf/NaN. Such an epoch used to be published (Encode then answered sigma = +Inf) and checkpointed (a restart loaded
+// it).
+TEST_F(TrainingTest, ADivergedJobIsAbortedAndTheLastGoodWeightsStayServedAndOnDisk) {
+  TrainSpec spec = Small(5);
+  spec.learning_rate = 10;
+  spec.batch_size = 128;
+  spec.max_train_images = 128;
+  auto job = manager_->Start(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const Drained d = Drain(**job);
+  EXPECT_EQ(d.status.code(), absl::StatusCode::kAborted) << d.status;
+  EXPECT_THAT(d.status.message(), HasSubstr("train: job " + (*job)->id() + " failed: training diverged"));
+  EXPECT_THAT(d.status.message(), HasSubstr("retry with a lower learning_rate than 10"));
+  const auto ends = d.Of(Kind::kEpochEnd);
+  ASSERT_LT(ends.size(), 5u);
+  for (const auto& e : ends) EXPECT_TRUE(std::isfinite(e.test.loss)) << "epoch " << e.epoch;
+  EXPECT_NE(d.events.back().kind, Kind::kDone);
+  // Generation 1 plus one per finite epoch; the served weights are finite.
+  const auto served = slot_.Current();
+  EXPECT_EQ(served->version.generation, 1 + static_cast<int64_t>(ends.size()));
+  EXPECT_TRUE(AllFinite(served->model));
+  // What a restarted server would serve: the last finite epoch's checkpoint, or none at all.
+  auto restart = LoadNewestCheckpoint(model_dir_.path(), at::kCPU);
+  if (ends.empty()) {
+    EXPECT_EQ(restart.status().code(), absl::StatusCode::kNotFound);
+  } else {
+    ASSERT_TRUE(restart.ok()) << restart.status();
+    EXPECT_EQ(restart->path, ends.back().checkpoint_path);
+    EXPECT_EQ(restart->path, served->checkpoint_path);
+    EXPECT_TRUE(AllFinite(restart->model));
+  }
+  EXPECT_EQ(manager_->Running(), nullptr);
+}
+
+// A checkpoint that cannot be written (here: over the process's file size limit, EFBIG, as ENOSPC on a full disk;
+// tests/integration/integration_disk_test.cc does it on a real full tmpfs) fails the job with RESOURCE_EXHAUSTED
+// before its epoch is published; it used to abort the whole process.
+TEST_F(TrainingTest, ACheckpointThatDoesNotFitFailsTheJobAndPublishesNothing) {
+  Drained d;
+  {
+    FileSizeLimit limit(1 << 20);  // the mnist checkpoint (weights, average, Adam moments) is ~10 MB
+    auto job = manager_->Start(Small(1));
+    ASSERT_TRUE(job.ok()) << job.status();
+    d = Drain(**job);
+  }
+  EXPECT_EQ(d.status.code(), absl::StatusCode::kResourceExhausted) << d.status;
+  EXPECT_THAT(d.status.message(), HasSubstr("checkpoint at step 10 failed, so its weights were not published"));
+  EXPECT_THAT(d.status.message(), HasSubstr(model_dir_.path() + "/ckpt-000000000001.vae: File too large"));
+  EXPECT_TRUE(d.Of(Kind::kEpochEnd).empty());
+  EXPECT_EQ(slot_.Current()->version.generation, 1);
+  EXPECT_TRUE(std::filesystem::is_empty(model_dir_.path()));  // no checkpoint, no temp file
+  // Once there is room the same request works.
+  auto retry = manager_->Start(Small(1));
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(Drain(**retry).status.ok());
+  EXPECT_EQ(slot_.Current()->version.generation, 2);
+  EXPECT_EQ(ListCheckpoints(model_dir_.path()).size(), 1u);
+}
+
+// kill -9 during a checkpoint write leaves ckpt-*.tmp.*; nothing used to delete them.
+TEST_F(TrainingTest, StartUpRemovesCheckpointTempFilesLeftByAKilledProcess) {
+  manager_.reset();
+  for (const char* name : {"ckpt-000000000001.vae.tmp.12.3456", "ckpt-000000000002.vae.tmp.1.2", "keep.txt"}) {
+    std::ofstream(model_dir_.file(name)) << std::string(1000, 'x');
+  }
+  manager_ = std::make_unique<TrainingManager>(&slot_, &datasets_, model_dir_.path(), at::kCPU, 3);
+  EXPECT_TRUE(std::filesystem::exists(model_dir_.file("keep.txt")));
+  EXPECT_FALSE(std::filesystem::exists(model_dir_.file("ckpt-000000000001.vae.tmp.12.3456")));
+  EXPECT_FALSE(std::filesystem::exists(model_dir_.file("ckpt-000000000002.vae.tmp.1.2")));
 }
 
 TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
