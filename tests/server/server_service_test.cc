@@ -13,6 +13,7 @@
 #include "server/server_core.h"
 #include "server/tensor_codec.h"
 #include "server/vae_service_impl.h"
+#include "tests/common/synthetic_mnist.h"
 #include "tests/common/test_util.h"
 #include "tests/server/grpc_probe.h"
 #include "tests/server/server_test_util.h"
@@ -22,18 +23,19 @@ namespace vae::server {
 namespace {
 
 using ::testing::HasSubstr;
-using ::vae::testing::DataDir;
 using ::vae::testing::RandomImages;
+using ::vae::testing::SyntheticDataDir;
 using ::vae::testing::TempDir;
 
 class ServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new TempDir();
+    data_dir_ = new SyntheticDataDir();
     ServerOptions options;
     options.port = 0;
     options.model_dir = model_dir_->path();
-    options.data_dir = DataDir();
+    options.data_dir = data_dir_->path();
     options.device = "cpu";
     options.threads = 2;
     options.max_batch = 512;
@@ -51,6 +53,7 @@ class ServiceTest : public ::testing::Test {
     delete server_;
     delete channel_;
     delete model_dir_;
+    delete data_dir_;
     server_ = nullptr;
   }
   void SetUp() override {
@@ -65,11 +68,13 @@ class ServiceTest : public ::testing::Test {
   static at::Tensor FromProto(const v1::Tensor& t) { return *TensorFromProto(t, "response"); }
 
   static TempDir* model_dir_;
+  static SyntheticDataDir* data_dir_;
   static VaeServer* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   std::unique_ptr<v1::VaeService::Stub> stub_;
 };
 TempDir* ServiceTest::model_dir_ = nullptr;
+SyntheticDataDir* ServiceTest::data_dir_ = nullptr;
 VaeServer* ServiceTest::server_ = nullptr;
 std::shared_ptr<grpc::Channel>* ServiceTest::channel_ = nullptr;
 
