@@ -18,8 +18,10 @@
 #   BUILD_DIR          host build tree holding client/vae-client        default build/ (without it: the image's client)
 #   DATA_DIR           datasets, mounted read-only into the container   default data/
 #   VAE_PORT           host port to publish on 127.0.0.1                 default: a free one
-#   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR   where mmdebstrap gets the base image from
-#                                  default http://deb.debian.org/debian and http://deb.debian.org/debian-security
+#   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR   where mmdebstrap gets the base image from; default: the URIs this
+#                      host's apt already uses for bookworm and bookworm-security (or for the host's own codename:
+#                      one mirror serves every release), read from /etc/apt/sources.list, sources.list.d/*.list and
+#                      deb822 sources.list.d/*.sources (see apt_mirror_for)
 #   VAE_REFRESH_BASE=1 re-create debian:bookworm-slim (security updates) and rebuild without the layer cache
 #   VAE_DOCKER_KEEP_STORAGE  build cache kept in the data-root after the run   default 12GB
 set -euo pipefail
@@ -35,11 +37,54 @@ readonly BASE_IMAGE="debian:bookworm-slim"
 readonly PROJECT="vae-test"  # compose project: container, network and volume names start with it
 readonly COMPOSE_FILE="${ROOT}/docker/docker-compose.yml"
 readonly IMAGE_UID=10001     # the image's user `vae`
-readonly DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-readonly DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 
 log() { echo "docker/test.sh: $*"; }
 die() { echo "docker/test.sh: FAILED: $*" >&2; exit 1; }
+
+# Prints the first URI (without a trailing slash) from which the apt configuration under $2 (default /etc/apt)
+# fetches `deb` packages of suite $1, e.g. `apt_mirror_for bookworm-security`; returns 1 when no enabled source has
+# that suite. Reads sources.list and sources.list.d/*.list (one-line format: `deb [options] URI SUITE COMPONENTS`)
+# and sources.list.d/*.sources (deb822 stanzas: Types, URIs, Suites, Enabled), in apt's order.
+apt_mirror_for() {
+  local suite="$1" etc="${2:-/etc/apt}" file uri
+  for file in "${etc}/sources.list" "${etc}"/sources.list.d/*.list "${etc}"/sources.list.d/*.sources; do
+    [ -f "${file}" ] || continue
+    if [[ "${file}" == *.sources ]]; then
+      uri="$(awk -v want="${suite}" '
+        function has(list, word,   n, i, a) { n = split(list, a, /[ \t]+/); for (i = 1; i <= n; i++) if (a[i] == word) return 1; return 0 }
+        function first(list,   n, i, a) { n = split(list, a, /[ \t]+/); for (i = 1; i <= n; i++) if (a[i] != "") return a[i]; return "" }
+        function stanza_end() {
+          if (has(f["types"], "deb") && tolower(first(f["enabled"])) != "no" && has(f["suites"], want)) {
+            print first(f["uris"]); found = 1; exit  # exit runs END: found keeps it from printing twice
+          }
+          delete f
+        }
+        /^[ \t]*#/ { next }
+        /^[ \t]*$/ { stanza_end(); next }
+        /^[ \t]/ { f[key] = f[key] " " $0; next }  # a continuation line
+        { key = tolower(substr($0, 1, index($0, ":") - 1)); f[key] = substr($0, index($0, ":") + 1) }
+        END { if (!found) stanza_end() }' "${file}")"
+    else
+      uri="$(awk -v want="${suite}" '
+        { sub(/#.*/, ""); gsub(/\[[^]]*\]/, "") }
+        $1 == "deb" && $3 == want { print $2; exit }' "${file}")"
+    fi
+    uri="$(echo "${uri}" | tr -d ' \t')"
+    if [ -n "${uri}" ]; then
+      echo "${uri%/}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The base image's mirrors: the variables, else the host's own apt sources for bookworm, else for the host's own
+# release (a Debian mirror serves every release, so its URI serves bookworm too).
+host_codename="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-$(apt_mirror_for bookworm || apt_mirror_for "${host_codename:-none}" || true)}"
+DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(apt_mirror_for bookworm-security ||
+  apt_mirror_for "${host_codename:-none}-security" || true)}"
+readonly DEBIAN_MIRROR DEBIAN_SECURITY_MIRROR
 
 # --- phase timings -----------------------------------------------------------------------------------------------
 PHASES=()
@@ -220,7 +265,9 @@ if [ "${VAE_REFRESH_BASE:-0}" = 1 ]; then "${DOCKER}" rmi -f "${BASE_IMAGE}" >/d
 if "${DOCKER}" image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then
   log "${BASE_IMAGE}: present ($("${DOCKER}" image inspect -f '{{.Created}}' "${BASE_IMAGE}"))"
 else
-  log "${BASE_IMAGE}: mmdebstrap --variant=minbase bookworm from ${DEBIAN_MIRROR}"
+  [ -n "${DEBIAN_MIRROR}" ] && [ -n "${DEBIAN_SECURITY_MIRROR}" ] ||
+    die "no apt source of this host serves bookworm and bookworm-security: set DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR"
+  log "${BASE_IMAGE}: mmdebstrap --variant=minbase bookworm from ${DEBIAN_MIRROR} and ${DEBIAN_SECURITY_MIRROR}"
   # Like Docker's official slim image: no manuals, docs (but the copyrights) or translations, also in what the
   # Dockerfile installs later (the options are kept in /etc/dpkg/dpkg.cfg.d).
   printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \

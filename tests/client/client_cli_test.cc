@@ -1,4 +1,4 @@
-// The real vae-client binary against a real vae-server (one per suite, trained briefly: see live_server.h).
+// The real vae-client binary against a real vae-server (one per test binary, trained briefly: see live_server.h).
 #include "client/cli.h"
 
 #include <ATen/ATen.h>
@@ -28,6 +28,7 @@
 #include "client/latent_io.h"
 #include "model/dataset.h"
 #include "tests/client/live_server.h"
+#include "tests/common/synthetic_mnist.h"
 
 namespace vae::testing {
 namespace {
@@ -380,13 +381,16 @@ TEST_F(CliTest, DecodeReadsWhatEncodeWrote) {
 }
 
 TEST_F(CliTest, TrainPrintsOneLinePerEpochWhenNotOnATerminal) {
-  auto before = client().GetModelInfo();
+  // A server of its own: training a fresh model replaces what the shared server serves, which other tests check.
+  const auto own = LiveServer::Start();
+  ASSERT_NE(own, nullptr);
+  auto before = own->client->GetModelInfo();
   ASSERT_TRUE(before.ok());
   // A fresh model (no --resume) trains epochs 1 and 2 and publishes two new generations.
   const std::string first = std::to_string(before->version.generation + 1);
   const std::string second = std::to_string(before->version.generation + 2);
   const auto r = RunCli({"train", "--dataset=mnist", "--epochs=2", "--batch_size=100", "--max_train_images=500",
-                         "--lr=0.001", "--seed=3", ServerFlag()});
+                         "--lr=0.001", "--seed=3", "--server=" + own->process->address()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");  // no progress bar without a terminal
   const std::vector<std::string> lines = Lines(r.out);
@@ -398,8 +402,8 @@ TEST_F(CliTest, TrainPrintsOneLinePerEpochWhenNotOnATerminal) {
   EXPECT_THAT(lines[2], ContainsRegex("^epoch 2/2: .* serving version " + second + "$"));
   EXPECT_THAT(lines[3], ContainsRegex("^done: job \\S+ trained to epoch 2 \\(10 steps\\) in [0-9:]+; the server serves "
                                       "version " +
-                                      second + " \\(2 epochs, 10 steps\\), checkpoint " + model_dir_->path()));
-  auto info = client().GetModelInfo();
+                                      second + " \\(2 epochs, 10 steps\\), checkpoint " + own->model_dir.path()));
+  auto info = own->client->GetModelInfo();
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->version.generation, before->version.generation + 2);
   EXPECT_EQ(info->version.global_step, 10);
@@ -446,13 +450,15 @@ CliProcess::Result RunInProcess(const std::vector<std::string>& args) {
 
 TEST(CliOfflineTest, UnreachableServerIsOneLineAndExitCodeOne) {
   TempDir dir;
+  const SyntheticDataDir data;
   const std::string closed = "127.0.0.1:" + std::to_string(ClosedPort());
   const std::string expected = "cannot reach vae-server at " + closed + ": connection refused\n";
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"health"},
                                              {"info"},
                                              {"sample", "--output=" + dir.file("s.png")},
-                                             {"encode", IdxPath(), "--output=" + dir.file("z.json")},
+                                             {"encode", data.path() + "/mnist/t10k-images-idx3-ubyte",
+                                              "--output=" + dir.file("z.json")},
                                              {"train", "--epochs=1"}}) {
     std::vector<std::string> with_server = args;
     with_server.push_back("--server=" + closed);

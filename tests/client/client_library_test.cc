@@ -1,4 +1,4 @@
-// vae::Client against a real vae-server (one per suite, trained briefly: see live_server.h).
+// vae::Client against a real vae-server (one per test binary, trained briefly: see live_server.h).
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <grpcpp/client_context.h>

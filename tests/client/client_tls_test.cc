@@ -57,9 +57,9 @@ echo not a certificate > junk.pem
   }
   static std::string Cert(const std::string& name) { return certs_->file(name); }
 
-  // A fresh mnist server (no training needed to test the transport) with `flags` added.
+  // A fresh mnist server with `flags` added. Testing the transport needs no training, so its --data_dir is empty.
   static std::unique_ptr<ServerProcess> StartServer(const std::vector<std::string>& flags, const TempDir& models) {
-    std::vector<std::string> args = {"--model_dir=" + models.path(), "--data_dir=" + DataDir()};
+    std::vector<std::string> args = {"--model_dir=" + models.path(), "--data_dir=" + models.path()};
     args.insert(args.end(), flags.begin(), flags.end());
     return ServerProcess::Start(VAE_SERVER_BINARY, args);
   }
@@ -149,7 +149,7 @@ TEST_F(TlsTest, BadTlsSettingsAreClearErrors) {
     SCOPED_TRACE(message);
     TempDir models, out;
     std::string command = std::string(VAE_SERVER_BINARY) + " --host=127.0.0.1 --port=0 --model_dir=" + models.path() +
-                          " --data_dir=" + DataDir();
+                          " --data_dir=" + models.path();
     for (const auto& f : flags) command += " " + f;
     command += " > " + out.file("stdout") + " 2> " + out.file("stderr") + " < /dev/null";
     const int status = std::system(command.c_str());

@@ -1,10 +1,10 @@
-// Shared by the tests/client suites: one real vae-server per suite (SetUpTestSuite), trained briefly through the C++
-// client library so that its outputs mean something, and a runner for the real vae-client binary.
+// Shared by the tests/client suites: one real vae-server per test binary, trained briefly through the C++ client
+// library so that its outputs mean something, and a runner for the real vae-client binary.
 //
-// Each suite starts `vae-server --port=0` (tests/integration/server_process.h) with a private --model_dir and
-// --data_dir=$VAE_DATA_DIR, --max_batch=kMaxBatch (small, so that the CLI's request splitting is exercised), trains
-// it for one epoch on the first kTrainImages MNIST images, and kills it in TearDownTestSuite (and, should the test
-// process die, the kernel kills it: PR_SET_PDEATHSIG). Torch is only touched through vae::Client's tensors.
+// The first LiveServerTest suite starts `vae-server --port=0` (tests/integration/server_process.h) with a private
+// --model_dir and --data_dir=$VAE_DATA_DIR, --max_batch=kMaxBatch, and trains it for one epoch on the first
+// kTrainImages MNIST images; the global environment kills it after the last test (and, should the test process die,
+// the kernel kills it: PR_SET_PDEATHSIG). Torch is only touched through vae::Client's tensors.
 #ifndef VAE_TESTS_CLIENT_LIVE_SERVER_H_
 #define VAE_TESTS_CLIENT_LIVE_SERVER_H_
 
@@ -160,26 +160,49 @@ inline CliProcess::Result RunCli(const std::vector<std::string>& args, const std
   return process.Wait();
 }
 
-// The fixture: one trained vae-server per suite, and a vae::Client connected to it.
-class LiveServerTest : public ::testing::Test {
- public:
-  static constexpr int kMaxBatch = 64;       // the server's --max_batch
-  static constexpr int kTrainImages = 2000;  // one epoch of 20 steps of 100 images
-
-  static void SetUpTestSuite() {
+// A vae-server process (--data_dir=$VAE_DATA_DIR, --max_batch=kLiveMaxBatch) with a model folder of its own, and a
+// vae::Client connected to it. Destroying it kills and reaps the server, then removes the folder.
+constexpr int kLiveMaxBatch = 64;  // small, so that the CLI's request splitting is exercised
+struct LiveServer {
+  // Null, with a test failure naming the reason, when the server does not start or cannot be connected to.
+  static std::unique_ptr<LiveServer> Start() {
     const std::string data = DataDir();
-    if (data.empty()) return;
-    model_dir_ = new TempDir();
-    server_ = ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + model_dir_->path(), "--data_dir=" + data,
-                                                       "--max_batch=" + std::to_string(kMaxBatch)})
-                  .release();
-    if (server_ == nullptr) return;
-    auto client = Client::Create(server_->address());
+    if (data.empty()) return nullptr;
+    auto live = std::make_unique<LiveServer>();
+    live->process = ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + live->model_dir.path(),
+                                                             "--data_dir=" + data,
+                                                             "--max_batch=" + std::to_string(kLiveMaxBatch)});
+    if (live->process == nullptr) return nullptr;
+    auto client = Client::Create(live->process->address());
     if (!client.ok()) {
       ADD_FAILURE() << client.status();
-      return;
+      return nullptr;
     }
-    client_ = client->release();
+    live->client = *std::move(client);
+    return live;
+  }
+
+  TempDir model_dir;  // declared first: destroyed after the process that writes into it
+  std::unique_ptr<ServerProcess> process;
+  std::unique_ptr<Client> client;
+};
+
+// The fixture: one trained vae-server shared by every LiveServerTest of the test binary, started by the first such
+// suite and stopped after the last test (LiveServerEnvironment). tests/client/CMakeLists.txt runs the suites that
+// use it in one process (CTest test client.live_server), so the binary starts one server and trains it once; a test
+// that changes what the server serves (trains a fresh model) starts a LiveServer of its own instead.
+class LiveServerTest : public ::testing::Test {
+ public:
+  static constexpr int kMaxBatch = kLiveMaxBatch;  // the server's --max_batch
+  static constexpr int kTrainImages = 2000;        // one epoch of 20 steps of 100 images
+
+  static void SetUpTestSuite() {
+    if (started_) return;  // shared, or failed once already (that failure was reported)
+    started_ = true;
+    shared_ = LiveServer::Start().release();
+    if (shared_ == nullptr) return;
+    server_ = shared_->process.get();
+    model_dir_ = &shared_->model_dir;
     client::TrainOptions options;
     options.dataset = "mnist";
     options.epochs = 1;
@@ -188,38 +211,51 @@ class LiveServerTest : public ::testing::Test {
     options.log_every_steps = 5;
     options.seed = 1;
     train_messages_ = new std::vector<client::TrainProgress>();
-    auto trained = client_->Train(options, [](const client::TrainProgress& p) { train_messages_->push_back(p); });
+    auto trained =
+        shared_->client->Train(options, [](const client::TrainProgress& p) { train_messages_->push_back(p); });
     if (!trained.ok() || trained->cancelled) {
-      ADD_FAILURE() << "training the suite's model failed: " << trained.status() << "\n" << server_->log();
+      ADD_FAILURE() << "training the shared model failed: " << trained.status() << "\n" << server_->log();
+      return;
     }
+    client_ = shared_->client.get();
   }
 
-  static void TearDownTestSuite() {
-    delete client_;
-    client_ = nullptr;
-    delete server_;  // kills and reaps vae-server
-    server_ = nullptr;
-    delete model_dir_;
-    model_dir_ = nullptr;
+  // Called once, after the binary's last test (see LiveServerEnvironment).
+  static void StopSharedServer() {
+    delete shared_;  // kills and reaps vae-server
     delete train_messages_;
+    shared_ = nullptr;
+    server_ = nullptr;
+    client_ = nullptr;
+    model_dir_ = nullptr;
     train_messages_ = nullptr;
   }
 
  protected:
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "the suite's vae-server did not start";
-    ASSERT_NE(client_, nullptr);
+    ASSERT_NE(server_, nullptr) << "the shared vae-server did not start";
+    ASSERT_NE(client_, nullptr) << "the shared vae-server was not trained";
   }
 
   const std::string& address() const { return server_->address(); }
   std::string ServerFlag() const { return "--server=" + server_->address(); }
   Client& client() { return *client_; }
 
-  static inline ServerProcess* server_ = nullptr;
+  static inline bool started_ = false;
+  static inline LiveServer* shared_ = nullptr;
+  static inline ServerProcess* server_ = nullptr;  // parts of *shared_
   static inline Client* client_ = nullptr;
   static inline TempDir* model_dir_ = nullptr;
   static inline std::vector<client::TrainProgress>* train_messages_ = nullptr;
 };
+
+// Stops the shared server after the last test, whichever suite ran last.
+class LiveServerEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override { LiveServerTest::StopSharedServer(); }
+};
+inline ::testing::Environment* const kLiveServerEnvironment =
+    ::testing::AddGlobalTestEnvironment(new LiveServerEnvironment());
 
 }  // namespace vae::testing
 

@@ -20,7 +20,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tests/common/synthetic_mnist.h"
+#include "tests/common/test_util.h"
 #include "tests/model/status_matchers.h"
+
 namespace vae {
 namespace {
 
@@ -28,6 +31,7 @@ namespace fs = std::filesystem;
 constexpr absl::StatusCode kInvalidArgument = absl::StatusCode::kInvalidArgument;
 constexpr absl::StatusCode kNotFound = absl::StatusCode::kNotFound;
 
+using ::vae::testing::DataDir;
 using ::vae::testing::HasCodeAndWords;
 
 // An idx file's bytes: 0x00 0x00 0x08 ndims, big-endian uint32 dims, then `data`.
@@ -51,18 +55,6 @@ void WriteGzip(const fs::path& path, const std::string& bytes) {
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
-}
-
-// The real-data directory. CI always runs scripts/fetch-data.sh first, so a missing VAE_DATA_DIR is a failure of
-// the setup, not a reason to skip.
-std::string RealDataDir() {
-  const char* dir = std::getenv("VAE_DATA_DIR");
-  if (dir == nullptr || *dir == '\0') {
-    ADD_FAILURE() << "VAE_DATA_DIR is not set: run scripts/fetch-data.sh [DIR] and set VAE_DATA_DIR=DIR "
-                     "(ctest sets it to the build's VAE_TEST_DATA_DIR)";
-    return "";
-  }
-  return dir;
 }
 
 class DatasetTest : public ::testing::Test {
@@ -178,11 +170,38 @@ TEST_F(DatasetTest, LoadNamedDatasetRejectsTrainTestShapeMismatch) {
                               {"training images are [1,2,2]", "test images are [1,1,3]"}));
 }
 
+TEST(SyntheticMnistTest, LoadsAsMnistWithTheDocumentedPixels) {
+  // tests/common/synthetic_mnist.h: what the unit tests train on instead of the real MNIST.
+  const vae::testing::SyntheticDataDir dir(/*train=*/30, /*test=*/20);
+  absl::StatusOr<TrainTestSplit> s = LoadNamedDataset(dir.path(), "mnist");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->train.images.sizes(), (std::vector<int64_t>{30, 1, 28, 28}));
+  EXPECT_EQ(s->test.images.sizes(), (std::vector<int64_t>{20, 1, 28, 28}));
+  EXPECT_TRUE(at::equal(s->train.labels, at::arange(30, at::kLong).remainder(10))) << s->train.labels;
+  // Every pixel is background 0, grey edge 128 or ink 255.
+  const at::Tensor bytes = s->train.images.mul(255).round();
+  EXPECT_TRUE(bytes.eq(0).logical_or(bytes.eq(128)).logical_or(bytes.eq(255)).all().item<bool>());
+  // Two 24 x 3 strokes crossing in a 3 x 3 square: 2 * 72 - 9 = 135 pixels inked in each image, of which the two
+  // centre lines, 2 * 24 - 1 = 47, at 255; pixel mean (47 * 255 + 88 * 128) / 255 / 784 = 0.1163.
+  const at::Tensor inked = bytes.gt(0).sum({1, 2, 3});
+  EXPECT_TRUE(at::equal(inked, at::full({30}, 135, at::kLong))) << inked;
+  EXPECT_TRUE(at::equal(bytes.eq(255).sum({1, 2, 3}), at::full({30}, 47, at::kLong)));
+  EXPECT_NEAR(s->train.images.mean().item<double>(), 0.1163, 1e-4);
+  // The label moves the vertical stroke right by 3/2 pixel per step: label 9's is 13 pixels right of label 0's,
+  // more than the shifts (-2..2 each) can close, so their column sums peak in different places.
+  const at::Tensor columns = s->train.images.sum({1, 2});  // [30, 28]
+  EXPECT_GE(columns[9].argmax().item<int64_t>() - columns[0].argmax().item<int64_t>(), 9);
+  // Seeded: a second directory written with the same seed holds the same bytes; another seed moves the strokes.
+  const vae::testing::SyntheticDataDir same(30, 20), other(30, 20, /*seed=*/2);
+  EXPECT_TRUE(at::equal(LoadNamedDataset(same.path(), "mnist")->train.images, s->train.images));
+  EXPECT_FALSE(at::equal(LoadNamedDataset(other.path(), "mnist")->train.images, s->train.images));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Real data (scripts/fetch-data.sh)
 
 TEST(RealDataTest, Mnist) {
-  const std::string dir = RealDataDir();
+  const std::string dir = DataDir();
   if (dir.empty()) return;
   absl::StatusOr<TrainTestSplit> s = LoadNamedDataset(dir, "mnist");
   ASSERT_TRUE(s.ok()) << s.status();
@@ -205,7 +224,7 @@ TEST(RealDataTest, Mnist) {
 }
 
 TEST(RealDataTest, FashionMnist) {
-  const std::string dir = RealDataDir();
+  const std::string dir = DataDir();
   if (dir.empty()) return;
   absl::StatusOr<TrainTestSplit> s = LoadNamedDataset(dir, "fashion-mnist");
   ASSERT_TRUE(s.ok()) << s.status();
@@ -223,7 +242,7 @@ TEST(RealDataTest, FashionMnist) {
 }
 
 TEST(RealDataTest, MaxTrainAndMaxTestKeepTheFirstImages) {
-  const std::string dir = RealDataDir();
+  const std::string dir = DataDir();
   if (dir.empty()) return;
   absl::StatusOr<TrainTestSplit> s = LoadNamedDataset(dir, "mnist", 100, 10);
   ASSERT_TRUE(s.ok()) << s.status();

@@ -11,6 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "server/dataset_registry.h"
+#include "tests/common/synthetic_mnist.h"
 #include "tests/common/test_util.h"
 #include "tests/server/server_test_util.h"
 
@@ -19,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-using ::vae::testing::DataDir;
+using ::vae::testing::SyntheticDataDir;
 using ::vae::testing::TempDir;
 using ::vae::testing::TinyOptions;
 
@@ -190,15 +191,16 @@ TEST_F(DatasetRegistryTest, AnImageFolderIsSplitNinetyTen) {
 }
 
 TEST(DatasetRegistryMnistTest, NamedDatasetsLoadOnceAndMustMatchTheModel) {
-  DatasetRegistry registry(DataDir());
+  const SyntheticDataDir data;
+  DatasetRegistry registry(data.path());
   auto first = registry.Load("mnist", *Preset("mnist"), 0);
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ((*first)->train.size(), 60000);
-  EXPECT_EQ((*first)->test.size(), 10000);
+  EXPECT_EQ((*first)->train.size(), vae::testing::kSyntheticTrainImages);
+  EXPECT_EQ((*first)->test.size(), vae::testing::kSyntheticTestImages);
   auto head = registry.Load("mnist", *Preset("mnist"), 1000);
   ASSERT_TRUE(head.ok());
   EXPECT_EQ((*head)->train.size(), 1000);
-  EXPECT_EQ((*head)->test.size(), 10000);
+  EXPECT_EQ((*head)->test.size(), vae::testing::kSyntheticTestImages);
   // Cached: the second load shares the first one's memory.
   EXPECT_EQ((*head)->train.images.data_ptr(), (*first)->train.images.data_ptr());
   EXPECT_EQ((*head)->test.images.data_ptr(), (*first)->test.images.data_ptr());

@@ -27,6 +27,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::vae::testing::RandomImages;
+using ::vae::testing::SyntheticDataDir;
 using ::vae::testing::TempDir;
 
 class ServiceTest : public ::testing::Test {

@@ -1,5 +1,6 @@
-// TrainingManager on real MNIST subsets: events, publication, checkpoints, cancellation, resume, bad requests, a
-// reader that falls behind; and a Train stream whose client stops reading while the server shuts down.
+// TrainingManager on the synthetic MNIST look-alike (tests/common/synthetic_mnist.h): events, publication,
+// checkpoints, cancellation, resume, bad requests, a reader that falls behind, a full disk, divergence; and a Train
+// stream whose client stops reading while the server shuts down.
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <grpc/grpc.h>
@@ -20,6 +21,7 @@
 #include "server/server_core.h"
 #include "server/training_job.h"
 #include "tests/common/disk_limits.h"
+#include "tests/common/synthetic_mnist.h"
 #include "tests/common/test_util.h"
 #include "tests/server/server_test_util.h"
 #include "vae/v1/vae_service.grpc.pb.h"
@@ -28,8 +30,8 @@ namespace vae::server {
 namespace {
 
 using ::testing::HasSubstr;
-using ::vae::testing::DataDir;
 using ::vae::testing::FileSizeLimit;
+using ::vae::testing::SyntheticDataDir;
 using ::vae::testing::TempDir;
 
 using Kind = TrainEvent::Kind;
@@ -93,7 +95,8 @@ class TrainingTest : public ::testing::Test {
   }
   TempDir model_dir_;
   ModelSlot slot_;
-  DatasetRegistry datasets_{DataDir()};
+  SyntheticDataDir data_dir_;
+  DatasetRegistry datasets_{data_dir_.path()};
   std::unique_ptr<TrainingManager> manager_;
 };
 
@@ -124,7 +127,7 @@ TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
   EXPECT_GT(steps[0].eta_sec, 0.0);
   const auto ends = d.Of(Kind::kEpochEnd);
   ASSERT_EQ(ends.size(), 2u);
-  // An untrained Bernoulli decoder scores ~545 nats on MNIST; 10 Adam steps already cut that.
+  // An untrained Bernoulli decoder (logits ~0) scores ~784 ln 2 = 543 nats on any 28x28 image; 10 Adam steps cut that.
   EXPECT_LT(ends[0].test.loss, 530.0);
   EXPECT_LT(ends[1].test.loss, ends[0].test.loss);
   EXPECT_NEAR(ends[1].test.loss, ends[1].test.recon + ends[1].test.kl, 1e-3);
@@ -455,10 +458,11 @@ TEST_F(TrainingTest, AReaderThatFallsBehindGetsMergedStepsAndEveryEpochEnd) {
 // messages it had already received.
 TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavailable) {
   TempDir model_dir;
+  const SyntheticDataDir data_dir;
   ServerOptions options;
   options.port = 0;
   options.model_dir = model_dir.path();
-  options.data_dir = DataDir();
+  options.data_dir = data_dir.path();
   options.device = "cpu";
   options.threads = 1;  // batch-1 steps are tiny: a second torch thread only adds waiting on a busy machine
   auto server = VaeServer::Create(options);
