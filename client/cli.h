@@ -3,7 +3,7 @@
 //
 //   vae-client [--server=HOST:PORT] [--timeout=30s] COMMAND [ARGS...] [FLAGS...]
 //   commands: health, info, train, encode, decode, sample, reconstruct; `vae-client COMMAND --help` lists a
-//   command's flags (absl flags: their help texts and defaults come from the definitions in cli.cc).
+//   command's flags (absl flags: their help texts and defaults come from the definitions in cli/flags.cc).
 //
 // Output: results (tables, JSON, "wrote FILE" lines, training epochs) on `out`; notes and the live training bar on
 // `err`. Every failure is one line on `err` naming the cause (and the server address when the server is involved)
@@ -35,16 +35,6 @@ std::string DefaultServer();
 // Runs one command line (argv[0] is the program name). Returns the exit code.
 int Run(int argc, char** argv, std::ostream& out, std::ostream& err);
 
-// "1:02:03", "2:03", "0:05"; "?" for negative or non-finite seconds.
-std::string FormatDuration(double seconds);
-
-// The live line of a training step, for a terminal `width` columns wide:
-//   "epoch 2/5 [#######.............] 130/469  loss 123.45  4321 img/s  ETA 1:23"
-std::string FormatProgressBar(const client::TrainProgress& p, int width);
-
-// One line per finished epoch (kEpochEnd):
-//   "epoch 2/5: train loss 123.45 (recon 100.12, kl 23.33), test loss 120.11, 4321 img/s, 12.3 s, serving version 3"
-std::string FormatEpochLine(const client::TrainProgress& p);
 
 }  // namespace vae::cli
 

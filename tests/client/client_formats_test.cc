@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "client/cli.h"
+#include "client/cli/progress.h"
 #include "client/grpc_status.h"
 #include "client/images.h"
 #include "client/latent_io.h"
