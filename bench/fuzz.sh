@@ -4,7 +4,7 @@
 # committed corpus is never changed). Prints one summary line per target; exits non-zero if any target crashed
 # (a sanitizer report, a failed property, a timeout or running out of memory): the input that did it is saved
 # under FUZZ_ARTIFACTS (default FUZZ_BUILD_DIR/artifacts/) and its name is printed.
-#   bash bench/fuzz.sh SECONDS [TARGET...]      (default: every target)
+#   bash bench/fuzz.sh SECONDS [TARGET...]      (default: every target; SECONDS 0: build and replay only)
 # Honours JOBS (build parallelism, default 2) and FUZZ_FLAGS (extra libFuzzer flags).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,12 +45,14 @@ for target in "${TARGETS[@]}"; do
   log="${ARTIFACTS}/${target}.log"
   rc=0
   regressions=("${ROOT}/fuzz/regressions/${target}/"*)
-  if [ -e "${regressions[0]}" ] && ! "${BUILD_DIR}/fuzz/${target}" "${regressions[@]}" >"${log}" 2>&1; then
+  # VAE_FUZZ_TORCH_ARCHIVE: the past checkpoint crashes are inside torch archives (fuzz/fuzz_checkpoint.cc).
+  if [ -e "${regressions[0]}" ] && ! VAE_FUZZ_TORCH_ARCHIVE=1 "${BUILD_DIR}/fuzz/${target}" "${regressions[@]}" >"${log}" 2>&1; then
     echo "fuzz.sh: ${target}: a past crash is back (fuzz/regressions/${target}/); log ${log}" >&2
     grep -E '^Running:|^SUMMARY|FUZZ_CHECK failed|runtime error' "${log}" >&2 || tail -20 "${log}" >&2
     failed=1
     continue
   fi
+  [ "${SECONDS_PER_TARGET}" -eq 0 ] && continue
   # -timeout: one input running 10 s is a hang; -rss_limit_mb: LibTorch + ASan shadow fit well under it.
   # shellcheck disable=SC2086
   "${BUILD_DIR}/fuzz/${target}" -max_total_time="${SECONDS_PER_TARGET}" -timeout=10 -rss_limit_mb=3072 \

@@ -3,11 +3,16 @@
 // framing (magic, trailer, length, CRC). Odd: the data is the payload (the torch archive), wrapped in a valid header,
 // length and CRC-32 here, so the fuzzer gets past the integrity checks into the archive, the options JSON inside it
 // and the weights.
+// Framed inputs reach LibTorch's TorchScript importer, which crashes (SEGV, no exception to catch) on some malformed
+// code records, e.g. in torch::jit::ScriptTypeParser::parseClassConstant: a LibTorch 1.13 bug that LoadCheckpoint
+// cannot turn into a Status (FUZZING.md, "Known limits"). They are fuzzed only with VAE_FUZZ_TORCH_ARCHIVE=1, so that
+// the runs CI makes test this project's code; bench/fuzz.sh sets it to replay fuzz/regressions/.
 // Properties: a rejection is DATA_LOSS; an accepted checkpoint has valid options and a model that runs: encoding one
 // image of its input shape gives mu and log sigma^2 of shape [1, latent_dim].
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "fuzz/fuzz_util.h"
@@ -32,7 +37,9 @@ std::string Framed(const std::string& payload) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static vae::fuzz::ScratchFile file("checkpoint");
-  if (size == 0) return 0;
+  static const bool framed_on = std::getenv("VAE_FUZZ_TORCH_ARCHIVE") != nullptr &&
+                                 std::string(std::getenv("VAE_FUZZ_TORCH_ARCHIVE")) == "1";
+  if (size == 0 || (data[0] % 2 == 1 && !framed_on)) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   const std::string& path = file.Write(data[0] % 2 == 1 ? Framed(rest) : rest);
   absl::StatusOr<vae::Checkpoint> ckpt = vae::LoadCheckpoint(path, torch::kCPU);
