@@ -22,6 +22,9 @@ BUILD_DIR="${FUZZ_BUILD_DIR:-${ROOT}/build-fuzz}"
 ARTIFACTS="${FUZZ_ARTIFACTS:-${BUILD_DIR}/artifacts}"
 JOBS="${JOBS:-2}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${ROOT}}"
+# With -g, ccache hashes the build folder too (for the debug info's working directory): without this a fresh folder
+# or clone would miss every object.
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 
 generator=()
 command -v ninja >/dev/null 2>&1 && [ ! -f "${BUILD_DIR}/Makefile" ] && generator=(-G Ninja)
