@@ -175,6 +175,10 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::
     if (archive.try_read("optimizer", *optimizer)) ckpt.optimizer = optimizer;
   } catch (const c10::Error& e) {
     return corrupt(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    // TorchScript's importer throws torch::jit::ErrorReport (a std::exception, not a c10::Error) for an archive
+    // whose code does not parse, e.g. a renamed entry (fuzz_checkpoint found it).
+    return corrupt(e.what());
   }
   return ckpt;
 }

@@ -233,7 +233,8 @@ absl::StatusOr<IdxArray> ReadPlain(std::FILE* f, uint64_t file_size, const std::
   out.data.resize(header->payload_bytes);
   // The header bytes beyond `header_bytes` that we read ahead are the first payload bytes.
   const size_t ahead = std::min<size_t>(head_n - header->header_bytes, out.data.size());
-  std::memcpy(out.data.data(), head + header->header_bytes, ahead);
+  // A zero dimension leaves `data` empty and data() null: memcpy(nullptr, ..., 0) is undefined (fuzz_idx found it).
+  if (ahead > 0) std::memcpy(out.data.data(), head + header->header_bytes, ahead);
   const size_t rest = ReadFully(f, out.data.data() + ahead, out.data.size() - ahead);
   if (ahead + rest != out.data.size()) {
     // The size checked out, so a short read means the file changed under us or an I/O error.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/status_macros.h"
 
 namespace vae {
 namespace {
@@ -52,6 +53,17 @@ VaeOptions Mlp(std::string name, int64_t c, int64_t h, int64_t w, std::vector<in
   o.architecture = Architecture::kMlp;
   o.likelihood = lik;
   return o;
+}
+
+// A JSON integer into `out`. get<int64_t>() would truncate 2.5 to 2, and converting a double outside int64's range
+// (1e30) is undefined behaviour (fuzz_options_json found it), so any non-integer number is rejected.
+absl::Status GetInt(const nlohmann::json& value, const std::string& field, int64_t* out) {
+  if (!value.is_number_integer()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model options: ", field, " must be an integer, got ", value.dump()));
+  }
+  *out = value.get<int64_t>();
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -150,14 +162,21 @@ absl::StatusOr<VaeOptions> OptionsFromJson(const std::string& text) {
   VaeOptions o;
   try {
     o.preset = j.value("preset", o.preset);
-    o.channels = j.at("channels").get<int64_t>();
-    o.height = j.at("height").get<int64_t>();
-    o.width = j.at("width").get<int64_t>();
-    o.latent_dim = j.at("latent_dim").get<int64_t>();
-    o.hidden = j.at("hidden").get<std::vector<int64_t>>();
+    for (auto [field, out] : {std::pair{"channels", &o.channels}, std::pair{"height", &o.height},
+                              std::pair{"width", &o.width}, std::pair{"latent_dim", &o.latent_dim}}) {
+      VAE_RETURN_IF_ERROR(GetInt(j.at(field), field, out));
+    }
+    if (j.contains("mc_samples")) VAE_RETURN_IF_ERROR(GetInt(j["mc_samples"], "mc_samples", &o.mc_samples));
+    const nlohmann::json& hidden = j.at("hidden");
+    if (!hidden.is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat("model options: hidden must be an array, got ", hidden.dump()));
+    }
+    o.hidden.assign(hidden.size(), 0);
+    for (size_t i = 0; i < hidden.size(); ++i) {
+      VAE_RETURN_IF_ERROR(GetInt(hidden[i], absl::StrCat("hidden[", i, "]"), &o.hidden[i]));
+    }
     o.fixed_sigma = j.value("fixed_sigma", o.fixed_sigma);
     o.beta = j.value("beta", o.beta);
-    o.mc_samples = j.value("mc_samples", o.mc_samples);
     auto act = ParseActivation(j.at("activation").get<std::string>());
     auto arch = ParseArchitecture(j.at("architecture").get<std::string>());
     auto lik = ParseLikelihood(j.at("likelihood").get<std::string>());
