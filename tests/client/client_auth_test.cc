@@ -15,6 +15,7 @@
 
 #include "client/client.h"
 #include "tests/client/live_server.h"
+#include "tests/common/synthetic_mnist.h"
 #include "tests/common/test_util.h"
 #include "tests/integration/server_process.h"
 
@@ -31,13 +32,14 @@ class ClientAuthTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
+    data_ = new vae::testing::SyntheticDataDir();
     std::ofstream(dir_->file("token")) << kToken << "\n";  // as `echo TOKEN > file` writes it
     std::ofstream(dir_->file("readonly-token")) << kReadonlyToken << "\n";
     std::ofstream(dir_->file("wrong-token")) << "full-b7d04e9a1c3e\n";
     std::ofstream(dir_->file("empty-token")) << "";
     setenv("VAE_AUTH_READONLY_TOKEN", kReadonlyToken, 1);  // inherited by the server
     server_ = ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + dir_->file("models"),
-                                                       "--data_dir=" + DataDir(),
+                                                       "--data_dir=" + data_->path(),
                                                        "--auth_token_file=" + dir_->file("token")})
                   .release();
     unsetenv("VAE_AUTH_READONLY_TOKEN");
@@ -47,6 +49,8 @@ class ClientAuthTest : public ::testing::Test {
     server_ = nullptr;
     delete dir_;
     dir_ = nullptr;
+    delete data_;
+    data_ = nullptr;
   }
   void SetUp() override { ASSERT_NE(server_, nullptr); }
 
@@ -70,11 +74,12 @@ class ClientAuthTest : public ::testing::Test {
     options.log_every_steps = 1;
     return options;
   }
-
   static TempDir* dir_;
+  static vae::testing::SyntheticDataDir* data_;
   static ServerProcess* server_;
 };
 TempDir* ClientAuthTest::dir_ = nullptr;
+vae::testing::SyntheticDataDir* ClientAuthTest::data_ = nullptr;
 ServerProcess* ClientAuthTest::server_ = nullptr;
 
 TEST_F(ClientAuthTest, TheFullTokenCallsEverythingIncludingTrain) {

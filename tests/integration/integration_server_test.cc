@@ -474,7 +474,7 @@ TEST_F(IntegrationTest, BadInputNeverCrashesOrChangesState) {
       {"temperature NaN", sample(1, nan), C::INVALID_ARGUMENT, "sample: temperature is nan"},
       {"dataset ..", train([](auto& r) { r.set_dataset("../outside"); }), C::PERMISSION_DENIED, "contains '..'"},
       {"dataset absolute", train([](auto& r) { r.set_dataset("/etc"); }), C::PERMISSION_DENIED, "absolute path"},
-      {"dataset symlink", train([](auto& r) { r.set_dataset("escape"); }), C::PERMISSION_DENIED, "outside --data_dir"},
+      {"dataset symlink", train([](auto& r) { r.set_dataset("escape"); }), C::PERMISSION_DENIED, "(--data_dir)"},
       {"dataset missing", train([](auto& r) { r.set_dataset("celeba"); }), C::NOT_FOUND, "not found"},
       {"dataset not fetched", train([](auto& r) { r.set_dataset("mnist"); }), C::NOT_FOUND, "mnist"},
       {"dataset empty", train([](auto& r) { r.set_dataset(""); }), C::INVALID_ARGUMENT, "dataset is empty"},
@@ -551,17 +551,21 @@ TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
   c10::InferenceMode inference;
   for (const auto& [generation, seen] : answers) {
     SCOPED_TRACE("generation " + std::to_string(generation));
-    // Every answer of one generation is bitwise the same: no request saw a half-updated model.
-    for (const auto& bytes : seen) ASSERT_EQ(bytes, seen.front());
-    // And it is what that generation's weights give in-process.
+    // Every answer of one generation is what that generation's weights give in-process: no request saw a
+    // half-updated model (one epoch moves mu by far more than 1e-5). Not bitwise: a request that shared a batched
+    // model call with others went through BLAS with more rows, whose kernels may round the last bit differently
+    // (server/batcher.h); under load that happens, on a quiet machine rarely.
     Vae model = generation == 1 ? server::NewSeededVae(*Preset("mnist"), 3)
                                 : LoadCheckpoint(checkpoint_of.at(generation), at::kCPU).value().model;
-    v1::Tensor proto;
-    proto.add_shape(4);
-    proto.add_shape(20);
-    proto.set_dtype(v1::DATA_TYPE_FLOAT32);
-    proto.set_data(seen.front());
-    EXPECT_LT(MaxAbsDiff(FromProto(proto), model->encode(x).first), 1e-5);
+    const at::Tensor expected = model->encode(x).first;
+    for (const auto& bytes : seen) {
+      v1::Tensor proto;
+      proto.add_shape(4);
+      proto.add_shape(20);
+      proto.set_dtype(v1::DATA_TYPE_FLOAT32);
+      proto.set_data(bytes);
+      ASSERT_LT(MaxAbsDiff(FromProto(proto), expected), 1e-5);
+    }
   }
   std::cerr << calls.load() << " Encode calls saw " << answers.size() << " generations\n";
 }
