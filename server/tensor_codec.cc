@@ -77,8 +77,10 @@ absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOption
   // small file declaring a huge size (a decompression bomb) would cost its full size in memory.
   auto header = ReadImageHeader(bytes, field);
   if (!header.ok()) return header.status();
-  const int64_t pixels = header->width * header->height;
-  if (pixels > max_pixels) {
+  // A PNG declares each side in 32 bits: their product needs 64 unsigned bits (fuzz_image_decode found the signed
+  // overflow).
+  const uint64_t pixels = static_cast<uint64_t>(header->width) * static_cast<uint64_t>(header->height);
+  if (pixels > static_cast<uint64_t>(max_pixels)) {
     return absl::InvalidArgumentError(absl::StrCat(field, " declares ", header->width, "x", header->height,
                                                    " (WxH) = ", pixels, " pixels, over the limit of ", max_pixels,
                                                    " (--max_image_pixels); send a smaller image"));

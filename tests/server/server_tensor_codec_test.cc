@@ -299,6 +299,19 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
             "images.encoded[0] declares 20000x20000 (WxH) = 400000000 pixels, over the limit of 1048576 "
             "(--max_image_pixels); send a smaller image");
 
+  // A PNG whose sides (32 bits each) multiply past int64: found by fuzz_image_decode as a signed overflow, after which
+  // the negative product passed the limit and the header reached OpenCV. Refused by the limit, with the true product.
+  std::string huge = Png(cv::Mat(2, 2, CV_8UC1, cv::Scalar(0)));
+  const std::string sides("\xfe\x00\x00\x01\xd9\x00\x00\x01", 8);  // width 4261412865, height 3640655873
+  huge.replace(16, 8, sides);                                          // IHDR data starts at byte 16
+  v1::ImageBatch overflow;
+  overflow.add_encoded(huge);
+  overflow.set_resize(true);
+  auto product = ImagesFromProto(overflow, TinyOptions(), 8, kPixels);
+  EXPECT_EQ(product.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(product.status().message(),
+              HasSubstr("declares 4261412865x3640655873 (WxH) = 15514337774240006145 pixels, over the limit"));
+
   // The limit is inclusive, per image, and applies to JPEG too.
   v1::ImageBatch batch;
   batch.set_resize(true);
