@@ -28,7 +28,7 @@ int Batcher::queued() const {
   return static_cast<int>(queue_.size());
 }
 
-int64_t Batcher::QueuedRowsFor(const void* key) const {
+int64_t Batcher::QueuedRowsFor(BatchKey key) const {
   int64_t rows = 0;
   for (const auto& r : queue_) {
     if (r->key == key) rows += r->input.size(0);
@@ -38,7 +38,7 @@ int64_t Batcher::QueuedRowsFor(const void* key) const {
 
 std::vector<std::shared_ptr<Batcher::Request>> Batcher::TakeBatch() {
   std::vector<std::shared_ptr<Request>> batch;
-  const void* key = queue_.front()->key;
+  const BatchKey key = queue_.front()->key;
   int64_t rows = 0;
   for (auto it = queue_.begin(); it != queue_.end();) {
     const int64_t n = (*it)->input.size(0);
@@ -92,7 +92,7 @@ absl::Status Batcher::QueueFullError() const {
                                                    "); retry with backoff"));
 }
 
-void Batcher::AwaitPendingCallers(const void* key, absl::Time deadline) {
+void Batcher::AwaitPendingCallers(BatchKey key, absl::Time deadline) {
   const absl::Time fill_until = std::min(deadline, absl::Now() + options_.max_wait);
   while (pending_.load(std::memory_order_relaxed) > 0 && QueuedRowsFor(key) < options_.max_rows &&
          absl::Now() < fill_until) {
@@ -163,7 +163,7 @@ void Batcher::LeadUntilEmpty() {
   running_ = false;
 }
 
-void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, absl::Time deadline,
+void Batcher::Submit(BatchKey key, const at::Tensor& input, Compute compute, absl::Time deadline,
                      std::function<bool()> cancelled, PendingCall* pending, Done done) {
   auto request = std::make_shared<Request>();
   request->key = key;
@@ -181,7 +181,7 @@ void Batcher::Submit(const void* key, const at::Tensor& input, Compute compute, 
   }
 }
 
-absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(const void* key, const at::Tensor& input, const Compute& compute,
+absl::StatusOr<std::vector<at::Tensor>> Batcher::Run(BatchKey key, const at::Tensor& input, const Compute& compute,
                                                      absl::Time deadline, const std::function<bool()>& cancelled,
                                                      PendingCall* pending) {
   auto request = std::make_shared<Request>();

@@ -38,6 +38,19 @@
 
 namespace vae::server {
 
+struct Snapshot;
+
+// The row-wise operations of the InferenceEngine that can share a model call.
+enum class Operation { kEncode, kDecode, kReconstruct };
+
+// Which requests may share a model call: only those on the same model snapshot doing the same operation. The
+// snapshot is compared by address and never dereferenced here.
+struct BatchKey {
+  const Snapshot* model = nullptr;
+  Operation op = Operation::kEncode;
+  friend bool operator==(const BatchKey& a, const BatchKey& b) { return a.model == b.model && a.op == b.op; }
+};
+
 class Batcher {
  public:
   struct Options {
@@ -82,14 +95,14 @@ class Batcher {
 
   // Runs `compute` on `input` ([n, ...], n <= max_rows), batched with other requests of the same `key`. `compute`
   // must be the same function for every request of a key. Returns the caller's rows of each output.
-  absl::StatusOr<std::vector<at::Tensor>> Run(const void* key, const at::Tensor& input, const Compute& compute,
+  absl::StatusOr<std::vector<at::Tensor>> Run(BatchKey key, const at::Tensor& input, const Compute& compute,
                                               absl::Time deadline, const std::function<bool()>& cancelled = nullptr,
                                               PendingCall* pending = nullptr);
 
   // Run() without blocking on other callers: `done` is called exactly once, either before Submit returns (queue full;
   // or this thread led and ran the batch holding the request) or on the thread of the leader that runs it. `input`
   // and whatever `compute` and `cancelled` refer to must stay valid until then; `compute` is kept by value.
-  void Submit(const void* key, const at::Tensor& input, Compute compute, absl::Time deadline,
+  void Submit(BatchKey key, const at::Tensor& input, Compute compute, absl::Time deadline,
               std::function<bool()> cancelled, PendingCall* pending, Done done);
 
   // True on a thread while it runs a batch's model call (inside a Compute called by the batcher).
@@ -102,7 +115,7 @@ class Batcher {
 
  private:
   struct Request {
-    const void* key;
+    BatchKey key;
     at::Tensor input;
     const Compute* compute;
     bool taken = false;  // in a batch being run: its input is in use until done
@@ -119,11 +132,11 @@ class Batcher {
 
   // Takes the head's batch off the queue. Requires mu_.
   std::vector<std::shared_ptr<Request>> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int64_t QueuedRowsFor(const void* key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t QueuedRowsFor(BatchKey key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED for a request that finds the queue full.
   absl::Status QueueFullError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: waits (bounded by max_wait and `deadline`) while callers are on their way to the queue.
-  void AwaitPendingCallers(const void* key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AwaitPendingCallers(BatchKey key, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `request` (releasing `pending`) and, when no batch is running, leads until the queue is empty.
   // RESOURCE_EXHAUSTED, with nothing queued, when the queue is full. Requires mu_.
   absl::Status Enqueue(const std::shared_ptr<Request>& request, PendingCall* pending)

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "model/loss.h"
 #include "model/status_macros.h"
 
@@ -69,6 +70,24 @@ bool UseMlpPath(const Snapshot& model, const at::Tensor& rows) {
   return model.mlp != nullptr && rows.size(0) < InferenceEngine::kParallelRows && rows.device().is_cpu();
 }
 
+// A non-owning handle on a snapshot that the caller keeps alive (the blocking wrappers).
+std::shared_ptr<const Snapshot> Unowned(const Snapshot& model) {
+  return std::shared_ptr<const Snapshot>(std::shared_ptr<const Snapshot>(), &model);
+}
+
+// Runs an async call and waits for its answer.
+template <typename Result, typename Start>
+absl::StatusOr<Result> Wait(Start start) {
+  absl::StatusOr<Result> result;
+  absl::Notification answered;
+  start([&](absl::StatusOr<Result> r) {
+    result = std::move(r);
+    answered.Notify();
+  });
+  answered.WaitForNotification();
+  return result;
+}
+
 uint64_t RandomSeed() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -85,33 +104,30 @@ InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads, Batchi
   }
 }
 
-absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunAlone(const Batcher::Compute& compute,
-                                                                  const at::Tensor& rows) {
-  try {
-    return compute(rows);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(e.what_without_backtrace());
+CallContext InferenceEngine::Arrive(std::function<bool()> cancelled) const {
+  CallContext call;
+  call.cancelled = std::move(cancelled);
+  if (batcher_ != nullptr) call.pending_ = std::make_unique<Batcher::PendingCall>(batcher_.get());
+  return call;
+}
+
+Batcher::Stats InferenceEngine::batch_stats() const { return batcher_ != nullptr ? batcher_->stats() : Batcher::Stats{}; }
+
+void InferenceEngine::RunRows(Operation op, const Snapshot& model, const at::Tensor& rows, Batcher::Compute compute,
+                              absl::Time deadline, CallContext call, bool batchable,
+                              Batcher::Done done) const {
+  if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) {
+    absl::StatusOr<std::vector<at::Tensor>> out;
+    try {
+      out = compute(rows);
+    } catch (const c10::Error& e) {
+      out = absl::InternalError(e.what_without_backtrace());
+    }
+    return done(std::move(out));
   }
-}
-
-const void* InferenceEngine::BatchKey(const Snapshot& model, int op) {
   // One key per (snapshot, operation): only calls on the same weights doing the same thing share a model call.
-  return reinterpret_cast<const char*>(&model) + op;
-}
-
-absl::StatusOr<std::vector<at::Tensor>> InferenceEngine::RunRows(const Snapshot& model, int op, const at::Tensor& rows,
-                                                                 const Batcher::Compute& compute, absl::Time deadline,
-                                                                 const CallContext& call, bool batchable) const {
-  if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) return RunAlone(compute, rows);
-  return batcher_->Run(BatchKey(model, op), rows, compute, deadline, call.cancelled, call.pending);
-}
-
-void InferenceEngine::RunRowsAsync(const Snapshot& model, int op, const at::Tensor& rows, Batcher::Compute compute,
-                                   absl::Time deadline, const CallContext& call, bool batchable,
-                                   Batcher::Done done) const {
-  if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) return done(RunAlone(compute, rows));
-  batcher_->Submit(BatchKey(model, op), rows, std::move(compute), deadline, call.cancelled, call.pending,
-                   std::move(done));
+  batcher_->Submit(BatchKey{&model, op}, rows, std::move(compute), deadline, std::move(call.cancelled),
+                   call.pending_.get(), std::move(done));
 }
 
 int InferenceEngine::ThreadsFor(const Snapshot& model, int64_t rows) const {
@@ -144,7 +160,8 @@ absl::Status InferenceEngine::CheckBatch(int64_t n, const char* op, const char* 
   return absl::OkStatus();
 }
 
-absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const {
+absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
+                                          const char* op) const {
   const auto& o = model.options;
   const std::string expected = absl::StrCat("[N,", o.channels, ",", o.height, ",", o.width, "]");
   if (!images.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": images is not set"));
@@ -158,56 +175,11 @@ absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tenso
         absl::StrCat(op, ": images.shape ", ShapeString(s), " does not match model input ", expected));
   }
   VAE_RETURN_IF_ERROR(CheckBatch(s[0], op, "images"));
-  return CheckValues(images, op, "images", 0.0, 1.0);
+  VAE_RETURN_IF_ERROR(CheckValues(images, op, "images", 0.0, 1.0));
+  return CheckDeadline(deadline, op);
 }
 
-absl::StatusOr<Batcher::Compute> InferenceEngine::EncodePlan(const Snapshot& model, const at::Tensor& images,
-                                                             absl::Time deadline,
-                                                             std::shared_ptr<const Snapshot> keep) const {
-  VAE_RETURN_IF_ERROR(CheckImages(model, images, "encode"));
-  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "encode"));
-  return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
-    const int64_t n = rows.size(0);
-    LimitThreads(ThreadsFor(*m, n));
-    if (UseMlpPath(*m, rows)) {
-      const at::Tensor x = rows.contiguous();
-      at::Tensor mu = at::empty({n, m->options.latent_dim}, at::kFloat);
-      at::Tensor sigma = at::empty({n, m->options.latent_dim}, at::kFloat);
-      m->mlp->Encode(x.data_ptr<float>(), n, mu.data_ptr<float>(), sigma.data_ptr<float>());
-      return {mu, sigma};
-    }
-    Vae vae = m->model;  // a handle to the shared, read-only module
-    auto [mu, logvar] = vae->encode(rows.to(m->device));
-    return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
-  });
-}
-
-absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
-                                                     absl::Time deadline, const CallContext& call) const {
-  c10::InferenceMode guard;
-  LimitThreads();
-  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, EncodePlan(model, images, deadline, nullptr));
-  auto out = RunRows(model, 0, images, compute, deadline, call);
-  if (!out.ok()) return Prefixed(out.status(), "encode");
-  return EncodeResult{(*out)[0], (*out)[1]};
-}
-
-void InferenceEngine::EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
-                                  const CallContext& call, Callback<EncodeResult> done) const {
-  c10::InferenceMode guard;
-  LimitThreads();
-  auto compute = EncodePlan(*model, images, deadline, model);
-  if (!compute.ok()) return done(compute.status());
-  RunRowsAsync(*model, 0, images, std::move(*compute), deadline, call, /*batchable=*/true,
-               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
-                 if (!out.ok()) return done(Prefixed(out.status(), "encode"));
-                 done(EncodeResult{(*out)[0], (*out)[1]});
-               });
-}
-
-absl::StatusOr<Batcher::Compute> InferenceEngine::DecodePlan(const Snapshot& model, const at::Tensor& z,
-                                                             absl::Time deadline,
-                                                             std::shared_ptr<const Snapshot> keep) const {
+absl::Status InferenceEngine::CheckCodes(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const {
   const int64_t j = model.options.latent_dim;
   if (!z.defined()) return absl::InvalidArgumentError("decode: z is not set");
   if (z.scalar_type() != at::kFloat) {
@@ -220,43 +192,124 @@ absl::StatusOr<Batcher::Compute> InferenceEngine::DecodePlan(const Snapshot& mod
   }
   VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
   VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
-  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "decode"));
-  return Batcher::Compute([this, m = &model, keep](const at::Tensor& rows) -> std::vector<at::Tensor> {
+  return CheckDeadline(deadline, "decode");
+}
+
+Batcher::Compute InferenceEngine::EncodeRows(std::shared_ptr<const Snapshot> keep) const {
+  return [this, keep = std::move(keep)](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    const Snapshot& m = *keep;
     const int64_t n = rows.size(0);
-    LimitThreads(ThreadsFor(*m, n));
-    if (UseMlpPath(*m, rows)) {
+    LimitThreads(ThreadsFor(m, n));
+    if (UseMlpPath(m, rows)) {
+      const at::Tensor x = rows.contiguous();
+      at::Tensor mu = at::empty({n, m.options.latent_dim}, at::kFloat);
+      at::Tensor sigma = at::empty({n, m.options.latent_dim}, at::kFloat);
+      m.mlp->Encode(x.data_ptr<float>(), n, mu.data_ptr<float>(), sigma.data_ptr<float>());
+      return {mu, sigma};
+    }
+    Vae vae = m.model;  // a handle to the shared, read-only module
+    auto [mu, logvar] = vae->encode(rows.to(m.device));
+    return {ToCpu(mu), ToCpu(at::exp(0.5 * logvar))};
+  };
+}
+
+Batcher::Compute InferenceEngine::DecodeRows(std::shared_ptr<const Snapshot> keep) const {
+  return [this, keep = std::move(keep)](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    const Snapshot& m = *keep;
+    const int64_t n = rows.size(0);
+    LimitThreads(ThreadsFor(m, n));
+    if (UseMlpPath(m, rows)) {
       const at::Tensor z = rows.contiguous();
-      const auto& o = m->options;
+      const auto& o = m.options;
       at::Tensor images = at::empty({n, o.channels, o.height, o.width}, at::kFloat);
-      m->mlp->DecodeMean(z.data_ptr<float>(), n, images.data_ptr<float>());
+      m.mlp->DecodeMean(z.data_ptr<float>(), n, images.data_ptr<float>());
       return {images};
     }
-    Vae vae = m->model;
-    return {ToCpu(vae->mean_image(vae->decode(rows.to(m->device))))};
+    Vae vae = m.model;
+    return {ToCpu(vae->mean_image(vae->decode(rows.to(m.device))))};
+  };
+}
+
+Batcher::Compute InferenceEngine::ReconstructRows(std::shared_ptr<const Snapshot> keep, bool sample_z,
+                                                  uint64_t seed) const {
+  return [this, keep = std::move(keep), sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
+    const Snapshot& m = *keep;
+    LimitThreads(ThreadsFor(m, rows.size(0)));
+    Vae vae = m.model;
+    const at::Tensor x = rows.to(m.device);
+    auto [mu, logvar] = vae->encode(x);
+    at::Tensor z = mu;
+    if (sample_z) {
+      // z = mu + sigma * eps with sigma = exp(0.5 * log sigma^2).
+      z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
+    }
+    const DecoderOutput decoded = vae->decode(z);
+    return {ToCpu(vae->mean_image(decoded)), ToCpu(ReconstructionNll(m.options, decoded, x)),
+            ToCpu(KlDivergence(mu, logvar))};
+  };
+}
+
+void InferenceEngine::EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
+                                  CallContext call, Callback<EncodeResult> done) const {
+  c10::InferenceMode guard;
+  LimitThreads();
+  if (absl::Status bad = CheckImages(*model, images, deadline, "encode"); !bad.ok()) return done(bad);
+  const Snapshot& m = *model;
+  RunRows(Operation::kEncode, m, images, EncodeRows(std::move(model)), deadline, std::move(call), /*batchable=*/true,
+          [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+            if (!out.ok()) return done(Prefixed(out.status(), "encode"));
+            done(EncodeResult{(*out)[0], (*out)[1]});
+          });
+}
+
+absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
+                                                     absl::Time deadline) const {
+  return Wait<EncodeResult>([&](Callback<EncodeResult> done) {
+    EncodeAsync(Unowned(model), images, deadline, {}, std::move(done));
   });
 }
 
-absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
-                                                     absl::Time deadline, const CallContext& call) const {
+void InferenceEngine::DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,
+                                  CallContext call, Callback<DecodeResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
-  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, DecodePlan(model, z, deadline, nullptr));
-  auto out = RunRows(model, 1, z, compute, deadline, call);
-  if (!out.ok()) return Prefixed(out.status(), "decode");
-  return DecodeResult{(*out)[0]};
+  if (absl::Status bad = CheckCodes(*model, z, deadline); !bad.ok()) return done(bad);
+  const Snapshot& m = *model;
+  RunRows(Operation::kDecode, m, z, DecodeRows(std::move(model)), deadline, std::move(call), /*batchable=*/true,
+          [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+            if (!out.ok()) return done(Prefixed(out.status(), "decode"));
+            done(DecodeResult{(*out)[0]});
+          });
 }
 
-void InferenceEngine::DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,
-                                  const CallContext& call, Callback<DecodeResult> done) const {
+absl::StatusOr<DecodeResult> InferenceEngine::Decode(const Snapshot& model, const at::Tensor& z,
+                                                     absl::Time deadline) const {
+  return Wait<DecodeResult>(
+      [&](Callback<DecodeResult> done) { DecodeAsync(Unowned(model), z, deadline, {}, std::move(done)); });
+}
+
+void InferenceEngine::ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z,
+                                       uint64_t seed, absl::Time deadline, CallContext call,
+                                       Callback<ReconstructResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
-  auto compute = DecodePlan(*model, z, deadline, model);
-  if (!compute.ok()) return done(compute.status());
-  RunRowsAsync(*model, 1, z, std::move(*compute), deadline, call, /*batchable=*/true,
-               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
-                 if (!out.ok()) return done(Prefixed(out.status(), "decode"));
-                 done(DecodeResult{(*out)[0]});
-               });
+  if (absl::Status bad = CheckImages(*model, images, deadline, "reconstruct"); !bad.ok()) return done(bad);
+  const Snapshot& m = *model;
+  // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
+  RunRows(Operation::kReconstruct, m, images, ReconstructRows(std::move(model), sample_z, seed), deadline,
+          std::move(call), /*batchable=*/!sample_z,
+          [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
+            if (!out.ok()) return done(Prefixed(out.status(), "reconstruct"));
+            done(ReconstructResult{(*out)[0], (*out)[1], (*out)[2]});
+          });
+}
+
+absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& model, const at::Tensor& images,
+                                                               bool sample_z, uint64_t seed,
+                                                               absl::Time deadline) const {
+  return Wait<ReconstructResult>([&](Callback<ReconstructResult> done) {
+    ReconstructAsync(Unowned(model), images, sample_z, seed, deadline, {}, std::move(done));
+  });
 }
 
 absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
@@ -286,54 +339,6 @@ absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int6
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("sample: ", e.what_without_backtrace()));
   }
-}
-
-absl::StatusOr<Batcher::Compute> InferenceEngine::ReconstructPlan(const Snapshot& model, const at::Tensor& images,
-                                                                  bool sample_z, uint64_t seed, absl::Time deadline,
-                                                                  std::shared_ptr<const Snapshot> keep) const {
-  VAE_RETURN_IF_ERROR(CheckImages(model, images, "reconstruct"));
-  VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "reconstruct"));
-  return Batcher::Compute(
-      [this, m = &model, keep, sample_z, seed](const at::Tensor& rows) -> std::vector<at::Tensor> {
-        LimitThreads(ThreadsFor(*m, rows.size(0)));
-        Vae vae = m->model;
-        const at::Tensor x = rows.to(m->device);
-        auto [mu, logvar] = vae->encode(x);
-        at::Tensor z = mu;
-        if (sample_z) {
-          // z = mu + sigma * eps with sigma = exp(0.5 * log sigma^2).
-          z = mu + at::exp(0.5 * logvar) * SampleStandardNormal(mu.sizes(), mu.options(), MakeGenerator(seed));
-        }
-        const DecoderOutput decoded = vae->decode(z);
-        return {ToCpu(vae->mean_image(decoded)), ToCpu(ReconstructionNll(m->options, decoded, x)),
-                ToCpu(KlDivergence(mu, logvar))};
-      });
-}
-
-absl::StatusOr<ReconstructResult> InferenceEngine::Reconstruct(const Snapshot& model, const at::Tensor& images,
-                                                               bool sample_z, uint64_t seed, absl::Time deadline,
-                                                               const CallContext& call) const {
-  c10::InferenceMode guard;
-  LimitThreads();
-  VAE_ASSIGN_OR_RETURN(const Batcher::Compute compute, ReconstructPlan(model, images, sample_z, seed, deadline, nullptr));
-  // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
-  auto out = RunRows(model, 2, images, compute, deadline, call, /*batchable=*/!sample_z);
-  if (!out.ok()) return Prefixed(out.status(), "reconstruct");
-  return ReconstructResult{(*out)[0], (*out)[1], (*out)[2]};
-}
-
-void InferenceEngine::ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z,
-                                       uint64_t seed, absl::Time deadline, const CallContext& call,
-                                       Callback<ReconstructResult> done) const {
-  c10::InferenceMode guard;
-  LimitThreads();
-  auto compute = ReconstructPlan(*model, images, sample_z, seed, deadline, model);
-  if (!compute.ok()) return done(compute.status());
-  RunRowsAsync(*model, 2, images, std::move(*compute), deadline, call, /*batchable=*/!sample_z,
-               [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
-                 if (!out.ok()) return done(Prefixed(out.status(), "reconstruct"));
-                 done(ReconstructResult{(*out)[0], (*out)[1], (*out)[2]});
-               });
 }
 
 }  // namespace vae::server

@@ -1,7 +1,8 @@
 // InferenceEngine: Encode, Decode, Sample and Reconstruct on a published Snapshot, tensors in and out. The single
-// entry point of all inference, and so where the dynamic batcher (server/batcher.h: concurrent calls on the same
-// snapshot coalesced into one model call) sits. Blocking calls for in-process users and tests; *Async calls for the
-// gRPC service's callback handlers.
+// entry point of all inference. Each batchable operation has one path, an *Async call (what the gRPC service's
+// callback handlers use), and a blocking wrapper of it for in-process callers. The dynamic batcher
+// (server/batcher.h: concurrent calls on the same snapshot and Operation coalesced into one model call) is private to
+// the engine: callers only mark a request's arrival (Arrive) and read batch_stats().
 //
 // Validation lives here: every input is checked against the snapshot's model (rank, shape, batch size, finite values
 // in range, latent size) before the model runs, and a bad input returns INVALID_ARGUMENT naming the field, the
@@ -58,10 +59,17 @@ struct BatchingOptions {
   // Requests of at least kDirectRows rows are a batch already: they run on their own thread at once, never queued.
 };
 
-// Per-call extras from the transport: cancellation of a queued request, and the batcher's pending mark.
-struct CallContext {
-  std::function<bool()> cancelled;             // true once the caller has gone away
-  Batcher::PendingCall* pending = nullptr;     // released once the request is queued
+// A request on its way into the engine, made by the transport (InferenceEngine::Arrive) as soon as the request
+// arrives, before its bytes are decoded: while it is on its way, a batch leader waits (up to max_wait) for it to join.
+// The mark is dropped once the request is queued, or when this is destroyed. Move-only.
+class CallContext {
+ public:
+  CallContext() = default;
+  std::function<bool()> cancelled;  // true once the caller has gone away: a queued request then is not run
+
+ private:
+  friend class InferenceEngine;
+  std::unique_ptr<Batcher::PendingCall> pending_;
 };
 
 class InferenceEngine {
@@ -86,67 +94,61 @@ class InferenceEngine {
   // 1079/s with 1. Set per calling thread; the training job keeps the process-wide --threads.
   InferenceEngine(int64_t max_batch, int intra_op_threads = 1, BatchingOptions batching = {});
 
+  // One async call per operation, then a blocking wrapper of it for in-process callers (warm-up, tests, benchmarks).
+  // `done` gets the result exactly once: on this thread before the call returns when the request runs alone (batching
+  // off, a sampled z, an invalid input, a full queue, or this thread led the batch), else on the thread of the
+  // caller that runs its batch. A request queued behind a running batch holds no thread. The call keeps `model`
+  // alive until `done`; `images`/`z` (possibly a view of the request bytes) must stay valid until then. Calls whose
+  // `deadline` has passed return DEADLINE_EXCEEDED without running the model.
+
   // images: float32 [N, C, H, W] (C, H, W = the model's input shape), 1 <= N <= max_batch, finite, in [0, 1], any
-  // device. Calls whose `deadline` has passed return DEADLINE_EXCEEDED without running the model.
-  absl::StatusOr<EncodeResult> Encode(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
-                                      const CallContext& call = {}) const;
+  // device.
+  void EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
+                   CallContext call, Callback<EncodeResult> done) const;
+  absl::StatusOr<EncodeResult> Encode(const Snapshot& model, const at::Tensor& images, absl::Time deadline) const;
 
   // z: float32 [N, J], 1 <= N <= max_batch, finite.
-  absl::StatusOr<DecodeResult> Decode(const Snapshot& model, const at::Tensor& z, absl::Time deadline,
-                                      const CallContext& call = {}) const;
+  void DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline, CallContext call,
+                   Callback<DecodeResult> done) const;
+  absl::StatusOr<DecodeResult> Decode(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const;
+
+  // Encodes, decodes z = mu (sample_z false) or one z ~ q(z|x) drawn with `seed` (sample_z true), and scores each
+  // image's reconstruction and KL terms. Same input rules as Encode. A sampled z is never batched.
+  void ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z, uint64_t seed,
+                        absl::Time deadline, CallContext call, Callback<ReconstructResult> done) const;
+  absl::StatusOr<ReconstructResult> Reconstruct(const Snapshot& model, const at::Tensor& images, bool sample_z,
+                                                uint64_t seed, absl::Time deadline) const;
 
   // Draws z = temperature * eps, eps ~ N(0, I) from a CPU generator seeded with `seed` (a random seed when unset),
-  // and decodes it. 1 <= count <= max_batch; temperature in (0, kMaxTemperature].
+  // and decodes it. 1 <= count <= max_batch; temperature in (0, kMaxTemperature]. Never batched (its own generator),
+  // so blocking only.
   absl::StatusOr<SampleResult> Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
                                       double temperature, absl::Time deadline) const;
 
-  // Encodes, decodes z = mu (sample_z false) or one z ~ q(z|x) drawn with `seed` (sample_z true), and scores each
-  // image's reconstruction and KL terms. Same input rules as Encode.
-  absl::StatusOr<ReconstructResult> Reconstruct(const Snapshot& model, const at::Tensor& images, bool sample_z,
-                                                uint64_t seed, absl::Time deadline,
-                                                const CallContext& call = {}) const;
-
-  // The same three calls for callback-API handlers: `done` gets exactly what the blocking call would return, exactly
-  // once — on this thread before the call returns when the request runs alone (batching off, a sampled z, an invalid
-  // input, a full queue, or this thread led the batch), else on the thread of the caller that runs its batch. A
-  // request queued behind a running batch holds no thread. The call keeps `model` alive until `done`; `images`/`z`
-  // (possibly a view of the request bytes) and whatever `call` refers to must stay valid until then.
-  void EncodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, absl::Time deadline,
-                   const CallContext& call, Callback<EncodeResult> done) const;
-  void DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,
-                   const CallContext& call, Callback<DecodeResult> done) const;
-  void ReconstructAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& images, bool sample_z, uint64_t seed,
-                        absl::Time deadline, const CallContext& call, Callback<ReconstructResult> done) const;
+  // Marks a request as on its way in (see CallContext); `cancelled` may be null.
+  CallContext Arrive(std::function<bool()> cancelled) const;
 
   int64_t max_batch() const { return max_batch_; }
   int intra_op_threads() const { return intra_op_threads_; }
-  // Null when batching is off.
-  Batcher* batcher() const { return batcher_.get(); }
+  // What the batcher has done so far; all zero when batching is off.
+  Batcher::Stats batch_stats() const;
 
  private:
   // Torch threads for a model call of `rows` rows.
   int ThreadsFor(const Snapshot& model, int64_t rows) const;
   // Limits the calling thread's torch ops to `threads` (default intra_op_threads_).
   void LimitThreads(int threads = 0) const;
-  // Validate the input and return the row-wise model call. `keep` (may be null) is held by the call, so that an
-  // async request keeps its snapshot alive.
-  absl::StatusOr<Batcher::Compute> EncodePlan(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
-                                              std::shared_ptr<const Snapshot> keep) const;
-  absl::StatusOr<Batcher::Compute> DecodePlan(const Snapshot& model, const at::Tensor& z, absl::Time deadline,
-                                              std::shared_ptr<const Snapshot> keep) const;
-  absl::StatusOr<Batcher::Compute> ReconstructPlan(const Snapshot& model, const at::Tensor& images, bool sample_z,
-                                                   uint64_t seed, absl::Time deadline,
-                                                   std::shared_ptr<const Snapshot> keep) const;
-  static absl::StatusOr<std::vector<at::Tensor>> RunAlone(const Batcher::Compute& compute, const at::Tensor& rows);
-  static const void* BatchKey(const Snapshot& model, int op);
-  // Runs `compute` through the batcher (when on, `batchable` and under kDirectRows rows) or directly. `op` tells the
-  // operations apart in the batch key.
-  absl::StatusOr<std::vector<at::Tensor>> RunRows(const Snapshot& model, int op, const at::Tensor& rows,
-                                                  const Batcher::Compute& compute, absl::Time deadline,
-                                                  const CallContext& call, bool batchable = true) const;
-  void RunRowsAsync(const Snapshot& model, int op, const at::Tensor& rows, Batcher::Compute compute,
-                    absl::Time deadline, const CallContext& call, bool batchable, Batcher::Done done) const;
-  absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, const char* op) const;
+  // The row-wise model call of each operation. `keep` holds the snapshot for as long as the call may run.
+  Batcher::Compute EncodeRows(std::shared_ptr<const Snapshot> keep) const;
+  Batcher::Compute DecodeRows(std::shared_ptr<const Snapshot> keep) const;
+  Batcher::Compute ReconstructRows(std::shared_ptr<const Snapshot> keep, bool sample_z, uint64_t seed) const;
+  // Runs validated `rows` through the batcher (when on, `batchable` and under kDirectRows rows) or at once on this
+  // thread, and hands `done` the outputs.
+  void RunRows(Operation op, const Snapshot& model, const at::Tensor& rows, Batcher::Compute compute,
+               absl::Time deadline, CallContext call, bool batchable, Batcher::Done done) const;
+  // The input rules of every operation: INVALID_ARGUMENT naming the field, or DEADLINE_EXCEEDED.
+  absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, absl::Time deadline, const char* op) const;
+  absl::Status CheckCodes(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const;
   absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;
 
   int64_t max_batch_;

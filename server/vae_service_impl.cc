@@ -22,12 +22,10 @@ absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   return absl::FromChrono(deadline);
 }
 
-// A queued inference request gives up once its caller has gone (client cancel, disconnect, deadline).
-CallContext CallOf(const grpc::ServerContextBase& context, Batcher::PendingCall* pending) {
-  CallContext call;
-  call.cancelled = [&context] { return context.IsCancelled(); };
-  call.pending = pending;
-  return call;
+// Marks an inference request as arriving; once queued it gives up when its caller has gone (client cancel,
+// disconnect, deadline).
+CallContext Arrive(const grpc::ServerContextBase& context, const ServerCore& core) {
+  return core.inference().Arrive([&context] { return context.IsCancelled(); });
 }
 
 void SetVersion(const ModelVersion& version, v1::ModelVersion* out) {
@@ -356,7 +354,7 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
 
 void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                                  v1::EncodeResponse* response, FinishFn finish) {
-  Batcher::PendingCall pending(core_->inference().batcher());
+  CallContext call = Arrive(context, *core_);
   auto model = core_->Current();
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
@@ -366,7 +364,7 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
     return finish(status);
   }
   core_->inference().EncodeAsync(
-      model, *images, DeadlineOf(context), CallOf(context, &pending),
+      model, *images, DeadlineOf(context), std::move(call),
       [finish = std::move(finish), model, response](absl::StatusOr<EncodeResult> result) {
         if (!result.ok()) return finish(result.status());
         TensorToProto(result->mu, response->mutable_mu());
@@ -378,7 +376,7 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
 
 void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
                                  v1::DecodeResponse* response, FinishFn finish) {
-  Batcher::PendingCall pending(core_->inference().batcher());
+  CallContext call = Arrive(context, *core_);
   auto model = core_->Current();
   auto z = TensorFromProto(request.z(), "z");
   if (!z.ok()) return finish(z.status());
@@ -390,7 +388,7 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
     return finish(status);
   }
   core_->inference().DecodeAsync(
-      model, *z, DeadlineOf(context), CallOf(context, &pending),
+      model, *z, DeadlineOf(context), std::move(call),
       [finish = std::move(finish), model, response, format](absl::StatusOr<DecodeResult> result) {
         if (!result.ok()) return finish(result.status());
         if (auto status = WriteImages(result->images, format, response); !status.ok()) return finish(status);
@@ -421,7 +419,7 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
 
 void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
                                       v1::ReconstructResponse* response, FinishFn finish) {
-  Batcher::PendingCall pending(core_->inference().batcher());
+  CallContext call = Arrive(context, *core_);
   auto model = core_->Current();
   if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
@@ -434,7 +432,7 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
     return finish(status);
   }
   core_->inference().ReconstructAsync(
-      model, *images, request.sample_z(), request.seed(), DeadlineOf(context), CallOf(context, &pending),
+      model, *images, request.sample_z(), request.seed(), DeadlineOf(context), std::move(call),
       [finish = std::move(finish), model, response, format](absl::StatusOr<ReconstructResult> result) {
         if (!result.ok()) return finish(result.status());
         if (auto status = WriteImages(result->images, format, response); !status.ok()) return finish(status);

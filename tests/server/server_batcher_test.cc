@@ -20,7 +20,7 @@ namespace {
 using ::vae::testing::RandomImages;
 using ::vae::testing::TinySnapshot;
 
-const void* const kKey = reinterpret_cast<const void*>(0x1);
+const BatchKey kKey{nullptr, Operation::kEncode};
 
 // A compute whose first call blocks until released, so that later callers queue up behind it.
 struct GatedCompute {
@@ -192,7 +192,7 @@ TEST(BatcherTest, BatchesNeverExceedMaxRowsAndKeysDoNotMix) {
   GatedCompute gate;
   std::thread leader([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({1, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
   gate.entered.WaitForNotification();
-  const void* other_key = reinterpret_cast<const void*>(0x2);
+  const BatchKey other_key{nullptr, Operation::kDecode};
   std::vector<std::thread> followers;
   for (int i = 0; i < 4; ++i) {  // 4 x 6 rows with kKey, max 10 per batch -> one request per batch
     followers.emplace_back([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({6, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
@@ -301,7 +301,7 @@ TEST(BatchedInferenceTest, ConcurrentCallsMatchUnbatchedResults) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(checked.load(), kThreads * kCalls);
-  const auto stats = batched.batcher()->stats();
+  const auto stats = batched.batch_stats();
   EXPECT_EQ(stats.requests, 3 * kThreads * kCalls);
   EXPECT_LE(stats.batches, stats.requests);
 }
@@ -358,7 +358,7 @@ TEST(BatchedInferenceTest, AsyncCallsMatchUnbatchedResults) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(checked.load(), kThreads * kCalls);
-  EXPECT_EQ(batched.batcher()->stats().requests, 3 * kThreads * kCalls);
+  EXPECT_EQ(batched.batch_stats().requests, 3 * kThreads * kCalls);
   // Invalid input is answered on the calling thread, before the call returns, with the blocking call's message.
   bool answered = false;
   batched.EncodeAsync(snapshot, at::full({1, 1, 2, 2}, 2.0f), absl::InfiniteFuture(), {},
@@ -367,6 +367,29 @@ TEST(BatchedInferenceTest, AsyncCallsMatchUnbatchedResults) {
                         EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
                       });
   EXPECT_TRUE(answered);
+}
+
+// The transport marks a request on arrival (InferenceEngine::Arrive), before it has decoded its bytes: a leader that
+// starts meanwhile waits for it, and the two run as one model call of 1 + 2 rows.
+TEST(BatchedInferenceTest, ALeaderWaitsForARequestMarkedOnArrival) {
+  const auto snapshot = TinySnapshot(11);
+  InferenceEngine batched(1024, 1, BatchingOptions{true, /*max_wait=*/absl::Seconds(5), 256, 1});
+  CallContext arriving = batched.Arrive(nullptr);
+  absl::Notification answered;
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // "decoding its request"
+    batched.EncodeAsync(snapshot, RandomImages(2, 2), absl::InfiniteFuture(), std::move(arriving),
+                        [&](absl::StatusOr<EncodeResult> r) {
+                          EXPECT_TRUE(r.ok()) << r.status();
+                          answered.Notify();
+                        });
+  });
+  ASSERT_TRUE(batched.Encode(*snapshot, RandomImages(1, 1), absl::InfiniteFuture()).ok());
+  late.join();
+  answered.WaitForNotification();
+  const auto stats = batched.batch_stats();
+  EXPECT_EQ(stats.batches, 1);  // without the arrival mark the leader would have run its 1 row alone
+  EXPECT_EQ(stats.max_batch_rows, 3);
 }
 
 }  // namespace
