@@ -40,6 +40,7 @@
 #include "model/dataset.h"
 #include "model/loss.h"
 #include "model/runtime.h"
+#include "model/train_defaults.h"
 #include "model/trainer.h"
 #include "server/inference.h"
 #include "server/model_slot.h"
@@ -64,10 +65,10 @@
 ABSL_FLAG(std::string, data_dir, "data", "folder filled by scripts/fetch-data.sh");
 ABSL_FLAG(std::string, dataset, "mnist", "mnist or fashion-mnist");
 ABSL_FLAG(std::string, preset, "mnist", "model preset");
-ABSL_FLAG(int64_t, epochs, 10, "training epochs");
-ABSL_FLAG(int64_t, batch_size, 128, "training batch size");
-ABSL_FLAG(double, lr, 1e-3, "Adam learning rate");
-ABSL_FLAG(uint64_t, seed, 1, "training seed");
+ABSL_FLAG(int64_t, epochs, 10, "training epochs (the benchmark's run, not a job's default)");
+ABSL_FLAG(int64_t, batch_size, vae::kDefaultBatchSize, "training batch size");
+ABSL_FLAG(double, lr, vae::kDefaultLearningRate, "Adam learning rate");
+ABSL_FLAG(uint64_t, seed, vae::kDefaultTrainSeed, "training seed");
 ABSL_FLAG(int32_t, threads, 2, "torch intra-op threads");
 ABSL_FLAG(int64_t, max_train, -1, "use only the first N training images (-1: all)");
 ABSL_FLAG(int64_t, iw_k, 0, "importance samples for the IW-NLL estimate (0: skip)");

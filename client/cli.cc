@@ -36,6 +36,7 @@
 #include "client/images.h"
 #include "client/latent_io.h"
 #include "model/file_util.h"
+#include "model/train_defaults.h"
 #include "model/status_macros.h"
 
 // The commands of vae-client (client/cli.h). Flags and help:
@@ -551,7 +552,7 @@ int Cli::Train() {
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.learning_rate = absl::GetFlag(FLAGS_lr);
-  options.seed = absl::GetFlag(FLAGS_seed).value_or(1);
+  options.seed = absl::GetFlag(FLAGS_seed).value_or(kDefaultTrainSeed);
   options.resume = absl::GetFlag(FLAGS_resume);
   options.preset = absl::GetFlag(FLAGS_preset);
   options.options_json = absl::GetFlag(FLAGS_options_json);
@@ -560,22 +561,16 @@ int Cli::Train() {
   options.binarize = absl::GetFlag(FLAGS_binarize);
   if (options.dataset.empty())
     return Usage("--dataset is required");
-  if (options.epochs < 1)
-    return Usage(absl::StrCat("--epochs=", options.epochs, ": expected >= 1"));
-  if (options.batch_size < 1)
-    return Usage(
-        absl::StrCat("--batch_size=", options.batch_size, ": expected >= 1"));
-  if (!(options.learning_rate > 0))
-    return Usage(
-        absl::StrCat("--lr=", options.learning_rate, ": expected > 0"));
-  if (options.max_train_images < 0) {
-    return Usage(absl::StrCat("--max_train_images=", options.max_train_images,
-                              ": expected >= 0"));
-  }
-  if (options.log_every_steps < 1) {
-    return Usage(absl::StrCat("--log_every_steps=", options.log_every_steps,
-                              ": expected >= 1"));
-  }
+  // The wire reads 0 as "the server's default": a 0 typed here must be refused, not silently replaced. These are
+  // the server's own ranges (model/train_defaults.h), checked before connecting; the rest the server checks.
+  if (!IsValidEpochs(options.epochs))
+    return Usage(absl::StrCat("--epochs=", options.epochs, ": expected 1 to ", kMaxEpochs));
+  if (!IsValidBatchSize(options.batch_size))
+    return Usage(absl::StrCat("--batch_size=", options.batch_size, ": expected 1 to ", kMaxBatchSize));
+  if (!IsValidLearningRate(options.learning_rate))
+    return Usage(absl::StrCat("--lr=", options.learning_rate, ": expected a value in (0, ", kMaxLearningRate, "]"));
+  if (!IsValidLogEverySteps(options.log_every_steps))
+    return Usage(absl::StrCat("--log_every_steps=", options.log_every_steps, ": expected >= 1"));
 
   // Before the first gRPC call, so that gRPC's threads inherit the blocked
   // mask.

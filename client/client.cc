@@ -1,6 +1,5 @@
 #include "client/client.h"
 
-#include <c10/util/Exception.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
@@ -15,91 +14,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
+#include "client/proto_mapping.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "model/file_util.h"
 #include "model/status_macros.h"
-#include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "vae.v1.Tensor carries little-endian bytes; this client copies them as they are");
 
 namespace vae::client {
-namespace {
-
-ModelVersion FromProto(const v1::ModelVersion& v) {
-  return ModelVersion{v.generation(), v.epochs_trained(), v.global_step()};
-}
-
-Metrics FromProto(const v1::Metrics& m) { return Metrics{m.loss(), m.recon(), m.kl()}; }
-
-// The tensor as a vae.v1.Tensor (TensorToProto: uint8 stays uint8, everything else becomes float32).
-absl::Status ToProto(const at::Tensor& tensor, const char* field, v1::Tensor* proto) {
-  if (!tensor.defined()) return absl::InvalidArgumentError(absl::StrCat(field, ": the tensor is undefined"));
-  try {
-    TensorToProto(tensor, proto);
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": cannot convert the tensor: ", e.what_without_backtrace()));
-  }
-  return absl::OkStatus();
-}
-
-// A CPU tensor holding a copy of `proto`'s bytes. INTERNAL when the server sent something inconsistent (the codec's
-// INVALID_ARGUMENT is about a request; here the fault is the server's).
-absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& proto, const char* field) {
-  auto tensor = TensorFromProto(proto, field);
-  if (!tensor.ok()) return absl::InternalError(absl::StrCat("response ", tensor.status().message()));
-  return tensor;
-}
-
-absl::Status ToProto(const ImageInput& images, v1::ImageBatch* proto) {
-  const bool has_tensor = images.tensor.defined();
-  if (has_tensor == !images.encoded.empty()) {
-    return absl::InvalidArgumentError("images: set exactly one of tensor and encoded");
-  }
-  if (has_tensor) return ToProto(images.tensor, "images.tensor", proto->mutable_tensor());
-  for (const std::string& file : images.encoded) proto->add_encoded(file);
-  proto->set_resize(images.resize);
-  return absl::OkStatus();
-}
-
-TrainProgress FromProto(const v1::TrainProgress& p) {
-  TrainProgress out;
-  switch (p.kind()) {
-    case v1::TrainProgress::STARTED:
-      out.kind = TrainProgress::Kind::kStarted;
-      break;
-    case v1::TrainProgress::STEP:
-      out.kind = TrainProgress::Kind::kStep;
-      break;
-    case v1::TrainProgress::EPOCH_END:
-      out.kind = TrainProgress::Kind::kEpochEnd;
-      break;
-    case v1::TrainProgress::DONE:
-      out.kind = TrainProgress::Kind::kDone;
-      break;
-    default:
-      out.kind = TrainProgress::Kind::kUnspecified;
-  }
-  out.job_id = p.job_id();
-  out.dataset = p.dataset();
-  out.epoch = p.epoch();
-  out.epochs = p.epochs();
-  out.step_in_epoch = p.step_in_epoch();
-  out.steps_per_epoch = p.steps_per_epoch();
-  out.global_step = p.global_step();
-  out.train = FromProto(p.train());
-  if (p.has_test_metrics()) out.test = FromProto(p.test());
-  out.images_per_sec = p.images_per_sec();
-  out.elapsed_sec = p.elapsed_sec();
-  out.eta_sec = p.eta_sec();
-  out.cancelled = p.cancelled();
-  out.checkpoint_path = p.checkpoint_path();
-  out.version = FromProto(p.version());
-  return out;
-}
-
-}  // namespace
 
 const char* ServingStatusName(ServingStatus status) {
   switch (status) {
@@ -254,25 +178,7 @@ absl::StatusOr<ModelInfo> Client::GetModelInfo() {
   PrepareContext(&context, options_.timeout);
   v1::ModelInfo r;
   VAE_RETURN_IF_ERROR(Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, *channel_));
-  ModelInfo info;
-  info.preset = r.preset();
-  info.options_json = r.options_json();
-  info.input_shape.assign(r.input_shape().begin(), r.input_shape().end());
-  info.latent_dim = r.latent_dim();
-  info.likelihood = r.likelihood();
-  info.architecture = r.architecture();
-  info.parameter_count = r.parameter_count();
-  info.version = FromProto(r.version());
-  if (r.has_train_metrics()) info.last_train = FromProto(r.last_train());
-  if (r.has_test_metrics()) info.last_test = FromProto(r.last_test());
-  info.device = r.device();
-  info.checkpoint_path = r.checkpoint_path();
-  info.training = r.training();
-  info.training_job_id = r.training_job_id();
-  info.presets.assign(r.presets().begin(), r.presets().end());
-  info.train_json = r.train_json();
-  info.max_batch = r.max_batch();
-  return info;
+  return FromProto(r);
 }
 
 absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images) {
@@ -346,17 +252,7 @@ absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, 
 absl::StatusOr<TrainResult> Client::Train(const TrainOptions& options, const TrainProgressCallback& on_progress,
                                           TrainCancellation* cancellation) {
   v1::TrainRequest request;
-  request.set_dataset(options.dataset);
-  request.set_epochs(options.epochs);
-  request.set_batch_size(options.batch_size);
-  request.set_learning_rate(options.learning_rate);
-  request.set_seed(options.seed);
-  request.set_resume(options.resume);
-  request.set_preset(options.preset);
-  request.set_options_json(options.options_json);
-  request.set_log_every_steps(options.log_every_steps);
-  request.set_max_train_images(options.max_train_images);
-  request.set_binarize(options.binarize);
+  ToProto(options, &request);
 
   TrainResult result;
   grpc::ClientContext context;

@@ -83,17 +83,18 @@ struct ReconstructOptions {
   uint64_t seed = 0;
 };
 
-// A Train request. Zeros mean the server's defaults (documented in vae_service.proto).
+// A Train request. Zeros mean the server's defaults; those and the bounds the server checks are defined once, in
+// model/train_defaults.h (a header of constants; documented in vae_service.proto too).
 struct TrainOptions {
   std::string dataset;           // "mnist", "fashion-mnist", or a folder under the server's --data_dir
-  int32_t epochs = 0;            // default 1
-  int32_t batch_size = 0;        // default 128
-  double learning_rate = 0;      // default 1e-3
-  uint64_t seed = 0;             // default 1
+  int32_t epochs = 0;            // 0: kDefaultTrainEpochs; at most kMaxEpochs
+  int32_t batch_size = 0;        // 0: kDefaultBatchSize; at most kMaxBatchSize
+  double learning_rate = 0;      // 0: kDefaultLearningRate; at most kMaxLearningRate
+  uint64_t seed = 0;             // 0: kDefaultTrainSeed
   bool resume = false;           // continue the newest checkpoint instead of training a fresh model
   std::string preset;            // fresh model from a preset
   std::string options_json;      // fresh model from explicit VaeOptions
-  int32_t log_every_steps = 0;   // a kStep message every N steps; default 100
+  int32_t log_every_steps = 0;   // a kStep message every N steps; 0: kDefaultLogEverySteps
   int32_t max_train_images = 0;  // use the first N training images; 0: all
   bool binarize = false;         // dynamic binarisation
   // Deadline of the whole job; infinite by default (ClientOptions::timeout does not apply to Train).

@@ -174,12 +174,15 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
   const auto& mo = model_->options();
   VAE_RETURN_IF_ERROR(CheckDataset(train, mo, "training"));
   if (test != nullptr) VAE_RETURN_IF_ERROR(CheckDataset(*test, mo, "test"));
-  if (options_.batch_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", options_.batch_size));
+  if (!IsValidBatchSize(options_.batch_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size is ", options_.batch_size, ", expected 1 to ", kMaxBatchSize));
   }
-  if (options_.epochs < 1) return absl::InvalidArgumentError(absl::StrCat("epochs must be >= 1, got ", options_.epochs));
-  if (!(options_.learning_rate > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("learning_rate must be > 0, got ", options_.learning_rate));
+  // epochs counts the model's whole life (a resumed run continues up to it), so only one job's epochs are bounded.
+  if (options_.epochs < 1) return absl::InvalidArgumentError(absl::StrCat("epochs is ", options_.epochs, ", expected >= 1"));
+  if (!IsValidLearningRate(options_.learning_rate)) {
+    return absl::InvalidArgumentError(absl::StrCat("learning_rate is ", options_.learning_rate,
+                                                   ", expected a value in (0, ", kMaxLearningRate, "]"));
   }
 
   const int64_t n = train.size();

@@ -17,16 +17,17 @@
 #include "absl/status/statusor.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
+#include "model/train_defaults.h"
 #include "model/vae.h"
 
 namespace vae {
 
 struct TrainOptions {
-  int64_t epochs = 10;                 // total epochs of the run; a resumed run continues up to this number
-  int64_t batch_size = 128;            // images per optimizer step
-  double learning_rate = 1e-3;         // Adam step size
-  uint64_t seed = 1;                   // epoch order, noise eps and binarisation all derive from it
-  int64_t log_every_steps = 100;       // a kStep progress report every N steps (0: only at epoch ends)
+  int64_t epochs = kDefaultTrainEpochs;         // total epochs of the run; a resumed run continues up to this
+  int64_t batch_size = kDefaultBatchSize;        // images per optimizer step, 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;   // Adam step size, (0, kMaxLearningRate]
+  uint64_t seed = kDefaultTrainSeed;             // epoch order, noise eps and binarisation all derive from it
+  int64_t log_every_steps = kDefaultLogEverySteps;  // a kStep progress report every N steps (0: only at epoch ends)
   bool binarize = false;               // dynamic binarisation of every training batch (Bernoulli models)
   bool init_output_bias = true;        // a fresh model (step 0) starts with the decoder bias at logit(mean image)
   // The weights that are evaluated, published and served are an exponential moving average of the optimizer's
@@ -49,8 +50,10 @@ struct Metrics {
   double kl = std::nan("");     // KL(q(z|x) || p(z))
 };
 
+// One progress report. The server's training job carries it unchanged in its events (server/training_job.h).
 struct Progress {
-  enum class Kind { kStep, kEpochEnd, kDone };
+  // kStarted is never reported by Trainer::Run: the server's job reports it before the first step.
+  enum class Kind { kStarted, kStep, kEpochEnd, kDone };
   Kind kind = Kind::kStep;
   int64_t epoch = 0;            // 1-based epoch being trained (kStep) or just finished (kEpochEnd)
   int64_t epochs = 0;           // total epochs of the run

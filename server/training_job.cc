@@ -28,11 +28,13 @@ void MergeEarlierStep(const TrainEvent& earlier, TrainEvent* later) {
   const double a = static_cast<double>(earlier.mean_steps), b = static_cast<double>(later->mean_steps);
   if (a + b <= 0) return;
   auto mean = [&](double x, double y) { return (a * x + b * y) / (a + b); };
-  later->train.loss = mean(earlier.train.loss, later->train.loss);
-  later->train.recon = mean(earlier.train.recon, later->train.recon);
-  later->train.kl = mean(earlier.train.kl, later->train.kl);
-  if (earlier.images_per_sec > 0 && later->images_per_sec > 0) {
-    later->images_per_sec = (a + b) / (a / earlier.images_per_sec + b / later->images_per_sec);
+  const Progress& e = earlier.progress;
+  Progress& l = later->progress;
+  l.train.loss = mean(e.train.loss, l.train.loss);
+  l.train.recon = mean(e.train.recon, l.train.recon);
+  l.train.kl = mean(e.train.kl, l.train.kl);
+  if (e.images_per_sec > 0 && l.images_per_sec > 0) {
+    l.images_per_sec = (a + b) / (a / e.images_per_sec + b / l.images_per_sec);
   }
   later->mean_steps = earlier.mean_steps + later->mean_steps;
 }
@@ -69,9 +71,9 @@ std::string TrainingJob::Position() const {
 
 void TrainingJob::Push(TrainEvent event) {
   absl::MutexLock lock(&mu_);
-  position_ = absl::StrCat("epoch ", event.epoch, "/", event.epochs, ", step ", event.step_in_epoch, "/",
-                           event.steps_per_epoch);
-  if (event.kind == TrainEvent::Kind::kStep && !events_.empty() && events_.back().kind == TrainEvent::Kind::kStep) {
+  const Progress& p = event.progress;
+  position_ = absl::StrCat("epoch ", p.epoch, "/", p.epochs, ", step ", p.step_in_epoch, "/", p.steps_per_epoch);
+  if (p.kind == Progress::Kind::kStep && !events_.empty() && events_.back().progress.kind == Progress::Kind::kStep) {
     MergeEarlierStep(events_.back(), &event);  // the reader is behind: the queue keeps one STEP, not every one
     events_.back() = std::move(event);
     return;
@@ -83,15 +85,16 @@ void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
   absl::MutexLock lock(&mu_);
   // Only a job that stopped before its last step has something to resume: a shutdown that came after it (while the
   // last epoch was evaluated and checkpointed) changes nothing.
-  const bool stopped_early = done != nullptr && done->cancelled;
+  const bool stopped_early = done != nullptr && done->progress.cancelled;
   if (status.ok() && stopped_early && cancel_reason_.load() == static_cast<int>(CancelReason::kShutdown)) {
     status = absl::UnavailableError(
-        done->checkpoint_path.empty()
+        done->progress.checkpoint_path.empty()
             ? absl::StrCat("train: job ", id_, " was stopped before its first step because the server is shutting "
                            "down; nothing was trained")
-            : absl::StrCat("train: job ", id_, " was stopped at epoch ", done->epoch, "/", done->epochs, ", step ",
-                           done->step_in_epoch, "/", done->steps_per_epoch,
-                           " because the server is shutting down; its checkpoint ", done->checkpoint_path,
+            : absl::StrCat("train: job ", id_, " was stopped at epoch ", done->progress.epoch, "/",
+                           done->progress.epochs, ", step ", done->progress.step_in_epoch, "/",
+                           done->progress.steps_per_epoch, " because the server is shutting down; its checkpoint ",
+                           done->progress.checkpoint_path,
                            " was written: resume it after the restart"));
   }
   status_ = std::move(status);
@@ -102,20 +105,18 @@ void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
 // Validation helpers
 
 absl::Status ValidateTrainSpec(const TrainSpec& s) {
-  if (s.epochs < 1 || s.epochs > TrainingManager::kMaxEpochs) {
+  if (!IsValidEpochs(s.epochs)) {
+    return absl::InvalidArgumentError(absl::StrCat("train: epochs is ", s.epochs, ", expected 1 to ", kMaxEpochs));
+  }
+  if (!IsValidBatchSize(s.batch_size)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("train: epochs is ", s.epochs, ", expected 1 to ", TrainingManager::kMaxEpochs));
+        absl::StrCat("train: batch_size is ", s.batch_size, ", expected 1 to ", kMaxBatchSize));
   }
-  if (s.batch_size < 1 || s.batch_size > TrainingManager::kMaxBatchSize) {
+  if (!IsValidLearningRate(s.learning_rate)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("train: batch_size is ", s.batch_size, ", expected 1 to ", TrainingManager::kMaxBatchSize));
+        absl::StrCat("train: learning_rate is ", s.learning_rate, ", expected a value in (0, ", kMaxLearningRate, "]"));
   }
-  if (!(s.learning_rate > 0.0 && s.learning_rate <= TrainingManager::kMaxLearningRate)) {
-    return absl::InvalidArgumentError(absl::StrCat("train: learning_rate is ", s.learning_rate,
-                                                   ", expected a value in (0, ", TrainingManager::kMaxLearningRate,
-                                                   "]"));
-  }
-  if (s.log_every_steps < 1) {
+  if (!IsValidLogEverySteps(s.log_every_steps)) {
     return absl::InvalidArgumentError(absl::StrCat("train: log_every_steps is ", s.log_every_steps, ", expected >= 1"));
   }
   if (s.max_train_images < 0) {
@@ -213,14 +214,15 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainS
   }
   const TrainState& state = (*prepared)->trainer->state();
   TrainEvent started;
-  started.kind = TrainEvent::Kind::kStarted;
   started.job_id = job->id();
   started.dataset = job->dataset();
-  started.epoch = state.epochs_done + 1;
-  started.epochs = (*prepared)->trainer->options().epochs;
-  started.step_in_epoch = state.step_in_epoch;
-  started.steps_per_epoch = (*prepared)->steps_per_epoch;
-  started.global_step = state.global_step;
+  Progress& p = started.progress;
+  p.kind = Progress::Kind::kStarted;
+  p.epoch = state.epochs_done + 1;
+  p.epochs = (*prepared)->trainer->options().epochs;
+  p.step_in_epoch = state.step_in_epoch;
+  p.steps_per_epoch = (*prepared)->steps_per_epoch;
+  p.global_step = state.global_step;
   started.version = slot_->Current()->version;
   job->Push(std::move(started));
   LOG(INFO) << "training job " << job->id() << " started: dataset '" << spec.dataset << "', "
@@ -312,23 +314,9 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
 
   auto on_progress = [&](const Progress& p, const Vae& model) {
     TrainEvent e;
-    e.kind = p.kind == Progress::Kind::kStep       ? TrainEvent::Kind::kStep
-             : p.kind == Progress::Kind::kEpochEnd ? TrainEvent::Kind::kEpochEnd
-                                                   : TrainEvent::Kind::kDone;
     e.job_id = job->id();
     e.dataset = job->dataset();
-    e.epoch = p.epoch;
-    e.epochs = p.epochs;
-    e.step_in_epoch = p.step_in_epoch;
-    e.steps_per_epoch = p.steps_per_epoch;
-    e.global_step = p.global_step;
-    e.train = p.train;
-    e.has_test = p.has_test;
-    e.test = p.test;
-    e.images_per_sec = p.images_per_sec;
-    e.elapsed_sec = p.elapsed_sec;
-    e.cancelled = p.cancelled;
-    e.checkpoint_path = p.checkpoint_path;
+    e.progress = p;
     const int64_t run_steps = p.global_step - first_step;
     const int64_t total_steps = p.epochs * steps_per_epoch;
     const int64_t done_steps = (p.epoch - (p.kind == Progress::Kind::kStep ? 1 : 0)) * steps_per_epoch +
@@ -366,10 +354,12 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
         if (p.cancelled) {
           // The trainer reports DONE at its last finished epoch with a full epoch of steps; a stopped job reports
           // where it stopped: the epoch it was in and the steps done there.
-          e.epoch = trainer.state().epochs_done + 1;
-          e.step_in_epoch = trainer.state().step_in_epoch;
+          e.progress.epoch = trainer.state().epochs_done + 1;
+          e.progress.step_in_epoch = trainer.state().step_in_epoch;
         }
         done = std::move(e);
+        break;
+      case Progress::Kind::kStarted:  // the Trainer never reports it; Start pushed the job's own
         break;
     }
   };
@@ -397,8 +387,8 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
   }
   if (done.has_value()) {
     done->version = slot_->Current()->version;
-    LOG(INFO) << "training job " << job->id() << " done at step " << done->global_step
-              << (done->cancelled ? " (cancelled)" : "") << ", checkpoint " << done->checkpoint_path;
+    LOG(INFO) << "training job " << job->id() << " done at step " << done->progress.global_step
+              << (done->progress.cancelled ? " (cancelled)" : "") << ", checkpoint " << done->progress.checkpoint_path;
     job->Push(*done);
   }
   job->Finish(status, done.has_value() ? &*done : nullptr);

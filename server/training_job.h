@@ -34,49 +34,42 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "model/train_defaults.h"
 #include "model/trainer.h"
 #include "server/dataset_registry.h"
 #include "server/model_slot.h"
 
 namespace vae::server {
 
-// What to train; TrainRequest with its defaults applied (the service maps proto zeros to these defaults).
+// What to train; TrainRequest with its defaults applied (server/proto_mapping.h maps proto zeros to these defaults,
+// model/train_defaults.h defines them and the bounds that ValidateTrainSpec checks).
 struct TrainSpec {
-  std::string dataset;            // see DatasetRegistry
-  int64_t epochs = 1;             // epochs to train in this job, 1 .. kMaxEpochs
-  int64_t batch_size = 128;       // 1 .. kMaxBatchSize
-  double learning_rate = 1e-3;    // Adam step size, (0, kMaxLearningRate]
-  uint64_t seed = 1;              // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
-  bool resume = false;            // continue the newest checkpoint in model_dir, else train a fresh model
-  std::string preset;             // fresh model: a preset name
-  std::string options_json;       // fresh model: explicit VaeOptions (wins over preset); both empty: served options
-  int64_t log_every_steps = 100;  // a STEP event every N steps, >= 1
-  int64_t max_train_images = 0;   // use the first N training images; 0: all
-  bool binarize = false;          // dynamic binarisation (Bernoulli models only)
+  std::string dataset;                              // see DatasetRegistry
+  int64_t epochs = kDefaultTrainEpochs;             // epochs to train in this job, 1 .. kMaxEpochs
+  int64_t batch_size = kDefaultBatchSize;           // 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;      // Adam step size, (0, kMaxLearningRate]
+  uint64_t seed = kDefaultTrainSeed;  // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
+  bool resume = false;                // continue the newest checkpoint in model_dir, else train a fresh model
+  std::string preset;                 // fresh model: a preset name
+  std::string options_json;           // fresh model: explicit VaeOptions (wins over preset); both empty: served options
+  int64_t log_every_steps = kDefaultLogEverySteps;  // a STEP event every N steps, >= 1
+  int64_t max_train_images = 0;                     // use the first N training images; 0: all
+  bool binarize = false;                            // dynamic binarisation (Bernoulli models only)
 };
 
+// One event of a job: the trainer's Progress as it reported it, plus what the job adds.
+//   progress.kind: kStarted (the job's first event, before any step), then the trainer's kStep/kEpochEnd/kDone.
+//   progress.epoch: 1-based epoch of the model's life being trained (kStarted, kStep, and kDone of a cancelled job:
+//     where it stopped) or just finished (kEpochEnd, kDone of a job that ran to its end); progress.epochs: the epoch
+//     number this job trains up to. progress.train is unset (NaN) for kStarted.
 struct TrainEvent {
-  enum class Kind { kStarted, kStep, kEpochEnd, kDone };
-  Kind kind = Kind::kStarted;
+  using Kind = Progress::Kind;
   std::string job_id;
   std::string dataset;
-  // 1-based epoch of the model's life being trained (kStep, and kDone of a cancelled job: where it stopped) or just
-  // finished (kEpochEnd, kDone of a job that ran to its end).
-  int64_t epoch = 0;
-  int64_t epochs = 0;  // the epoch number this job trains up to
-  int64_t step_in_epoch = 0;  // steps done in `epoch`
-  int64_t steps_per_epoch = 0;
-  int64_t global_step = 0;
-  Metrics train;           // kStep: mean since the previous event; kEpochEnd/kDone: the epoch's mean
-  int64_t mean_steps = 0;  // kStep: the optimizer steps `train` is the mean of
-  bool has_test = false;
-  Metrics test;  // test-set -ELBO after the epoch
-  double images_per_sec = 0;
-  double elapsed_sec = 0;
-  double eta_sec = 0;           // estimated seconds to the end of the job
-  bool cancelled = false;       // kDone: stopped before its last epoch
-  std::string checkpoint_path;  // kEpochEnd/kDone: the checkpoint just written
-  ModelVersion version;         // kEpochEnd/kDone: the version served after this event
+  Progress progress;
+  int64_t mean_steps = 0;  // kStep: the optimizer steps progress.train is the mean of
+  double eta_sec = 0;      // estimated seconds to the end of the job
+  ModelVersion version;    // kEpochEnd/kDone: the version served after this event
 };
 
 class TrainingManager;
@@ -127,9 +120,6 @@ class TrainingJob {
 
 class TrainingManager {
  public:
-  static constexpr int64_t kMaxEpochs = 1000;
-  static constexpr int64_t kMaxBatchSize = 65536;
-  static constexpr double kMaxLearningRate = 10.0;
   // A fresh model may not exceed this many parameters (the largest preset, "seed", has ~271M).
   static constexpr int64_t kMaxParameters = 300'000'000;
 
@@ -170,7 +160,8 @@ class TrainingManager {
   int64_t jobs_started_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Validates a spec's numbers (not the dataset or the model). INVALID_ARGUMENT naming the field.
+// Validates a spec's numbers against model/train_defaults.h's bounds (not the dataset or the model).
+// INVALID_ARGUMENT naming the field.
 absl::Status ValidateTrainSpec(const TrainSpec& spec);
 
 // The number of parameters a Vae with `options` will have, computed without building it.

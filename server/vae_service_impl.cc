@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
 #include "server/grpc_status.h"
+#include "server/proto_mapping.h"
 #include "server/tensor_codec.h"
 
 namespace vae::server {
@@ -26,18 +27,6 @@ absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
 // disconnect, deadline).
 CallContext Arrive(const grpc::ServerContextBase& context, const ServerCore& core) {
   return core.inference().Arrive([&context] { return context.IsCancelled(); });
-}
-
-void SetVersion(const ModelVersion& version, v1::ModelVersion* out) {
-  out->set_generation(version.generation);
-  out->set_epochs_trained(version.epochs_trained);
-  out->set_global_step(version.global_step);
-}
-
-void SetMetrics(const Metrics& metrics, v1::Metrics* out) {
-  out->set_loss(metrics.loss);
-  out->set_recon(metrics.recon);
-  out->set_kl(metrics.kl);
 }
 
 bool WantsTensor(v1::ImageFormat f) { return f != v1::IMAGE_FORMAT_PNG; }
@@ -124,61 +113,12 @@ absl::Status WriteImages(const at::Tensor& images, v1::ImageFormat format, Respo
   return absl::OkStatus();
 }
 
-void ToProto(const TrainEvent& e, v1::TrainProgress* out) {
-  switch (e.kind) {
-    case TrainEvent::Kind::kStarted:
-      out->set_kind(v1::TrainProgress::STARTED);
-      break;
-    case TrainEvent::Kind::kStep:
-      out->set_kind(v1::TrainProgress::STEP);
-      break;
-    case TrainEvent::Kind::kEpochEnd:
-      out->set_kind(v1::TrainProgress::EPOCH_END);
-      break;
-    case TrainEvent::Kind::kDone:
-      out->set_kind(v1::TrainProgress::DONE);
-      break;
-  }
-  out->set_job_id(e.job_id);
-  out->set_dataset(e.dataset);
-  out->set_epoch(e.epoch);
-  out->set_epochs(e.epochs);
-  out->set_step_in_epoch(e.step_in_epoch);
-  out->set_steps_per_epoch(e.steps_per_epoch);
-  out->set_global_step(e.global_step);
-  if (e.kind != TrainEvent::Kind::kStarted) SetMetrics(e.train, out->mutable_train());
-  out->set_has_test_metrics(e.has_test);
-  if (e.has_test) SetMetrics(e.test, out->mutable_test());
-  out->set_images_per_sec(e.images_per_sec);
-  out->set_elapsed_sec(e.elapsed_sec);
-  out->set_eta_sec(e.eta_sec);
-  out->set_cancelled(e.cancelled);
-  out->set_checkpoint_path(e.checkpoint_path);
-  SetVersion(e.version, out->mutable_version());
-}
-
 absl::Status ShuttingDown() {
   return absl::UnavailableError(
       "vae-server is shutting down and takes no new calls; retry on another instance or after the restart");
 }
 
 }  // namespace
-
-TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
-  TrainSpec spec;
-  spec.dataset = r.dataset();
-  if (r.epochs() != 0) spec.epochs = r.epochs();
-  if (r.batch_size() != 0) spec.batch_size = r.batch_size();
-  if (r.learning_rate() != 0.0) spec.learning_rate = r.learning_rate();
-  if (r.seed() != 0) spec.seed = r.seed();
-  spec.resume = r.resume();
-  spec.preset = r.preset();
-  spec.options_json = r.options_json();
-  if (r.log_every_steps() != 0) spec.log_every_steps = r.log_every_steps();
-  spec.max_train_images = r.max_train_images();
-  spec.binarize = r.binarize();
-  return spec;
-}
 
 // One unary call: its parsed request, the response being built, and where the serialised response goes. gRPC calls
 // OnDone once the call is over (finished, and its handler returned), so a request queued for a batch keeps its bytes.
@@ -369,7 +309,7 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
         if (!result.ok()) return finish(result.status());
         TensorToProto(result->mu, response->mutable_mu());
         TensorToProto(result->sigma, response->mutable_sigma());
-        SetVersion(model->version, response->mutable_version());
+        ToProto(model->version, response->mutable_version());
         finish(absl::OkStatus());
       });
 }
@@ -392,7 +332,7 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
       [finish = std::move(finish), model, response, format](absl::StatusOr<DecodeResult> result) {
         if (!result.ok()) return finish(result.status());
         if (auto status = WriteImages(result->images, format, response); !status.ok()) return finish(status);
-        SetVersion(model->version, response->mutable_version());
+        ToProto(model->version, response->mutable_version());
         finish(absl::OkStatus());
       });
 }
@@ -413,7 +353,7 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
   VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
   TensorToProto(result.z, response->mutable_z());
   response->set_seed(result.seed);
-  SetVersion(model->version, response->mutable_version());
+  ToProto(model->version, response->mutable_version());
   return absl::OkStatus();
 }
 
@@ -439,34 +379,18 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
         const at::Tensor recon = result->recon_nll.contiguous(), kl = result->kl.contiguous();
         response->mutable_recon_nll()->Add(recon.data_ptr<float>(), recon.data_ptr<float>() + recon.numel());
         response->mutable_kl()->Add(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.numel());
-        SetVersion(model->version, response->mutable_version());
+        ToProto(model->version, response->mutable_version());
         finish(absl::OkStatus());
       });
 }
 
 void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) {
-  const auto model = core_->Current();
-  const VaeOptions& o = model->options;
-  response->set_preset(o.preset);
-  response->set_options_json(ToJson(o));
-  for (int64_t d : o.input_shape()) response->add_input_shape(d);
-  response->set_latent_dim(o.latent_dim);
-  response->set_likelihood(ToString(o.likelihood));
-  response->set_architecture(ToString(o.architecture));
-  response->set_parameter_count(model->model->parameter_count());
-  SetVersion(model->version, response->mutable_version());
-  response->set_has_train_metrics(model->last_train.has_value());
-  if (model->last_train) SetMetrics(*model->last_train, response->mutable_last_train());
-  response->set_has_test_metrics(model->last_test.has_value());
-  if (model->last_test) SetMetrics(*model->last_test, response->mutable_last_test());
-  response->set_device(model->device.str());
-  response->set_checkpoint_path(model->checkpoint_path);
+  ToProto(*core_->Current(), response);
   if (const auto job = core_->training().Running()) {
     response->set_training(true);
     response->set_training_job_id(job->id());
   }
   for (const auto& name : PresetNames()) response->add_presets(name);
-  response->set_train_json(model->train_json);
   response->set_max_batch(static_cast<int32_t>(core_->inference().max_batch()));
 }
 

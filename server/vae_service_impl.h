@@ -1,7 +1,7 @@
 // VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler first
 // checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, takes one model
 // snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
-// writes the result, and converts the absl::Status once (grpc_status.h).
+// writes the result (proto_mapping.h maps the core's other types), and converts the absl::Status once (grpc_status.h).
 //
 // Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
 // vae.v1.XRequest get INVALID_ARGUMENT saying so (grpc++'s generated handlers answer UNIMPLEMENTED or INTERNAL with an
@@ -129,10 +129,6 @@ class VaeServiceImpl final : public VaeServiceBase {
   absl::Mutex streams_mu_;
   std::set<TrainStream*> train_streams_ ABSL_GUARDED_BY(streams_mu_);
 };
-
-// TrainRequest -> TrainSpec: proto zeros become the documented defaults (epochs 1, batch_size 128, learning_rate
-// 1e-3, seed 1, log_every_steps 100); everything else is copied for the core to validate.
-TrainSpec TrainSpecFromProto(const v1::TrainRequest& request);
 
 }  // namespace vae::server
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "model/train_defaults.h"
 
 ABSL_FLAG(std::string, server, "",
           "vae-server address HOST:PORT (default: $VAE_SERVER, else "
@@ -39,9 +40,9 @@ ABSL_FLAG(bool, json, false,
 ABSL_FLAG(std::string, dataset, "mnist",
           "train: mnist, fashion-mnist, or a folder of images under the "
           "server's --data_dir");
-ABSL_FLAG(int32_t, epochs, 1, "train: epochs to train in this job");
-ABSL_FLAG(int32_t, batch_size, 128, "train: images per optimizer step");
-ABSL_FLAG(double, lr, 1e-3, "train: Adam learning rate");
+ABSL_FLAG(int32_t, epochs, vae::kDefaultTrainEpochs, "train: epochs to train in this job");
+ABSL_FLAG(int32_t, batch_size, vae::kDefaultBatchSize, "train: images per optimizer step");
+ABSL_FLAG(double, lr, vae::kDefaultLearningRate, "train: Adam learning rate");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
           "random seed (train: shuffling and initial weights, default 1; "
           "sample: default a random seed, printed; "
@@ -57,6 +58,8 @@ ABSL_FLAG(std::string, options_json, "",
           "--json` shows under options)");
 ABSL_FLAG(int32_t, max_train_images, 0,
           "train: use only the first N training images (0: all)");
+// The terminal's progress line is redrawn more often than the server's default (kDefaultLogEverySteps) would: a
+// presentation choice of the CLI, not a training default.
 ABSL_FLAG(int32_t, log_every_steps, 20,
           "train: progress updates every N steps");
 ABSL_FLAG(bool, binarize, false,

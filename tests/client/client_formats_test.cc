@@ -18,6 +18,7 @@
 #include "client/grpc_status.h"
 #include "client/images.h"
 #include "client/latent_io.h"
+#include "client/proto_mapping.h"
 #include "model/file_util.h"
 #include "tests/common/test_util.h"
 
@@ -328,6 +329,83 @@ TEST(DefaultServerTest, ComesFromTheEnvironment) {
   EXPECT_EQ(cli::DefaultServer(), "127.0.0.1:50051");
   ASSERT_EQ(unsetenv("VAE_SERVER"), 0);
   EXPECT_EQ(cli::DefaultServer(), "127.0.0.1:50051");
+}
+
+// Every field of the wire's TrainProgress reaches the client's, each from its own value; an unknown kind and a
+// message without test metrics read as such.
+TEST(ClientProtoMappingTest, TrainProgressCarriesEveryField) {
+  v1::TrainProgress p;
+  p.set_kind(v1::TrainProgress::EPOCH_END);
+  p.set_job_id("train-1");
+  p.set_dataset("mnist");
+  p.set_epoch(2);
+  p.set_epochs(3);
+  p.set_step_in_epoch(4);
+  p.set_steps_per_epoch(5);
+  p.set_global_step(6);
+  p.mutable_train()->set_loss(7);
+  p.mutable_train()->set_recon(8);
+  p.mutable_train()->set_kl(9);
+  p.set_has_test_metrics(true);
+  p.mutable_test()->set_loss(10);
+  p.mutable_test()->set_recon(11);
+  p.mutable_test()->set_kl(12);
+  p.set_images_per_sec(13);
+  p.set_elapsed_sec(14);
+  p.set_eta_sec(15);
+  p.set_cancelled(true);
+  p.set_checkpoint_path("/ckpt");
+  p.mutable_version()->set_generation(16);
+  p.mutable_version()->set_epochs_trained(17);
+  p.mutable_version()->set_global_step(18);
+  const client::TrainProgress c = client::FromProto(p);
+  EXPECT_EQ(c.kind, client::TrainProgress::Kind::kEpochEnd);
+  EXPECT_EQ(c.job_id, "train-1");
+  EXPECT_EQ(c.dataset, "mnist");
+  EXPECT_EQ(c.epoch, 2);
+  EXPECT_EQ(c.epochs, 3);
+  EXPECT_EQ(c.step_in_epoch, 4);
+  EXPECT_EQ(c.steps_per_epoch, 5);
+  EXPECT_EQ(c.global_step, 6);
+  EXPECT_EQ(c.train.loss, 7);
+  EXPECT_EQ(c.train.recon, 8);
+  EXPECT_EQ(c.train.kl, 9);
+  ASSERT_TRUE(c.test.has_value());
+  EXPECT_EQ(c.test->loss, 10);
+  EXPECT_EQ(c.test->recon, 11);
+  EXPECT_EQ(c.test->kl, 12);
+  EXPECT_EQ(c.images_per_sec, 13);
+  EXPECT_EQ(c.elapsed_sec, 14);
+  EXPECT_EQ(c.eta_sec, 15);
+  EXPECT_TRUE(c.cancelled);
+  EXPECT_EQ(c.checkpoint_path, "/ckpt");
+  EXPECT_EQ(c.version.generation, 16);
+  EXPECT_EQ(c.version.epochs_trained, 17);
+  EXPECT_EQ(c.version.global_step, 18);
+
+  v1::TrainProgress unknown;
+  unknown.set_kind(static_cast<v1::TrainProgress::Kind>(99));
+  const client::TrainProgress u = client::FromProto(unknown);
+  EXPECT_EQ(u.kind, client::TrainProgress::Kind::kUnspecified);
+  EXPECT_FALSE(u.test.has_value());
+}
+
+// TrainOptions go out as they are: zeros stay zeros, for the server to read as its defaults.
+TEST(ClientProtoMappingTest, TrainOptionsKeepZerosForTheServersDefaults) {
+  client::TrainOptions o;
+  o.dataset = "fashion-mnist";
+  o.max_train_images = 7;
+  o.binarize = true;
+  v1::TrainRequest r;
+  client::ToProto(o, &r);
+  EXPECT_EQ(r.dataset(), "fashion-mnist");
+  EXPECT_EQ(r.epochs(), 0);
+  EXPECT_EQ(r.batch_size(), 0);
+  EXPECT_EQ(r.learning_rate(), 0.0);
+  EXPECT_EQ(r.seed(), 0u);
+  EXPECT_EQ(r.log_every_steps(), 0);
+  EXPECT_EQ(r.max_train_images(), 7);
+  EXPECT_TRUE(r.binarize());
 }
 
 }  // namespace

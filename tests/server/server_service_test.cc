@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "server/proto_mapping.h"
 #include "server/server.h"
 #include "server/server_core.h"
 #include "server/tensor_codec.h"
@@ -340,6 +341,63 @@ TEST(TrainSpecFromProtoTest, ZerosBecomeTheDocumentedDefaults) {
   v1::TrainRequest negative;
   negative.set_epochs(-2);
   EXPECT_EQ(TrainSpecFromProto(negative).epochs, -2);  // left for the core to reject
+}
+
+// Every field of the trainer's Progress and of the job reaches the wire, each from its own value.
+TEST(TrainEventToProtoTest, CarriesTheTrainersProgressAndTheJobsFields) {
+  TrainEvent e;
+  e.job_id = "train-1";
+  e.dataset = "mnist";
+  e.progress.kind = Progress::Kind::kEpochEnd;
+  e.progress.epoch = 2;
+  e.progress.epochs = 3;
+  e.progress.step_in_epoch = 4;
+  e.progress.steps_per_epoch = 5;
+  e.progress.global_step = 6;
+  e.progress.train = Metrics{7, 8, 9};
+  e.progress.has_test = true;
+  e.progress.test = Metrics{10, 11, 12};
+  e.progress.images_per_sec = 13;
+  e.progress.elapsed_sec = 14;
+  e.progress.cancelled = true;
+  e.progress.checkpoint_path = "/ckpt";
+  e.eta_sec = 15;
+  e.version = ModelVersion{16, 17, 18};
+  v1::TrainProgress p;
+  ToProto(e, &p);
+  EXPECT_EQ(p.kind(), v1::TrainProgress::EPOCH_END);
+  EXPECT_EQ(p.job_id(), "train-1");
+  EXPECT_EQ(p.dataset(), "mnist");
+  EXPECT_EQ(p.epoch(), 2);
+  EXPECT_EQ(p.epochs(), 3);
+  EXPECT_EQ(p.step_in_epoch(), 4);
+  EXPECT_EQ(p.steps_per_epoch(), 5);
+  EXPECT_EQ(p.global_step(), 6);
+  EXPECT_EQ(p.train().loss(), 7);
+  EXPECT_EQ(p.train().recon(), 8);
+  EXPECT_EQ(p.train().kl(), 9);
+  EXPECT_TRUE(p.has_test_metrics());
+  EXPECT_EQ(p.test().loss(), 10);
+  EXPECT_EQ(p.test().recon(), 11);
+  EXPECT_EQ(p.test().kl(), 12);
+  EXPECT_EQ(p.images_per_sec(), 13);
+  EXPECT_EQ(p.elapsed_sec(), 14);
+  EXPECT_TRUE(p.cancelled());
+  EXPECT_EQ(p.checkpoint_path(), "/ckpt");
+  EXPECT_EQ(p.eta_sec(), 15);
+  EXPECT_EQ(p.version().generation(), 16);
+  EXPECT_EQ(p.version().epochs_trained(), 17);
+  EXPECT_EQ(p.version().global_step(), 18);
+
+  // STARTED comes before any step: no train metrics (the trainer's are NaN then), no test metrics.
+  TrainEvent started;
+  started.progress.kind = Progress::Kind::kStarted;
+  v1::TrainProgress q;
+  ToProto(started, &q);
+  EXPECT_EQ(q.kind(), v1::TrainProgress::STARTED);
+  EXPECT_FALSE(q.has_train());
+  EXPECT_FALSE(q.has_test_metrics());
+  EXPECT_FALSE(q.has_test());
 }
 
 TEST(JoinHostPortTest, BracketsIpv6) {

@@ -43,7 +43,7 @@ struct Drained {
   std::vector<TrainEvent> Of(Kind kind) const {
     std::vector<TrainEvent> out;
     for (const auto& e : events) {
-      if (e.kind == kind) out.push_back(e);
+      if (e.progress.kind == kind) out.push_back(e);
     }
     return out;
   }
@@ -70,7 +70,7 @@ bool WaitFor(TrainingJob& job, Kind kind, std::vector<TrainEvent>* seen) {
   TrainEvent e;
   while (job.Next(&e, absl::Seconds(60)) == TrainingJob::Poll::kEvent) {
     seen->push_back(e);
-    if (e.kind == kind) return true;
+    if (e.progress.kind == kind) return true;
   }
   return false;
 }
@@ -109,50 +109,50 @@ TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
 
   ASSERT_FALSE(d.events.empty());
   const TrainEvent& started = d.events.front();
-  EXPECT_EQ(started.kind, Kind::kStarted);
+  EXPECT_EQ(started.progress.kind, Kind::kStarted);
   EXPECT_EQ(started.job_id, (*job)->id());
   EXPECT_EQ(started.dataset, "mnist");
-  EXPECT_EQ(started.epoch, 1);
-  EXPECT_EQ(started.epochs, 2);
-  EXPECT_EQ(started.steps_per_epoch, 10);
-  EXPECT_EQ(started.global_step, 0);
+  EXPECT_EQ(started.progress.epoch, 1);
+  EXPECT_EQ(started.progress.epochs, 2);
+  EXPECT_EQ(started.progress.steps_per_epoch, 10);
+  EXPECT_EQ(started.progress.global_step, 0);
   EXPECT_EQ(started.version.generation, 1);
 
   // Steps 5, 10, 15, 20 report; each epoch ends with test metrics and a new generation.
   const auto steps = d.Of(Kind::kStep);
   ASSERT_EQ(steps.size(), 4u);
-  EXPECT_EQ(steps[0].global_step, 5);
-  EXPECT_EQ(steps[0].step_in_epoch, 5);
-  EXPECT_EQ(steps[3].global_step, 20);
+  EXPECT_EQ(steps[0].progress.global_step, 5);
+  EXPECT_EQ(steps[0].progress.step_in_epoch, 5);
+  EXPECT_EQ(steps[3].progress.global_step, 20);
   EXPECT_GT(steps[0].eta_sec, 0.0);
   const auto ends = d.Of(Kind::kEpochEnd);
   ASSERT_EQ(ends.size(), 2u);
   // An untrained Bernoulli decoder (logits ~0) scores ~784 ln 2 = 543 nats on any 28x28 image; 10 Adam steps cut that.
-  EXPECT_LT(ends[0].test.loss, 530.0);
-  EXPECT_LT(ends[1].test.loss, ends[0].test.loss);
-  EXPECT_NEAR(ends[1].test.loss, ends[1].test.recon + ends[1].test.kl, 1e-3);
+  EXPECT_LT(ends[0].progress.test.loss, 530.0);
+  EXPECT_LT(ends[1].progress.test.loss, ends[0].progress.test.loss);
+  EXPECT_NEAR(ends[1].progress.test.loss, ends[1].progress.test.recon + ends[1].progress.test.kl, 1e-3);
   for (int i = 0; i < 2; ++i) {
-    EXPECT_TRUE(ends[i].has_test);
-    EXPECT_EQ(ends[i].epoch, i + 1);
-    EXPECT_EQ(ends[i].global_step, 10 * (i + 1));
+    EXPECT_TRUE(ends[i].progress.has_test);
+    EXPECT_EQ(ends[i].progress.epoch, i + 1);
+    EXPECT_EQ(ends[i].progress.global_step, 10 * (i + 1));
     EXPECT_EQ(ends[i].version.generation, 2 + i);
     EXPECT_EQ(ends[i].version.epochs_trained, i + 1);
-    EXPECT_TRUE(std::filesystem::exists(ends[i].checkpoint_path)) << ends[i].checkpoint_path;
+    EXPECT_TRUE(std::filesystem::exists(ends[i].progress.checkpoint_path)) << ends[i].progress.checkpoint_path;
   }
   const TrainEvent& done = d.events.back();
-  EXPECT_EQ(done.kind, Kind::kDone);
-  EXPECT_FALSE(done.cancelled);
-  EXPECT_EQ(done.global_step, 20);
+  EXPECT_EQ(done.progress.kind, Kind::kDone);
+  EXPECT_FALSE(done.progress.cancelled);
+  EXPECT_EQ(done.progress.global_step, 20);
   EXPECT_EQ(done.version.generation, 3);
 
   // The served snapshot is exactly the last checkpoint's weights.
   const auto served = slot_.Current();
   EXPECT_EQ(served->version.generation, 3);
   EXPECT_EQ(served->version.global_step, 20);
-  EXPECT_EQ(served->checkpoint_path, ends[1].checkpoint_path);
+  EXPECT_EQ(served->checkpoint_path, ends[1].progress.checkpoint_path);
   ASSERT_TRUE(served->last_test.has_value());
-  EXPECT_DOUBLE_EQ(served->last_test->loss, ends[1].test.loss);
-  auto checkpoint = LoadCheckpoint(ends[1].checkpoint_path, at::kCPU);
+  EXPECT_DOUBLE_EQ(served->last_test->loss, ends[1].progress.test.loss);
+  auto checkpoint = LoadCheckpoint(ends[1].progress.checkpoint_path, at::kCPU);
   ASSERT_TRUE(checkpoint.ok());
   const auto a = served->model->parameters(), b = checkpoint->model->parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -176,23 +176,23 @@ TEST_F(TrainingTest, OneJobAtATimeAndCancelStopsWithACheckpoint) {
   EXPECT_TRUE(d.status.ok()) << d.status;
   ASSERT_FALSE(d.events.empty());
   const TrainEvent& done = d.events.back();
-  EXPECT_EQ(done.kind, Kind::kDone);
-  EXPECT_TRUE(done.cancelled);
-  EXPECT_GE(done.global_step, 5);
-  EXPECT_LT(done.global_step, 1000);
-  EXPECT_TRUE(std::filesystem::exists(done.checkpoint_path));
-  auto checkpoint = LoadCheckpoint(done.checkpoint_path, at::kCPU);
+  EXPECT_EQ(done.progress.kind, Kind::kDone);
+  EXPECT_TRUE(done.progress.cancelled);
+  EXPECT_GE(done.progress.global_step, 5);
+  EXPECT_LT(done.progress.global_step, 1000);
+  EXPECT_TRUE(std::filesystem::exists(done.progress.checkpoint_path));
+  auto checkpoint = LoadCheckpoint(done.progress.checkpoint_path, at::kCPU);
   ASSERT_TRUE(checkpoint.ok());
-  EXPECT_EQ(checkpoint->state.global_step, done.global_step);
+  EXPECT_EQ(checkpoint->state.global_step, done.progress.global_step);
   EXPECT_EQ(manager_->Running(), nullptr);
   // Regression: DONE of a stopped job said "epoch <epochs finished>, step 10/10" (epoch 0 when stopped in the
   // first). It says where the job stopped: the epoch it was in, and the steps done there.
   size_t epochs_finished = d.Of(Kind::kEpochEnd).size();
-  for (const auto& e : seen) epochs_finished += e.kind == Kind::kEpochEnd ? 1 : 0;
-  EXPECT_EQ(done.epoch, static_cast<int64_t>(epochs_finished) + 1);
-  EXPECT_EQ(done.step_in_epoch, done.global_step - 10 * static_cast<int64_t>(epochs_finished));
-  EXPECT_LT(done.step_in_epoch, done.steps_per_epoch);
-  EXPECT_EQ(checkpoint->state.step_in_epoch, done.step_in_epoch);
+  for (const auto& e : seen) epochs_finished += e.progress.kind == Kind::kEpochEnd ? 1 : 0;
+  EXPECT_EQ(done.progress.epoch, static_cast<int64_t>(epochs_finished) + 1);
+  EXPECT_EQ(done.progress.step_in_epoch, done.progress.global_step - 10 * static_cast<int64_t>(epochs_finished));
+  EXPECT_LT(done.progress.step_in_epoch, done.progress.steps_per_epoch);
+  EXPECT_EQ(checkpoint->state.step_in_epoch, done.progress.step_in_epoch);
 
   // The slot is free again as soon as DONE was read.
   auto next = manager_->Start(Small(1));
@@ -212,10 +212,10 @@ TEST_F(TrainingTest, ResumeContinuesFromTheNewestCheckpoint) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   const Drained d = Drain(**resumed);
   ASSERT_TRUE(d.status.ok()) << d.status;
-  EXPECT_EQ(d.events.front().epoch, 2);
-  EXPECT_EQ(d.events.front().epochs, 2);
-  EXPECT_EQ(d.events.front().global_step, 10);
-  EXPECT_EQ(d.events.back().global_step, 20);
+  EXPECT_EQ(d.events.front().progress.epoch, 2);
+  EXPECT_EQ(d.events.front().progress.epochs, 2);
+  EXPECT_EQ(d.events.front().progress.global_step, 10);
+  EXPECT_EQ(d.events.back().progress.global_step, 20);
   EXPECT_EQ(slot_.Current()->version.epochs_trained, 2);
   EXPECT_EQ(slot_.Current()->version.generation, 3);
 }
@@ -324,8 +324,8 @@ TEST_F(TrainingTest, ADivergedJobIsAbortedAndTheLastGoodWeightsStayServedAndOnDi
   EXPECT_THAT(d.status.message(), HasSubstr("retry with a lower learning_rate than 10"));
   const auto ends = d.Of(Kind::kEpochEnd);
   ASSERT_LT(ends.size(), 5u);
-  for (const auto& e : ends) EXPECT_TRUE(std::isfinite(e.test.loss)) << "epoch " << e.epoch;
-  EXPECT_NE(d.events.back().kind, Kind::kDone);
+  for (const auto& e : ends) EXPECT_TRUE(std::isfinite(e.progress.test.loss)) << "epoch " << e.progress.epoch;
+  EXPECT_NE(d.events.back().progress.kind, Kind::kDone);
   // Generation 1 plus one per finite epoch; the served weights are finite.
   const auto served = slot_.Current();
   EXPECT_EQ(served->version.generation, 1 + static_cast<int64_t>(ends.size()));
@@ -336,7 +336,7 @@ TEST_F(TrainingTest, ADivergedJobIsAbortedAndTheLastGoodWeightsStayServedAndOnDi
     EXPECT_EQ(restart.status().code(), absl::StatusCode::kNotFound);
   } else {
     ASSERT_TRUE(restart.ok()) << restart.status();
-    EXPECT_EQ(restart->path, ends.back().checkpoint_path);
+    EXPECT_EQ(restart->path, ends.back().progress.checkpoint_path);
     EXPECT_EQ(restart->path, served->checkpoint_path);
     EXPECT_TRUE(AllFinite(restart->model));
   }
@@ -391,10 +391,10 @@ TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
   EXPECT_THAT(d.status.message(), HasSubstr("server is shutting down"));
   ASSERT_FALSE(d.events.empty());
   const TrainEvent& done = d.events.back();
-  EXPECT_TRUE(done.cancelled);
-  EXPECT_THAT(d.status.message(), HasSubstr("stopped at epoch " + std::to_string(done.epoch) + "/100, step " +
-                                            std::to_string(done.step_in_epoch) + "/10"));
-  EXPECT_THAT(d.status.message(), HasSubstr(done.checkpoint_path + " was written: resume it"));
+  EXPECT_TRUE(done.progress.cancelled);
+  EXPECT_THAT(d.status.message(), HasSubstr("stopped at epoch " + std::to_string(done.progress.epoch) + "/100, step " +
+                                            std::to_string(done.progress.step_in_epoch) + "/10"));
+  EXPECT_THAT(d.status.message(), HasSubstr(done.progress.checkpoint_path + " was written: resume it"));
   EXPECT_FALSE(ListCheckpoints(model_dir_.path()).empty());
   EXPECT_EQ(manager_->Start(Small(1)).status().code(), absl::StatusCode::kUnavailable);
 }
@@ -408,16 +408,16 @@ TEST_F(TrainingTest, AShutdownAfterTheLastStepLeavesAFinishedJobFinished) {
   ASSERT_TRUE(job.ok()) << job.status();
   std::vector<TrainEvent> seen;
   ASSERT_TRUE(WaitFor(**job, Kind::kStep, &seen));
-  ASSERT_EQ(seen.back().global_step, 10);
+  ASSERT_EQ(seen.back().progress.global_step, 10);
   manager_->Shutdown();  // cancels the job, then waits for its thread
   const Drained d = Drain(**job);
   EXPECT_TRUE(d.status.ok()) << d.status;
   ASSERT_FALSE(d.events.empty());
   const TrainEvent& done = d.events.back();
-  EXPECT_EQ(done.kind, Kind::kDone);
-  EXPECT_FALSE(done.cancelled);
-  EXPECT_EQ(done.epoch, 1);
-  EXPECT_EQ(done.step_in_epoch, 10);
+  EXPECT_EQ(done.progress.kind, Kind::kDone);
+  EXPECT_FALSE(done.progress.cancelled);
+  EXPECT_EQ(done.progress.epoch, 1);
+  EXPECT_EQ(done.progress.step_in_epoch, 10);
   ASSERT_EQ(d.Of(Kind::kEpochEnd).size(), 1u);
   EXPECT_EQ(slot_.Current()->version.epochs_trained, 1);
 }
@@ -433,7 +433,7 @@ TEST_F(TrainingTest, AReaderThatFallsBehindGetsMergedStepsAndEveryEpochEnd) {
   const Drained d = Drain(**job);
   ASSERT_TRUE(d.status.ok()) << d.status;
   std::vector<Kind> kinds;
-  for (const auto& e : d.events) kinds.push_back(e.kind);
+  for (const auto& e : d.events) kinds.push_back(e.progress.kind);
   EXPECT_EQ(kinds, std::vector<Kind>({Kind::kStarted, Kind::kStep, Kind::kEpochEnd, Kind::kStep, Kind::kEpochEnd,
                                       Kind::kStep, Kind::kEpochEnd, Kind::kDone}));
   const auto steps = d.Of(Kind::kStep), ends = d.Of(Kind::kEpochEnd);
@@ -441,14 +441,14 @@ TEST_F(TrainingTest, AReaderThatFallsBehindGetsMergedStepsAndEveryEpochEnd) {
   ASSERT_EQ(ends.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
-    EXPECT_EQ(steps[i].global_step, 10 * static_cast<int64_t>(i + 1));
-    EXPECT_EQ(steps[i].step_in_epoch, 10);
+    EXPECT_EQ(steps[i].progress.global_step, 10 * static_cast<int64_t>(i + 1));
+    EXPECT_EQ(steps[i].progress.step_in_epoch, 10);
     EXPECT_EQ(steps[i].mean_steps, 10);
     // The mean over an epoch's ten equal batches is the epoch's mean: merging weighted each STEP by its steps.
-    EXPECT_NEAR(steps[i].train.loss, ends[i].train.loss, 1e-9 * ends[i].train.loss);
-    EXPECT_NEAR(steps[i].train.recon, ends[i].train.recon, 1e-9 * ends[i].train.recon);
-    EXPECT_NEAR(steps[i].train.kl, ends[i].train.kl, 1e-9 * ends[i].train.kl + 1e-12);
-    EXPECT_GT(steps[i].images_per_sec, 0.0);
+    EXPECT_NEAR(steps[i].progress.train.loss, ends[i].progress.train.loss, 1e-9 * ends[i].progress.train.loss);
+    EXPECT_NEAR(steps[i].progress.train.recon, ends[i].progress.train.recon, 1e-9 * ends[i].progress.train.recon);
+    EXPECT_NEAR(steps[i].progress.train.kl, ends[i].progress.train.kl, 1e-9 * ends[i].progress.train.kl + 1e-12);
+    EXPECT_GT(steps[i].progress.images_per_sec, 0.0);
   }
 }
 

@@ -1,0 +1,115 @@
+#include "client/proto_mapping.h"
+
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "proto/tensor_proto.h"
+
+namespace vae::client {
+
+ModelVersion FromProto(const v1::ModelVersion& v) {
+  return ModelVersion{v.generation(), v.epochs_trained(), v.global_step()};
+}
+
+Metrics FromProto(const v1::Metrics& m) { return Metrics{m.loss(), m.recon(), m.kl()}; }
+
+TrainProgress FromProto(const v1::TrainProgress& p) {
+  TrainProgress out;
+  switch (p.kind()) {
+    case v1::TrainProgress::STARTED:
+      out.kind = TrainProgress::Kind::kStarted;
+      break;
+    case v1::TrainProgress::STEP:
+      out.kind = TrainProgress::Kind::kStep;
+      break;
+    case v1::TrainProgress::EPOCH_END:
+      out.kind = TrainProgress::Kind::kEpochEnd;
+      break;
+    case v1::TrainProgress::DONE:
+      out.kind = TrainProgress::Kind::kDone;
+      break;
+    default:
+      out.kind = TrainProgress::Kind::kUnspecified;
+  }
+  out.job_id = p.job_id();
+  out.dataset = p.dataset();
+  out.epoch = p.epoch();
+  out.epochs = p.epochs();
+  out.step_in_epoch = p.step_in_epoch();
+  out.steps_per_epoch = p.steps_per_epoch();
+  out.global_step = p.global_step();
+  out.train = FromProto(p.train());
+  if (p.has_test_metrics()) out.test = FromProto(p.test());
+  out.images_per_sec = p.images_per_sec();
+  out.elapsed_sec = p.elapsed_sec();
+  out.eta_sec = p.eta_sec();
+  out.cancelled = p.cancelled();
+  out.checkpoint_path = p.checkpoint_path();
+  out.version = FromProto(p.version());
+  return out;
+}
+
+ModelInfo FromProto(const v1::ModelInfo& r) {
+  ModelInfo info;
+  info.preset = r.preset();
+  info.options_json = r.options_json();
+  info.input_shape.assign(r.input_shape().begin(), r.input_shape().end());
+  info.latent_dim = r.latent_dim();
+  info.likelihood = r.likelihood();
+  info.architecture = r.architecture();
+  info.parameter_count = r.parameter_count();
+  info.version = FromProto(r.version());
+  if (r.has_train_metrics()) info.last_train = FromProto(r.last_train());
+  if (r.has_test_metrics()) info.last_test = FromProto(r.last_test());
+  info.device = r.device();
+  info.checkpoint_path = r.checkpoint_path();
+  info.training = r.training();
+  info.training_job_id = r.training_job_id();
+  info.presets.assign(r.presets().begin(), r.presets().end());
+  info.train_json = r.train_json();
+  info.max_batch = r.max_batch();
+  return info;
+}
+
+void ToProto(const TrainOptions& options, v1::TrainRequest* out) {
+  out->set_dataset(options.dataset);
+  out->set_epochs(options.epochs);
+  out->set_batch_size(options.batch_size);
+  out->set_learning_rate(options.learning_rate);
+  out->set_seed(options.seed);
+  out->set_resume(options.resume);
+  out->set_preset(options.preset);
+  out->set_options_json(options.options_json);
+  out->set_log_every_steps(options.log_every_steps);
+  out->set_max_train_images(options.max_train_images);
+  out->set_binarize(options.binarize);
+}
+
+absl::Status ToProto(const at::Tensor& tensor, const char* field, v1::Tensor* out) {
+  if (!tensor.defined()) return absl::InvalidArgumentError(absl::StrCat(field, ": the tensor is undefined"));
+  try {
+    TensorToProto(tensor, out);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": cannot convert the tensor: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ToProto(const ImageInput& images, v1::ImageBatch* out) {
+  const bool has_tensor = images.tensor.defined();
+  if (has_tensor == !images.encoded.empty()) {
+    return absl::InvalidArgumentError("images: set exactly one of tensor and encoded");
+  }
+  if (has_tensor) return ToProto(images.tensor, "images.tensor", out->mutable_tensor());
+  for (const std::string& file : images.encoded) out->add_encoded(file);
+  out->set_resize(images.resize);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& proto, const char* field) {
+  auto tensor = TensorFromProto(proto, field);
+  if (!tensor.ok()) return absl::InternalError(absl::StrCat("response ", tensor.status().message()));
+  return tensor;
+}
+
+}  // namespace vae::client

@@ -1,0 +1,92 @@
+#include "server/proto_mapping.h"
+
+#include "model/options.h"
+
+namespace vae::server {
+namespace {
+
+v1::TrainProgress::Kind ToProto(Progress::Kind kind) {
+  switch (kind) {
+    case Progress::Kind::kStarted:
+      return v1::TrainProgress::STARTED;
+    case Progress::Kind::kStep:
+      return v1::TrainProgress::STEP;
+    case Progress::Kind::kEpochEnd:
+      return v1::TrainProgress::EPOCH_END;
+    case Progress::Kind::kDone:
+      return v1::TrainProgress::DONE;
+  }
+  return v1::TrainProgress::KIND_UNSPECIFIED;
+}
+
+}  // namespace
+
+TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
+  TrainSpec spec;  // its member initialisers are the defaults a zero asks for
+  spec.dataset = r.dataset();
+  if (r.epochs() != 0) spec.epochs = r.epochs();
+  if (r.batch_size() != 0) spec.batch_size = r.batch_size();
+  if (r.learning_rate() != 0.0) spec.learning_rate = r.learning_rate();
+  if (r.seed() != 0) spec.seed = r.seed();
+  spec.resume = r.resume();
+  spec.preset = r.preset();
+  spec.options_json = r.options_json();
+  if (r.log_every_steps() != 0) spec.log_every_steps = r.log_every_steps();
+  spec.max_train_images = r.max_train_images();
+  spec.binarize = r.binarize();
+  return spec;
+}
+
+void ToProto(const ModelVersion& version, v1::ModelVersion* out) {
+  out->set_generation(version.generation);
+  out->set_epochs_trained(version.epochs_trained);
+  out->set_global_step(version.global_step);
+}
+
+void ToProto(const Metrics& metrics, v1::Metrics* out) {
+  out->set_loss(metrics.loss);
+  out->set_recon(metrics.recon);
+  out->set_kl(metrics.kl);
+}
+
+void ToProto(const TrainEvent& event, v1::TrainProgress* out) {
+  const Progress& p = event.progress;
+  out->set_kind(ToProto(p.kind));
+  out->set_job_id(event.job_id);
+  out->set_dataset(event.dataset);
+  out->set_epoch(p.epoch);
+  out->set_epochs(p.epochs);
+  out->set_step_in_epoch(p.step_in_epoch);
+  out->set_steps_per_epoch(p.steps_per_epoch);
+  out->set_global_step(p.global_step);
+  if (p.kind != Progress::Kind::kStarted) ToProto(p.train, out->mutable_train());
+  out->set_has_test_metrics(p.has_test);
+  if (p.has_test) ToProto(p.test, out->mutable_test());
+  out->set_images_per_sec(p.images_per_sec);
+  out->set_elapsed_sec(p.elapsed_sec);
+  out->set_eta_sec(event.eta_sec);
+  out->set_cancelled(p.cancelled);
+  out->set_checkpoint_path(p.checkpoint_path);
+  ToProto(event.version, out->mutable_version());
+}
+
+void ToProto(const Snapshot& snapshot, v1::ModelInfo* out) {
+  const VaeOptions& o = snapshot.options;
+  out->set_preset(o.preset);
+  out->set_options_json(ToJson(o));
+  for (int64_t d : o.input_shape()) out->add_input_shape(d);
+  out->set_latent_dim(o.latent_dim);
+  out->set_likelihood(ToString(o.likelihood));
+  out->set_architecture(ToString(o.architecture));
+  out->set_parameter_count(snapshot.model->parameter_count());
+  ToProto(snapshot.version, out->mutable_version());
+  out->set_has_train_metrics(snapshot.last_train.has_value());
+  if (snapshot.last_train) ToProto(*snapshot.last_train, out->mutable_last_train());
+  out->set_has_test_metrics(snapshot.last_test.has_value());
+  if (snapshot.last_test) ToProto(*snapshot.last_test, out->mutable_last_test());
+  out->set_device(snapshot.device.str());
+  out->set_checkpoint_path(snapshot.checkpoint_path);
+  out->set_train_json(snapshot.train_json);
+}
+
+}  // namespace vae::server
