@@ -35,8 +35,8 @@
 #include "client/grpc_status.h"
 #include "client/images.h"
 #include "client/latent_io.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 
 // The commands of vae-client (client/cli.h). Flags and help:
 // client/cli/flags.*; inputs: client/cli/inputs.*; outputs:

@@ -16,8 +16,8 @@
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 #include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 

@@ -17,7 +17,7 @@
 
 #include "fuzz/fuzz_util.h"
 #include "model/checkpoint.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 
 namespace {
 

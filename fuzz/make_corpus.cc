@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/checkpoint.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "model/options.h"
 #include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.pb.h"

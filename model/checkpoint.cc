@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace vae {
 namespace {

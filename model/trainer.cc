@@ -11,7 +11,7 @@
 #include "model/fused_adam.h"
 #include "model/loss.h"
 #include "model/mlp_step.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace vae {
 namespace {

@@ -7,7 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 
 namespace vae::server {
 

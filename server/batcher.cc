@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace vae::server {
 

@@ -12,7 +12,7 @@
 #include "absl/time/clock.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace vae::server {
 

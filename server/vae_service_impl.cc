@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/tensor_codec.h"
 

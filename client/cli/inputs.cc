@@ -10,9 +10,9 @@
 #include "absl/strings/str_join.h"
 #include "client/cli/outputs.h"
 #include "client/images.h"
-#include "model/file_util.h"
-#include "model/idx.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/idx.h"
+#include "common/status_macros.h"
 
 namespace vae::cli {
 namespace {

@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/images.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace vae::cli {
 namespace {

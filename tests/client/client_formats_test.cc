@@ -18,7 +18,7 @@
 #include "client/grpc_status.h"
 #include "client/images.h"
 #include "client/latent_io.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "tests/common/test_util.h"
 
 namespace vae::testing {

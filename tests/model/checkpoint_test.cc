@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "tests/common/disk_limits.h"
 #include "tests/common/test_util.h"
 #include "tests/model/status_matchers.h"

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "model/checkpoint.h"
-#include "model/file_util.h"
-#include "model/idx.h"
+#include "common/file_util.h"
+#include "common/idx.h"
 #include "model/options.h"
 #include "tests/common/test_util.h"
 

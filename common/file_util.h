@@ -1,6 +1,6 @@
 // Crash-safe file writes and bounded reads. Torch-free.
-#ifndef VAE_MODEL_FILE_UTIL_H_
-#define VAE_MODEL_FILE_UTIL_H_
+#ifndef VAE_COMMON_FILE_UTIL_H_
+#define VAE_COMMON_FILE_UTIL_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -52,4 +52,4 @@ uint32_t Crc32(const void* data, size_t size, uint32_t crc = 0);
 
 }  // namespace vae
 
-#endif  // VAE_MODEL_FILE_UTIL_H_
+#endif  // VAE_COMMON_FILE_UTIL_H_

@@ -2,8 +2,8 @@
 // Torch-free. Only unsigned-byte (type 0x08) arrays of 1 to 4 dimensions are accepted. Layout: bytes 0x00 0x00,
 // the type, the number of dims, then each dim as a big-endian uint32, then product(dims) bytes of data.
 // Thread-safe: no shared state. No input makes these functions crash or allocate more than `max_bytes` of data.
-#ifndef VAE_MODEL_IDX_H_
-#define VAE_MODEL_IDX_H_
+#ifndef VAE_COMMON_IDX_H_
+#define VAE_COMMON_IDX_H_
 
 #include <cstdint>
 #include <string>
@@ -32,4 +32,4 @@ absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes, const std::string& w
 
 }  // namespace vae
 
-#endif  // VAE_MODEL_IDX_H_
+#endif  // VAE_COMMON_IDX_H_

@@ -1,6 +1,6 @@
 // Two tiny helpers for absl::Status plumbing. Abseil 20220623 (Debian 12) ships no ASSIGN_OR_RETURN.
-#ifndef VAE_MODEL_STATUS_MACROS_H_
-#define VAE_MODEL_STATUS_MACROS_H_
+#ifndef VAE_COMMON_STATUS_MACROS_H_
+#define VAE_COMMON_STATUS_MACROS_H_
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,4 +23,4 @@
   if (!tmp.ok()) return tmp.status();              \
   lhs = std::move(tmp).value()
 
-#endif  // VAE_MODEL_STATUS_MACROS_H_
+#endif  // VAE_COMMON_STATUS_MACROS_H_
