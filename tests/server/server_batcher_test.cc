@@ -327,15 +327,19 @@ TEST(BatchedInferenceTest, AsyncCallsMatchUnbatchedResults) {
         batched.EncodeAsync(snapshot, x, absl::InfiniteFuture(), {}, [&](absl::StatusOr<EncodeResult> r) {
           ++calls;
           if (!r.ok()) ADD_FAILURE() << r.status();
-          if (r.ok()) EXPECT_TRUE(at::allclose(r->mu, expected->mu, 1e-6, 1e-6));
-          if (r.ok()) EXPECT_TRUE(at::allclose(r->sigma, expected->sigma, 1e-6, 1e-6));
+          if (r.ok()) {  // braces: EXPECT_TRUE expands to an if/else (-Wdangling-else)
+            EXPECT_TRUE(at::allclose(r->mu, expected->mu, 1e-6, 1e-6));
+            EXPECT_TRUE(at::allclose(r->sigma, expected->sigma, 1e-6, 1e-6));
+          }
           encoded.Notify();
         });
         batched.DecodeAsync(snapshot, expected->mu, absl::InfiniteFuture(), {}, [&](absl::StatusOr<DecodeResult> r) {
           ++calls;
           auto d = plain.Decode(*snapshot, expected->mu, absl::InfiniteFuture());
           if (!r.ok() || !d.ok()) ADD_FAILURE() << r.status() << " " << d.status();
-          if (r.ok() && d.ok()) EXPECT_TRUE(at::allclose(r->images, d->images, 1e-6, 1e-6));
+          if (r.ok() && d.ok()) {
+            EXPECT_TRUE(at::allclose(r->images, d->images, 1e-6, 1e-6));
+          }
           decoded.Notify();
         });
         batched.ReconstructAsync(snapshot, x, false, 0, absl::InfiniteFuture(), {},
