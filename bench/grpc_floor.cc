@@ -48,8 +48,7 @@ class CallbackService final : public vae::v1::VaeService::CallbackService {
 // One GetModelInfo call of the async API: requested, then answered, then deleted.
 class AsyncCall {
  public:
-  AsyncCall(vae::v1::VaeService::AsyncService* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq) {
+  AsyncCall(vae::v1::VaeService::AsyncService* service, grpc::ServerCompletionQueue* cq) : service_(service), cq_(cq) {
     service_->RequestGetModelInfo(&context_, &request_, &writer_, cq_, cq_, this);
   }
   // The call's tag came back from the queue with `ok`.

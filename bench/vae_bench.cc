@@ -37,10 +37,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/process_stats.h"
+#include "common/train_defaults.h"
 #include "model/dataset.h"
 #include "model/loss.h"
 #include "model/runtime.h"
-#include "model/train_defaults.h"
 #include "model/trainer.h"
 #include "server/inference.h"
 #include "server/model_slot.h"
@@ -327,7 +327,8 @@ int RunGrpc() {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     const grpc::Status s = stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &info);
-    if (!s.ok()) return Fail(absl::UnavailableError(absl::StrCat("cannot reach vae-server at ", target, ": ", s.error_message())));
+    if (!s.ok())
+      return Fail(absl::UnavailableError(absl::StrCat("cannot reach vae-server at ", target, ": ", s.error_message())));
   }
   auto options = vae::OptionsFromJson(info.options_json());
   if (!options.ok()) return Fail(options.status());

@@ -35,9 +35,9 @@
 #include "client/grpc_status.h"
 #include "client/images.h"
 #include "client/latent_io.h"
-#include "model/file_util.h"
-#include "model/train_defaults.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "common/train_defaults.h"
 
 // The commands of vae-client (client/cli.h). Flags and help:
 // client/cli/flags.*; inputs: client/cli/inputs.*; outputs:
@@ -65,26 +65,21 @@ struct Failure {
 // An RPC's failure: the library's one-line unreachable message as it is, else
 // the server's code and message (unchanged; its messages name the call,
 // "sample: count is 5000, ...") after the server's address.
-Failure RpcFailure(const Client &client, const absl::Status &status) {
+Failure RpcFailure(const Client& client, const absl::Status& status) {
   if (absl::StartsWith(status.message(), client::kCannotReachPrefix)) {
     return {kExitError, std::string(status.message())};
   }
-  return {kExitError, absl::StrCat("vae-server at ", client.target(), ": ",
-                                   absl::StatusCodeToString(status.code()),
+  return {kExitError, absl::StrCat("vae-server at ", client.target(), ": ", absl::StatusCodeToString(status.code()),
                                    ": ", status.message())};
 }
 
-Failure UsageFailure(const std::string &command, const std::string &message) {
-  const std::string help =
-      command.empty() ? "vae-client --help"
-                      : absl::StrCat("vae-client ", command, " --help");
+Failure UsageFailure(const std::string& command, const std::string& message) {
+  const std::string help = command.empty() ? "vae-client --help" : absl::StrCat("vae-client ", command, " --help");
   return {kExitUsage,
-          absl::StrCat("vae-client", command.empty() ? "" : " ", command, ": ",
-                       message, " (see ", help, ")")};
+          absl::StrCat("vae-client", command.empty() ? "" : " ", command, ": ", message, " (see ", help, ")")};
 }
 
-Failure LocalFailure(const std::string &command, int code,
-                     const absl::Status &status) {
+Failure LocalFailure(const std::string& command, int code, const absl::Status& status) {
   return {code, absl::StrCat("vae-client ", command, ": ", status.message())};
 }
 
@@ -93,59 +88,42 @@ Failure LocalFailure(const std::string &command, int code,
 // itself via Report.
 
 class Cli {
-public:
-  Cli(const ParsedArgs &args, std::ostream &out, std::ostream &err)
-      : args_(args), out_(out), err_(err) {}
+ public:
+  Cli(const ParsedArgs& args, std::ostream& out, std::ostream& err) : args_(args), out_(out), err_(err) {}
 
   int Main() {
-    const std::string &c = args_.command;
-    if (c == "health")
-      return Health();
-    if (c == "info")
-      return Info();
-    if (c == "train")
-      return Train();
-    if (c == "encode")
-      return Encode();
-    if (c == "decode")
-      return Decode();
-    if (c == "sample")
-      return Sample();
-    if (c == "reconstruct")
-      return Reconstruct();
-    return Report(
-        UsageFailure("", absl::StrCat("unknown command \"", c, "\"")));
+    const std::string& c = args_.command;
+    if (c == "health") return Health();
+    if (c == "info") return Info();
+    if (c == "train") return Train();
+    if (c == "encode") return Encode();
+    if (c == "decode") return Decode();
+    if (c == "sample") return Sample();
+    if (c == "reconstruct") return Reconstruct();
+    return Report(UsageFailure("", absl::StrCat("unknown command \"", c, "\"")));
   }
 
-private:
-  int Report(const Failure &failure) {
+ private:
+  int Report(const Failure& failure) {
     err_ << OneLine(failure.message) << std::endl;
     return failure.code;
   }
-  int Usage(const std::string &message) {
-    return Report(UsageFailure(args_.command, message));
-  }
-  int Rpc(const absl::Status &status) {
-    return Report(RpcFailure(*client_, status));
-  }
+  int Usage(const std::string& message) { return Report(UsageFailure(args_.command, message)); }
+  int Rpc(const absl::Status& status) { return Report(RpcFailure(*client_, status)); }
 
   // Creates the client; false (after reporting) on bad options.
   bool Connect() {
     std::string server = absl::GetFlag(FLAGS_server);
-    if (server.empty())
-      server = DefaultServer();
+    if (server.empty()) server = DefaultServer();
     client::ClientOptions options;
     options.timeout = absl::GetFlag(FLAGS_timeout);
     if (options.timeout <= absl::ZeroDuration()) {
-      Usage(absl::StrCat("--timeout=", absl::FormatDuration(options.timeout),
-                         ": expected a positive duration"));
+      Usage(absl::StrCat("--timeout=", absl::FormatDuration(options.timeout), ": expected a positive duration"));
       return false;
     }
-    const std::string ca = absl::GetFlag(FLAGS_tls_ca),
-                      cert = absl::GetFlag(FLAGS_tls_cert),
+    const std::string ca = absl::GetFlag(FLAGS_tls_ca), cert = absl::GetFlag(FLAGS_tls_cert),
                       key = absl::GetFlag(FLAGS_tls_key);
-    if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() ||
-        !key.empty()) {
+    if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() || !key.empty()) {
       auto tls = client::LoadTlsFiles(ca, cert, key);
       if (!tls.ok()) {
         Usage(std::string(tls.status().message()));
@@ -153,19 +131,18 @@ private:
       }
       options.tls = *std::move(tls);
     }
-    if (const std::string token_file = absl::GetFlag(FLAGS_token_file);
-        !token_file.empty()) {
+    if (const std::string token_file = absl::GetFlag(FLAGS_token_file); !token_file.empty()) {
       auto token = ReadTokenFile(token_file);
       if (!token.ok()) {
         Usage(absl::StrCat("--token_file: ", token.status().message()));
         return false;
       }
       options.token = *std::move(token);
-    } else if (const char *env = std::getenv("VAE_TOKEN");
-               env != nullptr && *env != '\0') {
+    } else if (const char* env = std::getenv("VAE_TOKEN"); env != nullptr && *env != '\0') {
       if (!IsValidToken(env)) {
-        Usage("$VAE_TOKEN holds characters a token cannot have (spaces, "
-              "control or non-ASCII characters)");
+        Usage(
+            "$VAE_TOKEN holds characters a token cannot have (spaces, "
+            "control or non-ASCII characters)");
         return false;
       }
       options.token = env;
@@ -180,29 +157,23 @@ private:
   }
 
   bool NoArgs() {
-    if (args_.args.empty())
-      return true;
+    if (args_.args.empty()) return true;
     Usage(absl::StrCat("unexpected argument \"", args_.args.front(), "\""));
     return false;
   }
 
   int Health() {
-    if (!NoArgs() || !Connect())
-      return kExitUsage;
+    if (!NoArgs() || !Connect()) return kExitUsage;
     auto status = client_->Health(absl::GetFlag(FLAGS_service));
-    if (!status.ok())
-      return Rpc(status.status());
+    if (!status.ok()) return Rpc(status.status());
     out_ << client::ServingStatusName(*status) << std::endl;
-    return *status == client::ServingStatus::kServing ? kExitOk
-                                                      : kExitNotServing;
+    return *status == client::ServingStatus::kServing ? kExitOk : kExitNotServing;
   }
 
   int Info() {
-    if (!NoArgs() || !Connect())
-      return kExitUsage;
+    if (!NoArgs() || !Connect()) return kExitUsage;
     auto info = client_->GetModelInfo();
-    if (!info.ok())
-      return Rpc(info.status());
+    if (!info.ok()) return Rpc(info.status());
     if (absl::GetFlag(FLAGS_json)) {
       out_ << InfoJson(*info).dump(2) << std::endl;
     } else {
@@ -211,21 +182,18 @@ private:
     return kExitOk;
   }
 
-  static nlohmann::json MetricsJson(const std::optional<client::Metrics> &m) {
-    if (!m.has_value())
-      return nullptr;
+  static nlohmann::json MetricsJson(const std::optional<client::Metrics>& m) {
+    if (!m.has_value()) return nullptr;
     return {{"loss", m->loss}, {"recon", m->recon}, {"kl", m->kl}};
   }
 
-  static nlohmann::json ParsedOrString(const std::string &text) {
-    if (text.empty())
-      return nullptr;
-    nlohmann::json parsed =
-        nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  static nlohmann::json ParsedOrString(const std::string& text) {
+    if (text.empty()) return nullptr;
+    nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     return parsed.is_discarded() ? nlohmann::json(text) : parsed;
   }
 
-  nlohmann::json InfoJson(const client::ModelInfo &i) const {
+  nlohmann::json InfoJson(const client::ModelInfo& i) const {
     return {{"server", client_->target()},
             {"preset", i.preset},
             {"architecture", i.architecture},
@@ -249,12 +217,10 @@ private:
             {"train", ParsedOrString(i.train_json)}};
   }
 
-  void PrintInfoTable(const client::ModelInfo &i) {
-    auto metrics = [](const std::optional<client::Metrics> &m) -> std::string {
-      if (!m.has_value())
-        return "-";
-      return absl::StrFormat("loss %.4f (recon %.4f, kl %.4f) nats/image",
-                             m->loss, m->recon, m->kl);
+  void PrintInfoTable(const client::ModelInfo& i) {
+    auto metrics = [](const std::optional<client::Metrics>& m) -> std::string {
+      if (!m.has_value()) return "-";
+      return absl::StrFormat("loss %.4f (recon %.4f, kl %.4f) nats/image", m->loss, m->recon, m->kl);
     };
     const std::vector<std::pair<std::string, std::string>> rows = {
         {"server", client_->target()},
@@ -268,15 +234,12 @@ private:
         {"weights", VersionText(i.version)},
         {"last train", metrics(i.last_train)},
         {"last test", metrics(i.last_test)},
-        {"checkpoint",
-         i.checkpoint_path.empty() ? "- (fresh model)" : i.checkpoint_path},
-        {"training",
-         i.training ? absl::StrCat("yes, job ", i.training_job_id) : "no"},
+        {"checkpoint", i.checkpoint_path.empty() ? "- (fresh model)" : i.checkpoint_path},
+        {"training", i.training ? absl::StrCat("yes, job ", i.training_job_id) : "no"},
         {"max batch", absl::StrCat(i.max_batch)},
         {"presets", absl::StrJoin(i.presets, ", ")},
     };
-    for (const auto &[key, value] : rows)
-      out_ << absl::StrFormat("%-14s %s\n", key, value);
+    for (const auto& [key, value] : rows) out_ << absl::StrFormat("%-14s %s\n", key, value);
     out_.flush();
   }
 
@@ -294,12 +257,11 @@ private:
   // Sends `images` ([N, ...]) in chunks of at most max_batch through `call`,
   // which appends its results.
   template <typename Call>
-  absl::Status Chunked(const at::Tensor &images, int32_t max_batch, Call call) {
+  absl::Status Chunked(const at::Tensor& images, int32_t max_batch, Call call) {
     const int64_t n = images.size(0);
     const int64_t step = max_batch > 0 ? max_batch : n;
     for (int64_t start = 0; start < n; start += step) {
-      VAE_RETURN_IF_ERROR(
-          call(images.narrow(0, start, std::min(step, n - start))));
+      VAE_RETURN_IF_ERROR(call(images.narrow(0, start, std::min(step, n - start))));
     }
     return absl::OkStatus();
   }
@@ -312,75 +274,59 @@ private:
     Inputs inputs;
     at::Tensor tensor;
   };
-  int LoadImageArgs(const char *command, ImageArgs *loaded) {
-    if (args_.args.empty())
-      return Usage("no input images");
+  int LoadImageArgs(const char* command, ImageArgs* loaded) {
+    if (args_.args.empty()) return Usage("no input images");
     if (absl::GetFlag(FLAGS_limit) < 0) {
-      return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit),
-                                ": expected >= 0"));
+      return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit), ": expected >= 0"));
     }
-    if (!Connect())
-      return kExitUsage;
+    if (!Connect()) return kExitUsage;
     loaded->info = ModelInfoOrReport();
-    if (!loaded->info.has_value())
-      return kExitError;
-    if (absl::Status s =
-            LoadInputs(args_.args, *loaded->info, absl::GetFlag(FLAGS_limit),
-                       absl::GetFlag(FLAGS_resize), err_, &loaded->inputs);
+    if (!loaded->info.has_value()) return kExitError;
+    if (absl::Status s = LoadInputs(args_.args, *loaded->info, absl::GetFlag(FLAGS_limit), absl::GetFlag(FLAGS_resize),
+                                    err_, &loaded->inputs);
         !s.ok()) {
       return Report(LocalFailure(command, kExitUsage, s));
     }
     auto tensor = client::MatsToTensor(loaded->inputs.images);
-    if (!tensor.ok())
-      return Report(LocalFailure(command, kExitError, tensor.status()));
+    if (!tensor.ok()) return Report(LocalFailure(command, kExitError, tensor.status()));
     loaded->tensor = *std::move(tensor);
     return kExitOk;
   }
 
   int Encode() {
     const std::string output = absl::GetFlag(FLAGS_output);
-    if (output.empty())
-      return Usage("--output is required");
+    if (output.empty()) return Usage("--output is required");
     if (auto format = client::LatentFormatOf(output); !format.ok()) {
       return Usage(std::string(format.status().message()));
     }
     ImageArgs loaded;
-    if (const int code = LoadImageArgs("encode", &loaded); code != kExitOk)
-      return code;
-    const client::ModelInfo &info = *loaded.info;
-    const Inputs &inputs = loaded.inputs;
-    const at::Tensor &tensor = loaded.tensor;
+    if (const int code = LoadImageArgs("encode", &loaded); code != kExitOk) return code;
+    const client::ModelInfo& info = *loaded.info;
+    const Inputs& inputs = loaded.inputs;
+    const at::Tensor& tensor = loaded.tensor;
     client::Encoding encoding;
     encoding.inputs = inputs.names;
-    absl::Status rpc = Chunked(
-        tensor, info.max_batch, [&](const at::Tensor &chunk) -> absl::Status {
-          VAE_ASSIGN_OR_RETURN(
-              client::EncodeResult r,
-              client_->Encode(client::ImageInput::FromTensor(chunk)));
-          AppendRows(ToMatrix(r.mu), &encoding.mu);
-          AppendRows(ToMatrix(r.sigma), &encoding.sigma);
-          NoteVersion(r.version, &encoding.version);
-          return absl::OkStatus();
-        });
-    if (!rpc.ok())
-      return Rpc(rpc);
+    absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
+      VAE_ASSIGN_OR_RETURN(client::EncodeResult r, client_->Encode(client::ImageInput::FromTensor(chunk)));
+      AppendRows(ToMatrix(r.mu), &encoding.mu);
+      AppendRows(ToMatrix(r.sigma), &encoding.sigma);
+      NoteVersion(r.version, &encoding.version);
+      return absl::OkStatus();
+    });
+    if (!rpc.ok()) return Rpc(rpc);
     if (absl::Status s = client::WriteEncoding(output, encoding); !s.ok()) {
       return Report(LocalFailure("encode", kExitError, s));
     }
     const bool npy = absl::EndsWithIgnoreCase(output, ".npy");
-    out_ << "wrote " << output
-         << (npy ? absl::StrCat(" and ", client::SigmaNpyPath(output)) : "")
-         << ": mu and sigma of " << encoding.mu.rows << " image"
-         << (encoding.mu.rows == 1 ? "" : "s") << ", latent dim "
-         << encoding.mu.cols << ", model " << VersionText(encoding.version)
-         << std::endl;
+    out_ << "wrote " << output << (npy ? absl::StrCat(" and ", client::SigmaNpyPath(output)) : "")
+         << ": mu and sigma of " << encoding.mu.rows << " image" << (encoding.mu.rows == 1 ? "" : "s")
+         << ", latent dim " << encoding.mu.cols << ", model " << VersionText(encoding.version) << std::endl;
     return kExitOk;
   }
 
   // Records the version that answered a request; notes it when the weights
   // changed between two requests.
-  void NoteVersion(const client::ModelVersion &v,
-                   client::ModelVersion *latest) {
+  void NoteVersion(const client::ModelVersion& v, client::ModelVersion* latest) {
     if (have_version_ && v.generation != latest->generation) {
       err_ << "note: the server published new weights during this command "
               "(generation "
@@ -391,162 +337,129 @@ private:
   }
 
   int Decode() {
-    const std::string input = absl::GetFlag(FLAGS_input),
-                      output = absl::GetFlag(FLAGS_output);
-    if (input.empty())
-      return Usage("--input is required");
-    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/true);
-        !s.ok()) {
+    const std::string input = absl::GetFlag(FLAGS_input), output = absl::GetFlag(FLAGS_output);
+    if (input.empty()) return Usage("--input is required");
+    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/true); !s.ok()) {
       return Usage(std::string(s.message()));
     }
-    if (!NoArgs())
-      return kExitUsage;
+    if (!NoArgs()) return kExitUsage;
     auto codes = client::ReadCodes(input);
-    if (!codes.ok())
-      return Report(LocalFailure("decode", kExitUsage, codes.status()));
-    if (!Connect())
-      return kExitUsage;
+    if (!codes.ok()) return Report(LocalFailure("decode", kExitUsage, codes.status()));
+    if (!Connect()) return kExitUsage;
     auto info = ModelInfoOrReport();
-    if (!info.has_value())
-      return kExitError;
+    if (!info.has_value()) return kExitError;
     if (codes->cols != info->latent_dim) {
       return Report(LocalFailure("decode", kExitUsage,
-                                 absl::InvalidArgumentError(absl::StrCat(
-                                     input, ": codes of ", codes->cols,
-                                     " dimensions; the model's "
-                                     "latent dim is ",
-                                     info->latent_dim))));
+                                 absl::InvalidArgumentError(absl::StrCat(input, ": codes of ", codes->cols,
+                                                                         " dimensions; the model's "
+                                                                         "latent dim is ",
+                                                                         info->latent_dim))));
     }
     at::Tensor z;
     try {
       z = at::Tensor(at::empty({codes->rows, codes->cols}, at::kFloat));
-      std::copy(codes->values.begin(), codes->values.end(),
-                z.data_ptr<float>());
-    } catch (const c10::Error &e) {
-      return Report(
-          LocalFailure("decode", kExitError,
-                       absl::InternalError(e.what_without_backtrace())));
+      std::copy(codes->values.begin(), codes->values.end(), z.data_ptr<float>());
+    } catch (const c10::Error& e) {
+      return Report(LocalFailure("decode", kExitError, absl::InternalError(e.what_without_backtrace())));
     }
     std::vector<at::Tensor> parts;
     client::ModelVersion version;
-    absl::Status rpc = Chunked(
-        z, info->max_batch, [&](const at::Tensor &chunk) -> absl::Status {
-          VAE_ASSIGN_OR_RETURN(client::DecodeResult r, client_->Decode(chunk));
-          parts.push_back(r.images);
-          NoteVersion(r.version, &version);
-          return absl::OkStatus();
-        });
-    if (!rpc.ok())
-      return Rpc(rpc);
+    absl::Status rpc = Chunked(z, info->max_batch, [&](const at::Tensor& chunk) -> absl::Status {
+      VAE_ASSIGN_OR_RETURN(client::DecodeResult r, client_->Decode(chunk));
+      parts.push_back(r.images);
+      NoteVersion(r.version, &version);
+      return absl::OkStatus();
+    });
+    if (!rpc.ok()) return Rpc(rpc);
     auto written = WriteImages(Concat(parts), output);
-    if (!written.ok())
-      return Report(LocalFailure("decode", kExitError, written.status()));
-    out_ << "wrote " << *written << " decoded from " << input << ", model "
-         << VersionText(version) << std::endl;
+    if (!written.ok()) return Report(LocalFailure("decode", kExitError, written.status()));
+    out_ << "wrote " << *written << " decoded from " << input << ", model " << VersionText(version) << std::endl;
     return kExitOk;
   }
 
-  static at::Tensor Concat(const std::vector<at::Tensor> &parts);
+  static at::Tensor Concat(const std::vector<at::Tensor>& parts);
 
   int Sample() {
     const std::string output = absl::GetFlag(FLAGS_output);
-    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/true);
-        !s.ok()) {
+    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/true); !s.ok()) {
       return Usage(std::string(s.message()));
     }
-    if (!NoArgs())
-      return kExitUsage;
+    if (!NoArgs()) return kExitUsage;
     const int32_t count = absl::GetFlag(FLAGS_count);
-    if (count < 1)
-      return Usage(absl::StrCat("--count=", count, ": expected >= 1"));
-    if (!Connect())
-      return kExitUsage;
+    if (count < 1) return Usage(absl::StrCat("--count=", count, ": expected >= 1"));
+    if (!Connect()) return kExitUsage;
     client::SampleOptions options;
     options.count = count;
     options.seed = absl::GetFlag(FLAGS_seed);
     options.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
     auto result = client_->Sample(options);
-    if (!result.ok())
-      return Rpc(result.status());
+    if (!result.ok()) return Rpc(result.status());
     auto written = WriteImages(result->images, output);
-    if (!written.ok())
-      return Report(LocalFailure("sample", kExitError, written.status()));
-    out_ << "wrote " << *written << ": seed " << result->seed << ", model "
-         << VersionText(result->version) << std::endl;
+    if (!written.ok()) return Report(LocalFailure("sample", kExitError, written.status()));
+    out_ << "wrote " << *written << ": seed " << result->seed << ", model " << VersionText(result->version)
+         << std::endl;
     return kExitOk;
   }
 
   int Reconstruct() {
     const std::string output = absl::GetFlag(FLAGS_output);
-    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/false);
-        !s.ok()) {
+    if (absl::Status s = CheckPngOutput(output, /*folder_allowed=*/false); !s.ok()) {
       return Usage(std::string(s.message()));
     }
     ImageArgs loaded;
-    if (const int code = LoadImageArgs("reconstruct", &loaded); code != kExitOk)
-      return code;
-    const client::ModelInfo &info = *loaded.info;
-    const Inputs &inputs = loaded.inputs;
-    const at::Tensor &tensor = loaded.tensor;
+    if (const int code = LoadImageArgs("reconstruct", &loaded); code != kExitOk) return code;
+    const client::ModelInfo& info = *loaded.info;
+    const Inputs& inputs = loaded.inputs;
+    const at::Tensor& tensor = loaded.tensor;
     client::ReconstructOptions options;
     options.sample_z = absl::GetFlag(FLAGS_sample_z);
     options.seed = absl::GetFlag(FLAGS_seed).value_or(0);
     std::vector<at::Tensor> parts;
     std::vector<float> recon, kl;
     client::ModelVersion version;
-    absl::Status rpc = Chunked(
-        tensor, info.max_batch, [&](const at::Tensor &chunk) -> absl::Status {
-          VAE_ASSIGN_OR_RETURN(
-              client::ReconstructResult r,
-              client_->Reconstruct(client::ImageInput::FromTensor(chunk),
-                                   options));
-          parts.push_back(r.images);
-          recon.insert(recon.end(), r.recon_nll.begin(), r.recon_nll.end());
-          kl.insert(kl.end(), r.kl.begin(), r.kl.end());
-          NoteVersion(r.version, &version);
-          return absl::OkStatus();
-        });
-    if (!rpc.ok())
-      return Rpc(rpc);
+    absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
+      VAE_ASSIGN_OR_RETURN(client::ReconstructResult r,
+                           client_->Reconstruct(client::ImageInput::FromTensor(chunk), options));
+      parts.push_back(r.images);
+      recon.insert(recon.end(), r.recon_nll.begin(), r.recon_nll.end());
+      kl.insert(kl.end(), r.kl.begin(), r.kl.end());
+      NoteVersion(r.version, &version);
+      return absl::OkStatus();
+    });
+    if (!rpc.ok()) return Rpc(rpc);
     absl::Status written = WritePairs(tensor, Concat(parts), output);
-    if (!written.ok())
-      return Report(LocalFailure("reconstruct", kExitError, written));
+    if (!written.ok()) return Report(LocalFailure("reconstruct", kExitError, written));
     double mean_recon = 0, mean_kl = 0;
-    for (float v : recon)
-      mean_recon += v;
-    for (float v : kl)
-      mean_kl += v;
+    for (float v : recon) mean_recon += v;
+    for (float v : kl) mean_kl += v;
     mean_recon /= std::max<size_t>(1, recon.size());
     mean_kl /= std::max<size_t>(1, kl.size());
     const int n = static_cast<int>(inputs.images.size());
     const int columns = 2 * client::GridColumns(n);
     const int h = inputs.images[0].rows, w = inputs.images[0].cols;
     const int rows = (n + columns / 2 - 1) / (columns / 2);
-    out_ << "wrote " << output << " ("
-         << SizeText(rows * (h + 2) + 2, columns * (w + 2) + 2) << ", " << n
-         << " original | reconstruction pairs): mean -log p(x|z) "
-         << absl::StrFormat("%.2f", mean_recon) << " nats, mean KL "
-         << absl::StrFormat("%.2f", mean_kl) << " nats, model "
-         << VersionText(version) << std::endl;
+    out_ << "wrote " << output << " (" << SizeText(rows * (h + 2) + 2, columns * (w + 2) + 2) << ", " << n
+         << " original | reconstruction pairs): mean -log p(x|z) " << absl::StrFormat("%.2f", mean_recon)
+         << " nats, mean KL " << absl::StrFormat("%.2f", mean_kl) << " nats, model " << VersionText(version)
+         << std::endl;
     return kExitOk;
   }
 
   int Train();
 
-  const ParsedArgs &args_;
-  std::ostream &out_;
-  std::ostream &err_;
+  const ParsedArgs& args_;
+  std::ostream& out_;
+  std::ostream& err_;
   std::unique_ptr<Client> client_;
   bool have_version_ = false;
 };
 
-at::Tensor Cli::Concat(const std::vector<at::Tensor> &parts) {
+at::Tensor Cli::Concat(const std::vector<at::Tensor>& parts) {
   return parts.size() == 1 ? parts.front() : at::cat(parts, 0);
 }
 
 int Cli::Train() {
-  if (!NoArgs())
-    return kExitUsage;
+  if (!NoArgs()) return kExitUsage;
   client::TrainOptions options;
   options.dataset = absl::GetFlag(FLAGS_dataset);
   options.epochs = absl::GetFlag(FLAGS_epochs);
@@ -559,10 +472,9 @@ int Cli::Train() {
   options.max_train_images = absl::GetFlag(FLAGS_max_train_images);
   options.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
   options.binarize = absl::GetFlag(FLAGS_binarize);
-  if (options.dataset.empty())
-    return Usage("--dataset is required");
+  if (options.dataset.empty()) return Usage("--dataset is required");
   // The wire reads 0 as "the server's default": a 0 typed here must be refused, not silently replaced. These are
-  // the server's own ranges (model/train_defaults.h), checked before connecting; the rest the server checks.
+  // the server's own ranges (common/train_defaults.h), checked before connecting; the rest the server checks.
   if (!IsValidEpochs(options.epochs))
     return Usage(absl::StrCat("--epochs=", options.epochs, ": expected 1 to ", kMaxEpochs));
   if (!IsValidBatchSize(options.batch_size))
@@ -575,19 +487,16 @@ int Cli::Train() {
   // Before the first gRPC call, so that gRPC's threads inherit the blocked
   // mask.
   SignalWatcher signals;
-  if (!Connect())
-    return kExitUsage;
+  if (!Connect()) return kExitUsage;
   // Train has no deadline (a job may run for hours): make sure the server
   // answers within --timeout first.
-  if (!ModelInfoOrReport().has_value())
-    return kExitError;
+  if (!ModelInfoOrReport().has_value()) return kExitError;
 
   const bool tty = &err_ == &std::cerr && isatty(STDERR_FILENO) == 1;
   ProgressPrinter printer(out_, err_, tty);
   client::TrainCancellation cancellation;
   signals.Start([&](int signal_number) {
-    printer.Note(absl::StrCat(tty ? "\n" : "",
-                              signal_number == SIGINT ? "Ctrl-C" : "SIGTERM",
+    printer.Note(absl::StrCat(tty ? "\n" : "", signal_number == SIGINT ? "Ctrl-C" : "SIGTERM",
                               ": cancelling the job (the server checkpoints "
                               "it; Ctrl-C again to quit at once)"));
     cancellation.Cancel();
@@ -595,17 +504,15 @@ int Cli::Train() {
   client::TrainProgress last;
   auto result = client_->Train(
       options,
-      [&](const client::TrainProgress &p) {
+      [&](const client::TrainProgress& p) {
         last = p;
         printer.On(p);
       },
       &cancellation);
   signals.Stop();
   printer.ClearBar();
-  if (!result.ok())
-    return Rpc(result.status());
-  if (!result->cancelled)
-    return kExitOk;
+  if (!result.ok()) return Rpc(result.status());
+  if (!result->cancelled) return kExitOk;
 
   // Cancelled: the server stops the job before its next step, writes a
   // checkpoint and keeps its published weights. Wait (briefly) for it to finish
@@ -614,8 +521,7 @@ int Cli::Train() {
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (absl::Now() < give_up) {
     auto info = client_->GetModelInfo();
-    if (!info.ok())
-      break;
+    if (!info.ok()) break;
     if (!info->training || info->training_job_id != last.job_id) {
       served = absl::StrCat("it serves ", VersionText(info->version));
       break;
@@ -624,9 +530,8 @@ int Cli::Train() {
   }
   std::string where = "before the job started";
   if (last.kind != client::TrainProgress::Kind::kUnspecified) {
-    where = absl::StrCat("in epoch ", last.epoch, " (last reported step ",
-                         last.step_in_epoch, "/", last.steps_per_epoch,
-                         ", job ", last.job_id, ")");
+    where = absl::StrCat("in epoch ", last.epoch, " (last reported step ", last.step_in_epoch, "/",
+                         last.steps_per_epoch, ", job ", last.job_id, ")");
   }
   err_ << "train: cancelled " << where
        << "; the server keeps a checkpoint of the steps done in its "
@@ -635,34 +540,30 @@ int Cli::Train() {
   return kExitInterrupted;
 }
 
-} // namespace
+}  // namespace
 
 std::string DefaultServer() {
-  const char *env = std::getenv("VAE_SERVER");
-  if (env != nullptr && *env != '\0')
-    return env;
+  const char* env = std::getenv("VAE_SERVER");
+  if (env != nullptr && *env != '\0') return env;
   return "127.0.0.1:50051";
 }
 
-int Run(int argc, char **argv, std::ostream &out, std::ostream &err) {
+int Run(int argc, char** argv, std::ostream& out, std::ostream& err) {
   ParsedArgs args;
   if (absl::Status s = ParseArgs(argc, argv, &args); !s.ok()) {
     // Name the command when there is one, so that the hint points at its help.
     std::string command;
     for (int i = 1; i < argc && command.empty(); ++i) {
-      if (argv[i][0] != '-' && FindCommand(argv[i]) != nullptr)
-        command = argv[i];
+      if (argv[i][0] != '-' && FindCommand(argv[i]) != nullptr) command = argv[i];
     }
-    err << OneLine(UsageFailure(command, std::string(s.message())).message)
-        << std::endl;
+    err << OneLine(UsageFailure(command, std::string(s.message())).message) << std::endl;
     return kExitUsage;
   }
   if (args.version) {
     out << "vae-client 0.1.0" << std::endl;
     return kExitOk;
   }
-  const Command *command =
-      args.command.empty() ? nullptr : FindCommand(args.command);
+  const Command* command = args.command.empty() ? nullptr : FindCommand(args.command);
   if (args.help) {
     if (command != nullptr) {
       PrintCommandHelp(*command, out);
@@ -676,37 +577,30 @@ int Run(int argc, char **argv, std::ostream &out, std::ostream &err) {
     return kExitUsage;
   }
   if (command == nullptr) {
-    err << OneLine(
-               UsageFailure(
-                   "", absl::StrCat(
-                           "unknown command \"", args.command,
-                           "\"; expected one of health, "
-                           "info, train, encode, decode, sample, reconstruct"))
-                   .message)
+    err << OneLine(UsageFailure("", absl::StrCat("unknown command \"", args.command,
+                                                 "\"; expected one of health, "
+                                                 "info, train, encode, decode, sample, reconstruct"))
+                       .message)
         << std::endl;
     return kExitUsage;
   }
   // A flag that the command does not take is a mistake, not something to
   // ignore.
   if (absl::Status s = CheckFlagsApply(*command, args); !s.ok()) {
-    err << OneLine(UsageFailure(args.command, std::string(s.message())).message)
-        << std::endl;
+    err << OneLine(UsageFailure(args.command, std::string(s.message())).message) << std::endl;
     return kExitUsage;
   }
   try {
     return Cli(args, out, err).Main();
-  } catch (const c10::Error &e) {
-    err << "vae-client " << args.command
-        << ": internal error: " << OneLine(e.what_without_backtrace())
-        << std::endl;
+  } catch (const c10::Error& e) {
+    err << "vae-client " << args.command << ": internal error: " << OneLine(e.what_without_backtrace()) << std::endl;
     return kExitError;
-  } catch (const std::exception &e) {
+  } catch (const std::exception& e) {
     // Nothing below is meant to throw; should a library still do so, keep to
     // one line and a non-zero exit.
-    err << "vae-client " << args.command
-        << ": internal error: " << OneLine(e.what()) << std::endl;
+    err << "vae-client " << args.command << ": internal error: " << OneLine(e.what()) << std::endl;
     return kExitError;
   }
 }
 
-} // namespace vae::cli
+}  // namespace vae::cli

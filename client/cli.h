@@ -35,7 +35,6 @@ std::string DefaultServer();
 // Runs one command line (argv[0] is the program name). Returns the exit code.
 int Run(int argc, char** argv, std::ostream& out, std::ostream& err);
 
-
 }  // namespace vae::cli
 
 #endif  // VAE_CLIENT_CLI_H_

@@ -15,9 +15,9 @@
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
 #include "client/proto_mapping.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

@@ -15,8 +15,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace vae::client {
 namespace {

@@ -84,7 +84,7 @@ struct ReconstructOptions {
 };
 
 // A Train request. Zeros mean the server's defaults; those and the bounds the server checks are defined once, in
-// model/train_defaults.h (a header of constants; documented in vae_service.proto too).
+// common/train_defaults.h (a header of constants; documented in vae_service.proto too).
 struct TrainOptions {
   std::string dataset;           // "mnist", "fashion-mnist", or a folder under the server's --data_dir
   int32_t epochs = 0;            // 0: kDefaultTrainEpochs; at most kMaxEpochs

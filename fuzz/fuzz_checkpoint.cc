@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/file_util.h"
 #include "fuzz/fuzz_util.h"
 #include "model/checkpoint.h"
-#include "model/file_util.h"
 
 namespace {
 
@@ -37,8 +37,8 @@ std::string Framed(const std::string& payload) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static vae::fuzz::ScratchFile file("checkpoint");
-  static const bool framed_on = std::getenv("VAE_FUZZ_TORCH_ARCHIVE") != nullptr &&
-                                 std::string(std::getenv("VAE_FUZZ_TORCH_ARCHIVE")) == "1";
+  static const bool framed_on =
+      std::getenv("VAE_FUZZ_TORCH_ARCHIVE") != nullptr && std::string(std::getenv("VAE_FUZZ_TORCH_ARCHIVE")) == "1";
   if (size == 0 || (data[0] % 2 == 1 && !framed_on)) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   const std::string& path = file.Write(data[0] % 2 == 1 ? Framed(rest) : rest);

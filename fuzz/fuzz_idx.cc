@@ -1,4 +1,4 @@
-// Fuzz target: bytes -> the idx reader (model/idx.h), both entry points: ParseIdx on the bytes in memory and ReadIdx
+// Fuzz target: bytes -> the idx reader (common/idx.h), both entry points: ParseIdx on the bytes in memory and ReadIdx
 // on the same bytes written to a file (which also takes the gzip path when they start with 0x1f 0x8b).
 // Properties: a rejection is INVALID_ARGUMENT; an accepted array has 1 to 4 dims (each a uint32; with a zero among
 // them the others may be anything) and product(dims) bytes, at most kMaxBytes; for plain (not gzip) bytes both entry
@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/idx.h"
 #include "fuzz/fuzz_util.h"
-#include "model/idx.h"
 
 namespace {
 

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "model/checkpoint.h"
-#include "model/file_util.h"
 #include "model/options.h"
 #include "proto/tensor_proto.h"
 #include "vae/v1/vae_service.pb.h"
@@ -151,7 +151,8 @@ void CheckpointSeeds() {
 }
 
 void OptionsSeeds() {
-  for (const std::string& name : {"mnist", "conv", "fashion"}) Write("fuzz_options_json", name, vae::ToJson(*vae::Preset(name)));
+  for (const std::string& name : {"mnist", "conv", "fashion"})
+    Write("fuzz_options_json", name, vae::ToJson(*vae::Preset(name)));
   vae::VaeOptions fixed = Tiny(vae::Architecture::kMlp);
   fixed.likelihood = vae::Likelihood::kGaussianFixed;
   fixed.fixed_sigma = 0.5;

@@ -12,10 +12,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
-#include "model/file_util.h"
-#include "model/status_macros.h"
+#include "absl/strings/strip.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace vae {
 namespace {
@@ -72,8 +72,8 @@ std::optional<int64_t> Sequence(absl::string_view name) {
 
 }  // namespace
 
-absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer,
-                            const TrainState& state, Vae* train_model) {
+absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer, const TrainState& state,
+                            Vae* train_model) {
   try {
     torch::serialize::OutputArchive archive;
     archive.write("format_version", c10::IValue(kFormatVersion));

@@ -23,11 +23,11 @@ namespace vae {
 
 // Where a training run stands; enough to continue it exactly.
 struct TrainState {
-  int64_t epochs_done = 0;    // completed epochs
-  int64_t step_in_epoch = 0;  // batches of the next epoch already trained (0 at an epoch boundary)
-  int64_t global_step = 0;    // optimizer steps since the model was created
-  uint64_t seed = 0;          // the run's seed: epoch order is EpochPermutation(n, seed, epoch)
-  torch::Tensor rng_state;    // the trainer's noise generator (eps, binarisation); undefined before any training
+  int64_t epochs_done = 0;          // completed epochs
+  int64_t step_in_epoch = 0;        // batches of the next epoch already trained (0 at an epoch boundary)
+  int64_t global_step = 0;          // optimizer steps since the model was created
+  uint64_t seed = 0;                // the run's seed: epoch order is EpochPermutation(n, seed, epoch)
+  torch::Tensor rng_state;          // the trainer's noise generator (eps, binarisation); undefined before any training
   std::string train_json = "{}";    // hyperparameters of the run that wrote the checkpoint
   std::string metrics_json = "{}";  // the latest train/test metrics
 };
@@ -47,8 +47,8 @@ struct Checkpoint {
 // Writes `model` (the weights to serve), `train_model` and `optimizer` (each when not null) and `state` to `path`
 // atomically: on any failure `path` is untouched and no temp file is left. RESOURCE_EXHAUSTED when the disk is full
 // (naming the path and the bytes free there); INTERNAL on other I/O or torch errors. Never throws, never aborts.
-absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer,
-                            const TrainState& state, Vae* train_model = nullptr);
+absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer, const TrainState& state,
+                            Vae* train_model = nullptr);
 
 // Loads and verifies a checkpoint. NOT_FOUND when missing; DATA_LOSS when torn, corrupt (CRC, magic) or its
 // weights do not match its options, with the reason in the message.
@@ -66,8 +66,9 @@ absl::Status VerifyCheckpointFile(const std::string& path);
 // The newest checkpoint in `dir` that loads; torn or corrupt ones are skipped with a warning in the log.
 // NOT_FOUND when there is none.
 absl::StatusOr<Checkpoint> LoadNewestCheckpoint(const std::string& dir, const torch::Device& device);
-// Keeps the newest `keep` valid checkpoints in `dir` (VerifyCheckpointFile) and deletes the older ones, and every broken
-// (DATA_LOSS) one on the way: broken files never count towards `keep`. A file that cannot be read now is left alone.
+// Keeps the newest `keep` valid checkpoints in `dir` (VerifyCheckpointFile) and deletes the older ones, and every
+// broken (DATA_LOSS) one on the way: broken files never count towards `keep`. A file that cannot be read now is left
+// alone.
 void PruneCheckpoints(const std::string& dir, int keep);
 // Deletes the checkpoint temp files (ckpt-*.tmp.*) in `dir`, which only a killed writer leaves. Call it only while no
 // checkpoint is being written to `dir` (the server does at start-up; one server per folder). Returns how many.

@@ -22,8 +22,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "model/idx.h"
-#include "model/status_macros.h"
+#include "common/idx.h"
+#include "common/status_macros.h"
 
 namespace vae {
 namespace {

@@ -13,7 +13,7 @@ namespace vae::internal {
 // a is clamped to 87, where exp(-a) ~ 1.6e-38 is already negligible next to 1 in every use below.
 inline float ExpNeg(float a) {
   a = a < 87.0f ? a : 87.0f;
-  const float t = -a * 1.44269504088896341f;  // -a / ln 2
+  const float t = -a * 1.44269504088896341f;        // -a / ln 2
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick), |t| < 2^22
   float r = -a - n * 0.693359375f;                  // ln 2, high part (exact product for |n| < 2^15)
   r = r - n * -2.12194440e-4f;                      // ln 2, low part

@@ -15,14 +15,14 @@ struct Coefficients {
   float inv_sqrt_bias_correction2;  // 1 / sqrt(1 - beta2^t)
   float step_size;                  // lr / (1 - beta1^t)
   float eps;
-  float decay, one_minus_decay;     // moving average
+  float decay, one_minus_decay;  // moving average
 };
 
 // One element range. Built for AVX-512, AVX2 and the baseline, picked at load time.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void UpdateRange(float* __restrict p, float* __restrict g,
-                                                                   float* __restrict m, float* __restrict v,
-                                                                   float* __restrict avg, int64_t begin, int64_t end,
-                                                                   Coefficients c) {
+                                                                              float* __restrict m, float* __restrict v,
+                                                                              float* __restrict avg, int64_t begin,
+                                                                              int64_t end, Coefficients c) {
   for (int64_t i = begin; i < end; ++i) {
     const float grad = g[i];
     // m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
@@ -45,15 +45,16 @@ void FusedAdamStep(torch::optim::Adam& optimizer, const std::vector<torch::Tenso
   size_t index = 0;
   for (auto& group : optimizer.param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
-    TORCH_CHECK(options.weight_decay() == 0 && !options.amsgrad(), "FusedAdamStep: weight decay and amsgrad unsupported");
+    TORCH_CHECK(options.weight_decay() == 0 && !options.amsgrad(),
+                "FusedAdamStep: weight decay and amsgrad unsupported");
     const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
     for (auto& param : group.params()) {
       const size_t i = index++;
       auto& grad = param.mutable_grad();
       if (!grad.defined()) continue;
-      TORCH_CHECK(param.is_contiguous() && grad.is_contiguous() && param.scalar_type() == at::kFloat &&
-                      param.device().is_cpu(),
-                  "FusedAdamStep: needs contiguous float32 CPU parameters");
+      TORCH_CHECK(
+          param.is_contiguous() && grad.is_contiguous() && param.scalar_type() == at::kFloat && param.device().is_cpu(),
+          "FusedAdamStep: needs contiguous float32 CPU parameters");
       // State keyed as torch::optim::Adam keys it, so its save/load see these moments.
       const std::string key = c10::guts::to_string(param.unsafeGetTensorImpl());
       auto& slot = optimizer.state()[key];
@@ -87,9 +88,8 @@ void FusedAdamStep(torch::optim::Adam& optimizer, const std::vector<torch::Tenso
       float* g = grad.data_ptr<float>();
       float* m = state.exp_avg().data_ptr<float>();
       float* v = state.exp_avg_sq().data_ptr<float>();
-      at::parallel_for(0, param.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-        UpdateRange(p, g, m, v, avg, begin, end, c);
-      });
+      at::parallel_for(0, param.numel(), 1 << 15,
+                       [&](int64_t begin, int64_t end) { UpdateRange(p, g, m, v, avg, begin, end, c); });
     }
   }
 }

@@ -42,12 +42,14 @@ LossOutput ComputeLoss(const VaeOptions& options, const VaeOutput& out, const to
     loss.recon_per_image = ReconstructionNll(options, out.decoded, x);
   } else {
     // Average -log p(x|z_l) over the L samples (row l * N + n is sample l of image n).
-    auto xs = x.unsqueeze(0).expand({l, n, x.size(1), x.size(2), x.size(3)}).reshape({l * n, x.size(1), x.size(2), x.size(3)});
+    auto xs = x.unsqueeze(0)
+                  .expand({l, n, x.size(1), x.size(2), x.size(3)})
+                  .reshape({l * n, x.size(1), x.size(2), x.size(3)});
     loss.recon_per_image = ReconstructionNll(options, out.decoded, xs).view({l, n}).mean(0);
   }
   loss.kl_per_image = KlDivergence(out.mu, out.logvar);
-  loss.total_per_image =
-      options.beta == 1.0 ? loss.recon_per_image + loss.kl_per_image : loss.recon_per_image + options.beta * loss.kl_per_image;
+  loss.total_per_image = options.beta == 1.0 ? loss.recon_per_image + loss.kl_per_image
+                                             : loss.recon_per_image + options.beta * loss.kl_per_image;
   loss.total = loss.total_per_image.mean();
   loss.recon = loss.recon_per_image.mean();
   loss.kl = loss.kl_per_image.mean();
@@ -55,16 +57,17 @@ LossOutput ComputeLoss(const VaeOptions& options, const VaeOutput& out, const to
 }
 
 torch::Tensor LogImportanceWeights(const VaeOptions& options, const torch::Tensor& x, const torch::Tensor& mu,
-                                   const torch::Tensor& logvar, const torch::Tensor& z,
-                                   const DecoderOutput& decoded) {
+                                   const torch::Tensor& logvar, const torch::Tensor& z, const DecoderOutput& decoded) {
   const int64_t n = x.size(0), j = mu.size(1);
   const int64_t k = z.size(0) / n;
-  auto xs = x.unsqueeze(0).expand({k, n, x.size(1), x.size(2), x.size(3)}).reshape({k * n, x.size(1), x.size(2), x.size(3)});
+  auto xs =
+      x.unsqueeze(0).expand({k, n, x.size(1), x.size(2), x.size(3)}).reshape({k * n, x.size(1), x.size(2), x.size(3)});
   auto log_px_z = -ReconstructionNll(options, decoded, xs).view({k, n});
   auto zk = z.view({k, n, j});
   // log N(z; 0, I) and log N(z; mu, sigma^2), summed over the J latent dimensions.
   auto log_pz = -0.5 * (zk.pow(2) + kLog2Pi).sum(2);
-  auto log_qz = -0.5 * ((zk - mu.unsqueeze(0)).pow(2) * torch::exp(-logvar).unsqueeze(0) + logvar.unsqueeze(0) + kLog2Pi).sum(2);
+  auto log_qz =
+      -0.5 * ((zk - mu.unsqueeze(0)).pow(2) * torch::exp(-logvar).unsqueeze(0) + logvar.unsqueeze(0) + kLog2Pi).sum(2);
   return log_px_z + log_pz - log_qz;
 }
 

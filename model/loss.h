@@ -9,7 +9,8 @@
 
 namespace vae {
 
-// KL(N(mu, sigma^2) || N(0, I)) per row: 0.5 * sum_j(mu_j^2 + sigma_j^2 - log sigma_j^2 - 1). mu, logvar: [N, J] -> [N].
+// KL(N(mu, sigma^2) || N(0, I)) per row: 0.5 * sum_j(mu_j^2 + sigma_j^2 - log sigma_j^2 - 1). mu, logvar: [N, J] ->
+// [N].
 torch::Tensor KlDivergence(const torch::Tensor& mu, const torch::Tensor& logvar);
 
 // -log Bernoulli(x | sigmoid(logits)) summed over all but the first dim, computed stably from logits
@@ -38,8 +39,7 @@ LossOutput ComputeLoss(const VaeOptions& options, const VaeOutput& out, const to
 // log w = log p(x | z) + log p(z) - log q(z | x) for given z ([K * N, J], sample k of image n at row k * N + n),
 // mu/logvar [N, J] and decoder output for z. -> [K, N].
 torch::Tensor LogImportanceWeights(const VaeOptions& options, const torch::Tensor& x, const torch::Tensor& mu,
-                                   const torch::Tensor& logvar, const torch::Tensor& z,
-                                   const DecoderOutput& decoded);
+                                   const torch::Tensor& logvar, const torch::Tensor& z, const DecoderOutput& decoded);
 
 // Burda et al. (2015): log p(x) ~= logsumexp_k(log w_k) - log k with z_k ~ q(z|x). Returns [N] (nats; the NLL is the
 // negation). Samples are drawn `chunk` at a time and combined with a running logsumexp, so memory stays at

@@ -56,7 +56,7 @@ class MlpInference {
   const float* Hidden(const std::vector<Layer>& layers, const float* x, int64_t rows) const;
 
   VaeOptions options_;
-  int64_t widest_ = 0;  // the widest hidden layer
+  int64_t widest_ = 0;          // the widest hidden layer
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D (x2 for the learned-variance Gaussian)
 };

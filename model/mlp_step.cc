@@ -38,8 +38,8 @@ inline float Log1pUnit(float e) {
 // from e = exp(-|l|): softplus(l) = max(l, 0) + log(1 + e), sigmoid(l) = (l >= 0 ? 1 : e) / (1 + e). No branch,
 // so it vectorises; `omp simd` allows the reordered float sum.
 __attribute__((target_clones("avx512f", "avx2", "default"))) float BernoulliRow(float* __restrict logits,
-                                                                             const float* __restrict x, int64_t n,
-                                                                             float scale) {
+                                                                                const float* __restrict x, int64_t n,
+                                                                                float scale) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < n; ++i) {
@@ -57,12 +57,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float BernoulliRow(
 
 // grad <- grad * act'(pre-activation), given the activation's output h.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void ReluBackward(float* __restrict grad,
-                                                                             const float* __restrict h, int64_t n) {
+                                                                               const float* __restrict h, int64_t n) {
   for (int64_t i = 0; i < n; ++i) grad[i] = h[i] > 0.0f ? grad[i] : 0.0f;
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void TanhBackward(float* __restrict grad,
-                                                                             const float* __restrict h, int64_t n) {
+                                                                               const float* __restrict h, int64_t n) {
   for (int64_t i = 0; i < n; ++i) grad[i] *= 1.0f - h[i] * h[i];
 }
 

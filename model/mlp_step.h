@@ -72,11 +72,11 @@ class MlpTrainStep {
   std::vector<at::Tensor> dec_hidden_;       // activations after each decoder hidden layer
   std::vector<at::Tensor> enc_hidden_grad_;  // gradients with respect to them
   std::vector<at::Tensor> dec_hidden_grad_;
-  at::Tensor enc_out_;       // [B, 2J] mu | logvar, then their gradients
-  at::Tensor z_;             // [B, J]
-  at::Tensor z_grad_;        // [B, J]
-  at::Tensor sigma_;         // [B, J]
-  at::Tensor logits_;        // [B, D], then d loss / d logits
+  at::Tensor enc_out_;  // [B, 2J] mu | logvar, then their gradients
+  at::Tensor z_;        // [B, J]
+  at::Tensor z_grad_;   // [B, J]
+  at::Tensor sigma_;    // [B, J]
+  at::Tensor logits_;   // [B, D], then d loss / d logits
   std::vector<float> row_recon_, row_kl_;
 };
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace vae {
 namespace {
@@ -84,16 +84,15 @@ absl::Status Validate(const VaeOptions& o) {
     }
     return absl::OkStatus();
   };
-  for (auto s : {positive("channels", o.channels, 4), positive("height", o.height, 4096),
-                 positive("width", o.width, 4096), positive("latent_dim", o.latent_dim, 4096),
-                 positive("mc_samples", o.mc_samples, 1000)}) {
+  for (auto s :
+       {positive("channels", o.channels, 4), positive("height", o.height, 4096), positive("width", o.width, 4096),
+        positive("latent_dim", o.latent_dim, 4096), positive("mc_samples", o.mc_samples, 1000)}) {
     if (!s.ok()) return s;
   }
   if (o.hidden.empty()) return absl::InvalidArgumentError("hidden must list at least one layer");
   for (size_t i = 0; i < o.hidden.size(); ++i) {
     if (o.hidden[i] < 1 || o.hidden[i] > 65536) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("hidden[", i, "] must be in [1, 65536], got ", o.hidden[i]));
+      return absl::InvalidArgumentError(absl::StrCat("hidden[", i, "] must be in [1, 65536], got ", o.hidden[i]));
     }
   }
   if (!(o.beta >= 0.0)) return absl::InvalidArgumentError(absl::StrCat("beta must be >= 0, got ", o.beta));
@@ -104,8 +103,8 @@ absl::Status Validate(const VaeOptions& o) {
     const int64_t factor = int64_t{1} << o.hidden.size();
     if (o.hidden.size() > 8 || o.height % factor != 0 || o.width % factor != 0) {
       return absl::InvalidArgumentError(absl::StrCat("conv: input ", o.height, "x", o.width,
-                                                     " must be divisible by 2^stages = ", factor, " (",
-                                                     o.hidden.size(), " stages in hidden)"));
+                                                     " must be divisible by 2^stages = ", factor, " (", o.hidden.size(),
+                                                     " stages in hidden)"));
     }
   }
   return absl::OkStatus();
@@ -125,9 +124,9 @@ absl::StatusOr<VaeOptions> Preset(const std::string& name) {
     return Mlp(name, 3, 218, 178, {1164, 116}, 10, Activation::kRelu, Likelihood::kBernoulli);
   }
   if (name == "conv" || name == "conv64") {
-    VaeOptions o = name == "conv" ? Mlp(name, 1, 28, 28, {32, 64}, 20, Activation::kRelu, Likelihood::kBernoulli)
-                                  : Mlp(name, 3, 64, 64, {32, 64, 128, 256}, 32, Activation::kRelu,
-                                        Likelihood::kBernoulli);
+    VaeOptions o = name == "conv"
+                       ? Mlp(name, 1, 28, 28, {32, 64}, 20, Activation::kRelu, Likelihood::kBernoulli)
+                       : Mlp(name, 3, 64, 64, {32, 64, 128, 256}, 32, Activation::kRelu, Likelihood::kBernoulli);
     o.architecture = Architecture::kConv;
     return o;
   }

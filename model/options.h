@@ -20,18 +20,18 @@ enum class Architecture { kMlp, kConv };
 enum class Likelihood { kBernoulli, kGaussianLearned, kGaussianFixed };
 
 struct VaeOptions {
-  std::string preset = "custom";   // name of the preset these options came from, "custom" otherwise
-  int64_t channels = 1;            // input C
-  int64_t height = 28;             // input H (pixels)
-  int64_t width = 28;              // input W (pixels)
-  int64_t latent_dim = 20;         // J, size of z
+  std::string preset = "custom";        // name of the preset these options came from, "custom" otherwise
+  int64_t channels = 1;                 // input C
+  int64_t height = 28;                  // input H (pixels)
+  int64_t width = 28;                   // input W (pixels)
+  int64_t latent_dim = 20;              // J, size of z
   std::vector<int64_t> hidden = {400};  // MLP: hidden layer widths; conv: channels of each stride-2 stage
   Activation activation = Activation::kRelu;
   Architecture architecture = Architecture::kMlp;
   Likelihood likelihood = Likelihood::kBernoulli;
-  double fixed_sigma = 1.0;        // sigma' for kGaussianFixed (1 -> loss is 0.5 * squared error + const)
-  double beta = 1.0;               // weight of the KL term (beta-VAE; 1 = the ELBO)
-  int64_t mc_samples = 1;          // L, Monte Carlo samples of z per image in the loss
+  double fixed_sigma = 1.0;  // sigma' for kGaussianFixed (1 -> loss is 0.5 * squared error + const)
+  double beta = 1.0;         // weight of the KL term (beta-VAE; 1 = the ELBO)
+  int64_t mc_samples = 1;    // L, Monte Carlo samples of z per image in the loss
 
   int64_t input_dim() const { return channels * height * width; }  // D
   std::vector<int64_t> input_shape() const { return {channels, height, width}; }

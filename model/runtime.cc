@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/threads.h"
 
 namespace vae {
 
@@ -35,7 +35,7 @@ void SetCallingThreadTorchThreads(int threads) {
 void ConfigureThreads(int threads) {
   static std::once_flag once;
   std::call_once(once, [threads] {
-    int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    int n = ResolveThreadCount(threads);
     configured_threads = n;
     at::set_num_threads(n);
     at::set_num_interop_threads(std::max(1, std::min(n, 4)));
@@ -55,7 +55,8 @@ absl::StatusOr<c10::Device> ResolveDevice(const std::string& spec) {
     } catch (const c10::Error&) {
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("device: unknown device '", spec, "', expected auto, cpu or cuda[:N]"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("device: unknown device '", spec, "', expected auto, cpu or cuda[:N]"));
 }
 
 }  // namespace vae

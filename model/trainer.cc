@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "model/fused_adam.h"
 #include "model/loss.h"
 #include "model/mlp_step.h"
-#include "model/status_macros.h"
 
 namespace vae {
 namespace {
@@ -47,8 +47,9 @@ absl::Status CheckDataset(const Dataset& data, const VaeOptions& o, const char* 
   if (data.size() == 0) return absl::InvalidArgumentError(absl::StrCat(which, " dataset is empty"));
   const auto s = data.images.sizes();
   if (s.size() != 4 || s[1] != o.channels || s[2] != o.height || s[3] != o.width) {
-    return absl::InvalidArgumentError(absl::StrCat(which, " images have shape ", c10::str(s), ", the model expects [N, ",
-                                                   o.channels, ", ", o.height, ", ", o.width, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(which, " images have shape ", c10::str(s),
+                                                   ", the model expects [N, ", o.channels, ", ", o.height, ", ",
+                                                   o.width, "]"));
   }
   return absl::OkStatus();
 }
@@ -67,23 +68,22 @@ std::string FirstNonFiniteParameter(Vae& model) {
 }  // namespace
 
 std::string ToJson(const TrainOptions& o) {
-  nlohmann::json j = {{"epochs", o.epochs},
-                      {"batch_size", o.batch_size},
-                      {"learning_rate", o.learning_rate},
-                      {"seed", o.seed},
-                      {"binarize", o.binarize},
-                      {"init_output_bias", o.init_output_bias},
+  nlohmann::json j = {{"epochs", o.epochs},      {"batch_size", o.batch_size}, {"learning_rate", o.learning_rate},
+                      {"seed", o.seed},          {"binarize", o.binarize},     {"init_output_bias", o.init_output_bias},
                       {"ema_decay", o.ema_decay}};
   return j.dump();
 }
 
 Trainer::Trainer(Vae model, TrainOptions options, torch::Device device)
-    : model_(std::move(model)), options_(std::move(options)), device_(device), generator_(MakeGenerator(options_.seed)) {
+    : model_(std::move(model)),
+      options_(std::move(options)),
+      device_(device),
+      generator_(MakeGenerator(options_.seed)) {
   model_->to(device_);
   model_->train();
   if (options_.ema_decay > 0) ema_ = CloneVae(model_, device_);
-  optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
-                                                    torch::optim::AdamOptions(options_.learning_rate));
+  optimizer_ =
+      std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(options_.learning_rate));
   state_.seed = options_.seed;
   state_.train_json = ToJson(options_);
 }
@@ -143,7 +143,8 @@ absl::Status Trainer::Diverged(const std::string& why) const {
                                 : absl::StrCat(" (epoch ", state_.epochs_done + 1, ")"),
       ": ", why,
       "; nothing of this epoch was published or checkpointed, the last good weights stay served and on disk; "
-      "retry with a lower learning_rate than ", options_.learning_rate));
+      "retry with a lower learning_rate than ",
+      options_.learning_rate));
 }
 
 absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const Metrics* test) {
@@ -152,7 +153,8 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   std::error_code ec;
   std::filesystem::create_directories(options_.checkpoint_dir, ec);
   if (ec) {
-    return absl::InternalError(absl::StrCat("cannot create checkpoint dir ", options_.checkpoint_dir, ": ", ec.message()));
+    return absl::InternalError(
+        absl::StrCat("cannot create checkpoint dir ", options_.checkpoint_dir, ": ", ec.message()));
   }
   nlohmann::json metrics = {{"train", MetricsJson(train)}};
   if (test != nullptr) metrics["test"] = MetricsJson(*test);
@@ -161,7 +163,8 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   const std::string path = NextCheckpointPath(options_.checkpoint_dir);
   const absl::Status saved = SaveCheckpoint(path, serving_model(), optimizer_.get(), state_, ema_ ? &model_ : nullptr);
   if (!saved.ok()) {
-    return absl::Status(saved.code(), absl::StrCat("checkpoint at step ", state_.global_step, " failed, so its weights "
+    return absl::Status(saved.code(), absl::StrCat("checkpoint at step ", state_.global_step,
+                                                   " failed, so its weights "
                                                    "were not published (the last checkpoint stays served): ",
                                                    saved.message()));
   }
@@ -179,10 +182,11 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         absl::StrCat("batch_size is ", options_.batch_size, ", expected 1 to ", kMaxBatchSize));
   }
   // epochs counts the model's whole life (a resumed run continues up to it), so only one job's epochs are bounded.
-  if (options_.epochs < 1) return absl::InvalidArgumentError(absl::StrCat("epochs is ", options_.epochs, ", expected >= 1"));
+  if (options_.epochs < 1)
+    return absl::InvalidArgumentError(absl::StrCat("epochs is ", options_.epochs, ", expected >= 1"));
   if (!IsValidLearningRate(options_.learning_rate)) {
-    return absl::InvalidArgumentError(absl::StrCat("learning_rate is ", options_.learning_rate,
-                                                   ", expected a value in (0, ", kMaxLearningRate, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("learning_rate is ", options_.learning_rate, ", expected a value in (0, ", kMaxLearningRate, "]"));
   }
 
   const int64_t n = train.size();
@@ -224,7 +228,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     optimizer_->zero_grad();  // gradients left by a caller; FusedAdamStep zeroes them from here on
     // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
     std::unique_ptr<MlpTrainStep> fast_step;
-    if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_)) fast_step = std::make_unique<MlpTrainStep>(model_);
+    if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_))
+      fast_step = std::make_unique<MlpTrainStep>(model_);
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       auto perm = EpochPermutation(n, state_.seed, epoch);
@@ -273,7 +278,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
       state_.epochs_done = epoch + 1;
       state_.step_in_epoch = 0;
       if (test != nullptr) {
-        VAE_ASSIGN_OR_RETURN(last_test, Evaluate(serving_model(), *test, options_.eval_batch_size, state_.seed, device_));
+        VAE_ASSIGN_OR_RETURN(last_test,
+                             Evaluate(serving_model(), *test, options_.eval_batch_size, state_.seed, device_));
         model_->train();
       }
       // A loss that is finite before every step does not make the weights after the last step finite (one step of
@@ -289,8 +295,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
       VAE_ASSIGN_OR_RETURN(result.checkpoint_path, WriteCheckpoint(result.last_train, nullptr));
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("training failed at step ", state_.global_step, ": ",
-                                            e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("training failed at step ", state_.global_step, ": ", e.what_without_backtrace()));
   }
   result.cancelled = stopped;
   result.last_test = last_test;
@@ -302,7 +308,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
 absl::StatusOr<Metrics> Evaluate(Vae& model, const Dataset& data, int64_t batch_size, uint64_t seed,
                                  const torch::Device& device) {
   if (data.size() == 0) return absl::InvalidArgumentError("evaluate: empty dataset");
-  if (batch_size < 1) return absl::InvalidArgumentError(absl::StrCat("evaluate: batch_size must be >= 1, got ", batch_size));
+  if (batch_size < 1)
+    return absl::InvalidArgumentError(absl::StrCat("evaluate: batch_size must be >= 1, got ", batch_size));
   try {
     c10::NoGradGuard no_grad;
     model->eval();

@@ -15,21 +15,21 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/train_defaults.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
-#include "model/train_defaults.h"
 #include "model/vae.h"
 
 namespace vae {
 
 struct TrainOptions {
-  int64_t epochs = kDefaultTrainEpochs;         // total epochs of the run; a resumed run continues up to this
-  int64_t batch_size = kDefaultBatchSize;        // images per optimizer step, 1 .. kMaxBatchSize
-  double learning_rate = kDefaultLearningRate;   // Adam step size, (0, kMaxLearningRate]
-  uint64_t seed = kDefaultTrainSeed;             // epoch order, noise eps and binarisation all derive from it
+  int64_t epochs = kDefaultTrainEpochs;             // total epochs of the run; a resumed run continues up to this
+  int64_t batch_size = kDefaultBatchSize;           // images per optimizer step, 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;      // Adam step size, (0, kMaxLearningRate]
+  uint64_t seed = kDefaultTrainSeed;                // epoch order, noise eps and binarisation all derive from it
   int64_t log_every_steps = kDefaultLogEverySteps;  // a kStep progress report every N steps (0: only at epoch ends)
-  bool binarize = false;               // dynamic binarisation of every training batch (Bernoulli models)
-  bool init_output_bias = true;        // a fresh model (step 0) starts with the decoder bias at logit(mean image)
+  bool binarize = false;                            // dynamic binarisation of every training batch (Bernoulli models)
+  bool init_output_bias = true;  // a fresh model (step 0) starts with the decoder bias at logit(mean image)
   // The weights that are evaluated, published and served are an exponential moving average of the optimizer's
   // weights (Polyak averaging), with decay min(ema_decay, (1 + t) / (10 + t)) at step t. 0 serves the raw weights.
   double ema_decay = 0.998;
@@ -55,13 +55,13 @@ struct Progress {
   // kStarted is never reported by Trainer::Run: the server's job reports it before the first step.
   enum class Kind { kStarted, kStep, kEpochEnd, kDone };
   Kind kind = Kind::kStep;
-  int64_t epoch = 0;            // 1-based epoch being trained (kStep) or just finished (kEpochEnd)
-  int64_t epochs = 0;           // total epochs of the run
-  int64_t step_in_epoch = 0;    // batches done in this epoch
+  int64_t epoch = 0;          // 1-based epoch being trained (kStep) or just finished (kEpochEnd)
+  int64_t epochs = 0;         // total epochs of the run
+  int64_t step_in_epoch = 0;  // batches done in this epoch
   int64_t steps_per_epoch = 0;
   int64_t global_step = 0;
-  Metrics train;                // mean over the steps since the previous report (kStep) or over the epoch
-  bool has_test = false;        // kEpochEnd/kDone when a test set was given
+  Metrics train;          // mean over the steps since the previous report (kStep) or over the epoch
+  bool has_test = false;  // kEpochEnd/kDone when a test set was given
   Metrics test;
   double images_per_sec = 0;    // training throughput over the same steps as `train`
   double elapsed_sec = 0;       // since Run() started

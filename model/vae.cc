@@ -69,7 +69,8 @@ void VaeImpl::reset() {
     dec->push_back(torch::nn::Unflatten(torch::nn::UnflattenOptions(1, {in, enc_h_, enc_w_})));
     for (size_t i = o.hidden.size(); i-- > 0;) {
       const int64_t out = i == 0 ? out_channels_ : o.hidden[i - 1];
-      dec->push_back(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(o.hidden[i], out, 4).stride(2).padding(1)));
+      dec->push_back(
+          torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(o.hidden[i], out, 4).stride(2).padding(1)));
       if (i != 0) AddActivation(dec, o.activation);
     }
   }

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl openssl
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl openssl clang-format-14
   clang-14 libclang-rt-14-dev
   libtorch-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler

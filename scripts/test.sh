@@ -11,6 +11,7 @@ export BUILD_DIR="${BUILD_DIR:-${ROOT}/build}"
 bash "${ROOT}/scripts/install-deps.sh"
 bash "${ROOT}/scripts/fetch-data.sh" "${DATA_DIR}"
 bash "${ROOT}/scripts/build.sh"
+bash "${ROOT}/scripts/format.sh" --check
 # Tests use 2 torch threads each; run them one at a time so timings inside (e.g. deadlines) are not starved.
 ctest --test-dir "${BUILD_DIR}" --output-on-failure --timeout 900 -j "${CTEST_JOBS:-1}"
 # The libFuzzer targets under ASan+UBSan (their own clang build in build-fuzz/): past crashes replayed, then fuzzed.

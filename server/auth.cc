@@ -7,7 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 
 namespace vae::server {
 
@@ -59,9 +59,10 @@ absl::Status Authenticator::CheckHeader(const absl::string_view* authorization, 
                                         Access access) const {
   if (!enabled()) return absl::OkStatus();
   if (authorization == nullptr) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        method, ": no authorization metadata; this server requires \"authorization: Bearer <token>\" (vae-client: "
-                "--token_file or $VAE_TOKEN)"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(method,
+                     ": no authorization metadata; this server requires \"authorization: Bearer <token>\" (vae-client: "
+                     "--token_file or $VAE_TOKEN)"));
   }
   constexpr absl::string_view kScheme = "Bearer ";
   if (!absl::StartsWithIgnoreCase(*authorization, kScheme)) {
@@ -76,8 +77,9 @@ absl::Status Authenticator::CheckHeader(const absl::string_view* authorization, 
   if (!readonly) return absl::UnauthenticatedError(absl::StrCat(method, ": wrong token"));
   if (access == Access::kTrain) {
     return absl::PermissionDeniedError(absl::StrCat(
-        method, ": the token presented has the read-only role, which may call everything but Train; training needs "
-                "the full token"));
+        method,
+        ": the token presented has the read-only role, which may call everything but Train; training needs "
+        "the full token"));
   }
   return absl::OkStatus();
 }

@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace vae::server {
 
@@ -96,7 +96,8 @@ void Batcher::AwaitPendingCallers(BatchKey key, absl::Time deadline) {
   const absl::Time fill_until = std::min(deadline, absl::Now() + options_.max_wait);
   while (pending_.load(std::memory_order_relaxed) > 0 && QueuedRowsFor(key) < options_.max_rows &&
          absl::Now() < fill_until) {
-    mu_.AwaitWithDeadline(absl::Condition(+[](bool*) { return false; }, static_cast<bool*>(nullptr)),
+    mu_.AwaitWithDeadline(absl::Condition(
+                              +[](bool*) { return false; }, static_cast<bool*>(nullptr)),
                           std::min(fill_until, absl::Now() + absl::Microseconds(50)));
   }
 }

@@ -54,9 +54,9 @@ struct BatchKey {
 class Batcher {
  public:
   struct Options {
-    int64_t max_rows = 1024;                          // rows (images or codes) per model call
+    int64_t max_rows = 1024;                            // rows (images or codes) per model call
     absl::Duration max_wait = absl::Microseconds(500);  // longest a leader waits for callers still on their way
-    int max_queue = 256;                              // queued requests; more get RESOURCE_EXHAUSTED
+    int max_queue = 256;                                // queued requests; more get RESOURCE_EXHAUSTED
   };
   // rows [n, ...] -> outputs, each with n rows in the same order.
   using Compute = std::function<std::vector<at::Tensor>(const at::Tensor& rows)>;
@@ -91,7 +91,6 @@ class Batcher {
    private:
     Batcher* b_;
   };
-
 
   // Runs `compute` on `input` ([n, ...], n <= max_rows), batched with other requests of the same `key`. `compute`
   // must be the same function for every request of a key. Returns the caller's rows of each output.

@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
 #include "model/loss.h"
-#include "model/status_macros.h"
 
 namespace vae::server {
 namespace {
@@ -45,9 +45,8 @@ absl::Status CheckValues(const at::Tensor& t, const char* op, const char* field,
     // NaN fails every comparison, so !(v >= flo && v <= fhi) also catches it; the slow path says which it was.
     if (ranged ? !(v >= flo && v <= fhi) : !std::isfinite(v)) {
       if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(absl::StrCat(op, ": ", field,
-                                                       " holds a non-finite value (NaN or Inf) at flat index ", i,
-                                                       "; expected finite values"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            op, ": ", field, " holds a non-finite value (NaN or Inf) at flat index ", i, "; expected finite values"));
       }
       return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " value ", v, " at flat index ", i,
                                                      " is outside the expected range [", lo, ", ", hi, "]"));
@@ -100,7 +99,8 @@ InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads, Batchi
       intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads),
       batch_threads_(std::max(batching.threads, intra_op_threads_)) {
   if (batching.enabled) {
-    batcher_ = std::make_unique<Batcher>(Batcher::Options{max_batch_, batching.max_wait, std::max(1, batching.max_queue)});
+    batcher_ =
+        std::make_unique<Batcher>(Batcher::Options{max_batch_, batching.max_wait, std::max(1, batching.max_queue)});
   }
 }
 
@@ -111,11 +111,12 @@ CallContext InferenceEngine::Arrive(std::function<bool()> cancelled) const {
   return call;
 }
 
-Batcher::Stats InferenceEngine::batch_stats() const { return batcher_ != nullptr ? batcher_->stats() : Batcher::Stats{}; }
+Batcher::Stats InferenceEngine::batch_stats() const {
+  return batcher_ != nullptr ? batcher_->stats() : Batcher::Stats{};
+}
 
 void InferenceEngine::RunRows(Operation op, const Snapshot& model, const at::Tensor& rows, Batcher::Compute compute,
-                              absl::Time deadline, CallContext call, bool batchable,
-                              Batcher::Done done) const {
+                              absl::Time deadline, CallContext call, bool batchable, Batcher::Done done) const {
   if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) {
     absl::StatusOr<std::vector<at::Tensor>> out;
     try {
@@ -264,9 +265,8 @@ void InferenceEngine::EncodeAsync(std::shared_ptr<const Snapshot> model, const a
 
 absl::StatusOr<EncodeResult> InferenceEngine::Encode(const Snapshot& model, const at::Tensor& images,
                                                      absl::Time deadline) const {
-  return Wait<EncodeResult>([&](Callback<EncodeResult> done) {
-    EncodeAsync(Unowned(model), images, deadline, {}, std::move(done));
-  });
+  return Wait<EncodeResult>(
+      [&](Callback<EncodeResult> done) { EncodeAsync(Unowned(model), images, deadline, {}, std::move(done)); });
 }
 
 void InferenceEngine::DecodeAsync(std::shared_ptr<const Snapshot> model, const at::Tensor& z, absl::Time deadline,

@@ -47,8 +47,8 @@ void BlockShutdownSignals(int, char**, char**) {
   const sigset_t signals = ShutdownSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 }
-__attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(int, char**, char**) =
-    &BlockShutdownSignals;
+__attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(int, char**,
+                                                                                char**) = &BlockShutdownSignals;
 
 // True when a shutdown signal has arrived (it stays pending while blocked).
 bool ShutdownRequested() {
@@ -75,9 +75,12 @@ ABSL_FLAG(int64_t, max_image_pixels, kDefaults.max_image_pixels,
           "largest encoded image a request may carry, as width x height declared in its header; 0: 16x the model's "
           "H x W, at least 1048576 (1024x1024)");
 ABSL_FLAG(int32_t, keep_checkpoints, kDefaults.keep_checkpoints, "checkpoints kept in model_dir");
-ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching, "coalesce concurrent Encode/Decode/Reconstruct calls into one model call");
-ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us, "longest a batch waits for requests already on their way (a lone request never waits)");
-ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue, "inference requests queued for batching; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching,
+          "coalesce concurrent Encode/Decode/Reconstruct calls into one model call");
+ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us,
+          "longest a batch waits for requests already on their way (a lone request never waits)");
+ABSL_FLAG(int32_t, max_queue, kDefaults.max_queue,
+          "inference requests queued for batching; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, shutdown_grace_s, 10, "on SIGINT/SIGTERM, seconds in-flight calls get to finish");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate (chain) of the server: with --tls_key, serve TLS only");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -134,8 +137,8 @@ int main(int argc, char** argv) {
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   // Tokens: a file named by the flag, else the environment variable. Errors are one line naming the flag.
-  const auto token = vae::server::LoadToken(absl::GetFlag(FLAGS_auth_token_file), "--auth_token_file",
-                                            vae::server::kAuthTokenEnv);
+  const auto token =
+      vae::server::LoadToken(absl::GetFlag(FLAGS_auth_token_file), "--auth_token_file", vae::server::kAuthTokenEnv);
   const auto readonly_token = vae::server::LoadToken(absl::GetFlag(FLAGS_auth_readonly_token_file),
                                                      "--auth_readonly_token_file", vae::server::kAuthReadonlyTokenEnv);
   for (const auto* loaded : {&token, &readonly_token}) {

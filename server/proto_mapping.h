@@ -11,7 +11,7 @@
 
 namespace vae::server {
 
-// TrainRequest -> TrainSpec: proto zeros become the defaults of model/train_defaults.h (epochs 1, batch_size 128,
+// TrainRequest -> TrainSpec: proto zeros become the defaults of common/train_defaults.h (epochs 1, batch_size 128,
 // learning_rate 1e-3, seed 1, log_every_steps 100); everything else is copied for the core to validate.
 TrainSpec TrainSpecFromProto(const v1::TrainRequest& request);
 

@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "server/auth.h"
 #include "server/server_core.h"
 #include "server/vae_service_impl.h"

@@ -4,29 +4,23 @@
 #include <glog/logging.h>
 
 #include <filesystem>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/threads.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
-#include "model/status_macros.h"
 
 namespace vae::server {
-namespace {
-
-// One batch runs at a time, so it may use every core (--threads, 0 = all).
-int BatchThreads(int threads) {
-  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-}  // namespace
 
 ServerCore::ServerCore(ServerOptions options, c10::Device device)
     : options_(std::move(options)),
       device_(device),
-      inference_(options_.max_batch, options_.inference_threads,
-                 BatchingOptions{options_.enable_batching, absl::Microseconds(options_.batch_timeout_us),
-                                 options_.max_queue, BatchThreads(options_.threads)}),
+      inference_(
+          options_.max_batch, options_.inference_threads,
+          BatchingOptions{options_.enable_batching, absl::Microseconds(options_.batch_timeout_us), options_.max_queue,
+                          // One batch runs at a time, so it may use every core (--threads, 0 = all).
+                          ResolveThreadCount(options_.threads)}),
       datasets_(options_.data_dir) {
   training_ =
       std::make_unique<TrainingManager>(&slot_, &datasets_, options_.model_dir, device_, options_.keep_checkpoints);
@@ -46,8 +40,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(const ServerOptio
   }
   if (options.enable_batching && (options.batch_timeout_us < 0 || options.max_queue < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("batching: batch_timeout_us is ", options.batch_timeout_us,
-                                                   " and max_queue ", options.max_queue,
-                                                   ", expected >= 0 and >= 1"));
+                                                   " and max_queue ", options.max_queue, ", expected >= 0 and >= 1"));
   }
   if (options.model_dir.empty()) return absl::InvalidArgumentError("model_dir is empty; expected a folder");
   ConfigureThreads(options.threads);

@@ -24,7 +24,7 @@ struct ServerOptions {
   // Largest encoded (PNG/JPEG) image a request may carry, as width x height declared in its header, checked before
   // anything is decoded. 0: derived from the served model (AutoMaxImagePixels below).
   int64_t max_image_pixels = 0;
-  int keep_checkpoints = 3;          // training deletes all but the newest N checkpoints in model_dir
+  int keep_checkpoints = 3;  // training deletes all but the newest N checkpoints in model_dir
   // Dynamic batching: concurrent Encode/Decode/Reconstruct calls on the same weights share one model call (see
   // server/batcher.h). A lone request never waits; a batch waits at most batch_timeout_us for requests already
   // being decoded. Requests of 64+ rows are a batch already and run on their own. Queued requests hold no thread

@@ -13,7 +13,7 @@ namespace vae::server {
 namespace {
 
 constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";  // PNG spec 5.2
-constexpr char kJpegStart[] = "\xff\xd8\xff";            // SOI, then the first marker's 0xFF
+constexpr char kJpegStart[] = "\xff\xd8\xff";          // SOI, then the first marker's 0xFF
 
 // The unsigned big-endian integer of bytes[at, at + n); the caller has checked the length.
 uint32_t BigEndian(const std::string& bytes, size_t at, int n) {
@@ -51,8 +51,9 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const std::string& bytes, const std::
     const uint8_t marker = static_cast<uint8_t>(bytes[at++]);
     if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // TEM, RSTn: no length
     if (marker == 0x00 || marker == 0xD8 || marker == 0xD9 || marker == 0xDA) {
-      return Malformed(field, "JPEG", absl::StrCat("marker 0x", absl::BytesToHexString(std::string(1, marker)),
-                                                  " at byte ", at - 1, " comes before the frame header (SOFn)"));
+      return Malformed(field, "JPEG",
+                       absl::StrCat("marker 0x", absl::BytesToHexString(std::string(1, marker)), " at byte ", at - 1,
+                                    " comes before the frame header (SOFn)"));
     }
     if (at + 2 > bytes.size()) return Malformed(field, "JPEG", "it ends before the frame header (SOFn)");
     const uint32_t length = BigEndian(bytes, at, 2);

@@ -2,8 +2,9 @@
 // vae.v1.ImageBatch (a tensor or encoded PNG/JPEG files) and PNG output.
 //
 // A float32 images.tensor is returned as a view of the request's bytes (no copy): it is valid while the request is,
-// and must not be written to. Everything else (uint8 and encoded images, z, outputs) is copied. Errors are INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank,
-// the model's shape, value ranges, batch limits) belong to the InferenceEngine. Stateless and thread-safe.
+// and must not be written to. Everything else (uint8 and encoded images, z, outputs) is copied. Errors are
+// INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank, the model's shape, value ranges,
+// batch limits) belong to the InferenceEngine. Stateless and thread-safe.
 #ifndef VAE_SERVER_TENSOR_CODEC_H_
 #define VAE_SERVER_TENSOR_CODEC_H_
 

@@ -10,9 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
-#include "model/status_macros.h"
 
 namespace vae::server {
 
@@ -89,13 +89,13 @@ void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
   if (status.ok() && stopped_early && cancel_reason_.load() == static_cast<int>(CancelReason::kShutdown)) {
     status = absl::UnavailableError(
         done->progress.checkpoint_path.empty()
-            ? absl::StrCat("train: job ", id_, " was stopped before its first step because the server is shutting "
+            ? absl::StrCat("train: job ", id_,
+                           " was stopped before its first step because the server is shutting "
                            "down; nothing was trained")
             : absl::StrCat("train: job ", id_, " was stopped at epoch ", done->progress.epoch, "/",
                            done->progress.epochs, ", step ", done->progress.step_in_epoch, "/",
                            done->progress.steps_per_epoch, " because the server is shutting down; its checkpoint ",
-                           done->progress.checkpoint_path,
-                           " was written: resume it after the restart"));
+                           done->progress.checkpoint_path, " was written: resume it after the restart"));
   }
   status_ = std::move(status);
   finished_ = true;
@@ -309,7 +309,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
   Trainer& trainer = *prepared->trainer;
   const int64_t first_step = trainer.state().global_step;
   const int64_t steps_per_epoch = prepared->steps_per_epoch;
-  std::optional<TrainEvent> done;  // held back until the job slot is free (see below)
+  std::optional<TrainEvent> done;             // held back until the job slot is free (see below)
   int64_t previous_report_step = first_step;  // global step of the previous event
 
   auto on_progress = [&](const Progress& p, const Vae& model) {

@@ -34,7 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/train_defaults.h"
+#include "common/train_defaults.h"
 #include "model/trainer.h"
 #include "server/dataset_registry.h"
 #include "server/model_slot.h"
@@ -42,16 +42,17 @@
 namespace vae::server {
 
 // What to train; TrainRequest with its defaults applied (server/proto_mapping.h maps proto zeros to these defaults,
-// model/train_defaults.h defines them and the bounds that ValidateTrainSpec checks).
+// common/train_defaults.h defines them and the bounds that ValidateTrainSpec checks).
 struct TrainSpec {
-  std::string dataset;                              // see DatasetRegistry
-  int64_t epochs = kDefaultTrainEpochs;             // epochs to train in this job, 1 .. kMaxEpochs
-  int64_t batch_size = kDefaultBatchSize;           // 1 .. kMaxBatchSize
-  double learning_rate = kDefaultLearningRate;      // Adam step size, (0, kMaxLearningRate]
-  uint64_t seed = kDefaultTrainSeed;  // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
-  bool resume = false;                // continue the newest checkpoint in model_dir, else train a fresh model
-  std::string preset;                 // fresh model: a preset name
-  std::string options_json;           // fresh model: explicit VaeOptions (wins over preset); both empty: served options
+  std::string dataset;                          // see DatasetRegistry
+  int64_t epochs = kDefaultTrainEpochs;         // epochs to train in this job, 1 .. kMaxEpochs
+  int64_t batch_size = kDefaultBatchSize;       // 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;  // Adam step size, (0, kMaxLearningRate]
+  uint64_t seed =
+      kDefaultTrainSeed;     // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
+  bool resume = false;       // continue the newest checkpoint in model_dir, else train a fresh model
+  std::string preset;        // fresh model: a preset name
+  std::string options_json;  // fresh model: explicit VaeOptions (wins over preset); both empty: served options
   int64_t log_every_steps = kDefaultLogEverySteps;  // a STEP event every N steps, >= 1
   int64_t max_train_images = 0;                     // use the first N training images; 0: all
   bool binarize = false;                            // dynamic binarisation (Bernoulli models only)
@@ -109,8 +110,8 @@ class TrainingJob {
 
   const std::string id_;
   const std::string dataset_;
-  std::atomic<bool> cancel_{false};        // read by the trainer before every step
-  std::atomic<int> cancel_reason_{-1};     // a CancelReason once cancelled, set before cancel_
+  std::atomic<bool> cancel_{false};     // read by the trainer before every step
+  std::atomic<int> cancel_reason_{-1};  // a CancelReason once cancelled, set before cancel_
   mutable absl::Mutex mu_;
   std::deque<TrainEvent> events_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -160,7 +161,7 @@ class TrainingManager {
   int64_t jobs_started_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Validates a spec's numbers against model/train_defaults.h's bounds (not the dataset or the model).
+// Validates a spec's numbers against common/train_defaults.h's bounds (not the dataset or the model).
 // INVALID_ARGUMENT naming the field.
 absl::Status ValidateTrainSpec(const TrainSpec& spec);
 

@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/proto_mapping.h"
 #include "server/tensor_codec.h"
@@ -44,10 +44,10 @@ absl::Status CheckFormat(int format) {
 int64_t MessageLimit(const ServerOptions& options) { return int64_t{options.max_message_mb} << 20; }
 
 absl::Status OverMessageLimit(const std::string& what, int64_t bytes, const ServerOptions& options) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(what, " ", bytes, " bytes, over the message limit of ", MessageLimit(options), " bytes (",
-                   options.max_message_mb, " MiB, the server's --max_message_mb); ask for fewer, or raise "
-                   "--max_message_mb (and the client's receive limit)"));
+  return absl::InvalidArgumentError(absl::StrCat(what, " ", bytes, " bytes, over the message limit of ",
+                                                 MessageLimit(options), " bytes (", options.max_message_mb,
+                                                 " MiB, the server's --max_message_mb); ask for fewer, or raise "
+                                                 "--max_message_mb (and the client's receive limit)"));
 }
 
 // Refuses, before any work, an answer that could not be sent: `n` items of `bytes_per_item` bytes of tensor data
@@ -82,8 +82,8 @@ absl::Status ParseRequest(const grpc::ByteBuffer& raw, Request* request) {
   const size_t bytes = raw.Valid() ? raw.Length() : 0;
   if (!raw.Valid() ||
       !grpc::SerializationTraits<Request>::Deserialize(const_cast<grpc::ByteBuffer*>(&raw), request).ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("the request (", bytes, " bytes) could not be parsed as ",
-                                                   Request::descriptor()->full_name()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request (", bytes, " bytes) could not be parsed as ", Request::descriptor()->full_name()));
   }
   return absl::OkStatus();
 }
@@ -136,10 +136,9 @@ class VaeServiceImpl::UnaryCall final : public grpc::ServerUnaryReactor {
 // Train is method 0 of vae.v1.VaeService. A split-streaming handler reads its one request itself, as bytes.
 VaeServiceImpl::VaeServiceImpl(ServerCore* core)
     : core_(core), auth_(core->options().auth_token, core->options().auth_readonly_token) {
-  MarkMethodStreamed(0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
-                            [this](grpc::ServerContext* context, TrainWriter* writer) {
-                              return StreamTrain(context, writer);
-                            }));
+  MarkMethodStreamed(
+      0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
+             [this](grpc::ServerContext* context, TrainWriter* writer) { return StreamTrain(context, writer); }));
 }
 
 template <typename Request, typename Response, typename Start>
@@ -219,41 +218,46 @@ int VaeServiceImpl::EndStalledTrainStreams(absl::Duration limit) {
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Encode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::EncodeRequest, v1::EncodeResponse>(context, "Encode", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
-        StartEncode(*context, req, resp, std::move(finish));
-      });
+  return Unary<v1::EncodeRequest, v1::EncodeResponse>(context, "Encode", request, response,
+                                                      [this, context](const auto& req, auto* resp, FinishFn finish) {
+                                                        StartEncode(*context, req, resp, std::move(finish));
+                                                      });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Decode(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::DecodeRequest, v1::DecodeResponse>(context, "Decode", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
-        StartDecode(*context, req, resp, std::move(finish));
-      });
+  return Unary<v1::DecodeRequest, v1::DecodeResponse>(context, "Decode", request, response,
+                                                      [this, context](const auto& req, auto* resp, FinishFn finish) {
+                                                        StartDecode(*context, req, resp, std::move(finish));
+                                                      });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Sample(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  return Unary<v1::SampleRequest, v1::SampleResponse>(context, "Sample", request, response,
+  return Unary<v1::SampleRequest, v1::SampleResponse>(
+      context, "Sample", request, response,
       [this, context](const auto& req, auto* resp, FinishFn finish) { finish(DoSample(*context, req, resp)); });
 }
 
 grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
-  return Unary<v1::ReconstructRequest, v1::ReconstructResponse>(context, "Reconstruct", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
+  return Unary<v1::ReconstructRequest, v1::ReconstructResponse>(
+      context, "Reconstruct", request, response, [this, context](const auto& req, auto* resp, FinishFn finish) {
         StartReconstruct(*context, req, resp, std::move(finish));
       });
 }
 
-grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-                                                       grpc::ByteBuffer* response) {
-  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(context, "GetModelInfo", request, response, [this](const auto&, auto* resp, FinishFn finish) {
-    DoGetModelInfo(resp);
-    finish(absl::OkStatus());
-  });
+grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(context, "GetModelInfo", request, response,
+                                                       [this](const auto&, auto* resp, FinishFn finish) {
+                                                         DoGetModelInfo(resp);
+                                                         finish(absl::OkStatus());
+                                                       });
 }
 
-absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request,
-                                     TrainWriter* writer, TrainStream* stream) {
+absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
+                                     TrainStream* stream) {
   VAE_ASSIGN_OR_RETURN(std::shared_ptr<TrainingJob> job, core_->training().Start(TrainSpecFromProto(request)));
   bool client_gone = false;
   for (;;) {
@@ -303,15 +307,14 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
   if (auto status = CheckResponseSize("encode", n, 8 * model->options.latent_dim, core_->options()); !status.ok()) {
     return finish(status);
   }
-  core_->inference().EncodeAsync(
-      model, *images, DeadlineOf(context), std::move(call),
-      [finish = std::move(finish), model, response](absl::StatusOr<EncodeResult> result) {
-        if (!result.ok()) return finish(result.status());
-        TensorToProto(result->mu, response->mutable_mu());
-        TensorToProto(result->sigma, response->mutable_sigma());
-        ToProto(model->version, response->mutable_version());
-        finish(absl::OkStatus());
-      });
+  core_->inference().EncodeAsync(model, *images, DeadlineOf(context), std::move(call),
+                                 [finish = std::move(finish), model, response](absl::StatusOr<EncodeResult> result) {
+                                   if (!result.ok()) return finish(result.status());
+                                   TensorToProto(result->mu, response->mutable_mu());
+                                   TensorToProto(result->sigma, response->mutable_sigma());
+                                   ToProto(model->version, response->mutable_version());
+                                   finish(absl::OkStatus());
+                                 });
 }
 
 void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
@@ -323,8 +326,7 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
   if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
   const int64_t n = RowsToCheck(z->dim() > 0 ? z->size(0) : 0, *core_);
-  if (auto status = CheckResponseSize("decode", n, TensorImageBytes(format, *model), core_->options());
-      !status.ok()) {
+  if (auto status = CheckResponseSize("decode", n, TensorImageBytes(format, *model), core_->options()); !status.ok()) {
     return finish(status);
   }
   core_->inference().DecodeAsync(
@@ -342,9 +344,9 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
   const auto model = core_->Current();
   VAE_RETURN_IF_ERROR(CheckFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
-  VAE_RETURN_IF_ERROR(CheckResponseSize(
-      "sample", RowsToCheck(request.count(), *core_),
-      TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim, core_->options()));
+  VAE_RETURN_IF_ERROR(CheckResponseSize("sample", RowsToCheck(request.count(), *core_),
+                                        TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim,
+                                        core_->options()));
   std::optional<uint64_t> seed;
   if (request.has_seed()) seed = request.seed();
   const double temperature = request.temperature() == 0.0f ? 1.0 : request.temperature();

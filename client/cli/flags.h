@@ -49,44 +49,43 @@ ABSL_DECLARE_FLAG(bool, sample_z);
 namespace vae::cli {
 
 struct FlagDoc {
-  const char *name;
-  const char *
-      help; // overrides the flag's own help text for this command when not null
+  const char* name;
+  const char* help;  // overrides the flag's own help text for this command when not null
 };
 
 struct Command {
-  const char *name;
-  const char *usage;   // after "vae-client "
-  const char *summary; // one line, for the command list
-  const char *details; // paragraphs for `COMMAND --help`
+  const char* name;
+  const char* usage;    // after "vae-client "
+  const char* summary;  // one line, for the command list
+  const char* details;  // paragraphs for `COMMAND --help`
   std::vector<FlagDoc> flags;
 };
 
 // The flags every command takes (--server, --timeout, TLS).
-const std::vector<FlagDoc> &GlobalFlags();
-const std::vector<Command> &Commands();
+const std::vector<FlagDoc>& GlobalFlags();
+const std::vector<Command>& Commands();
 // Null when there is no such command.
-const Command *FindCommand(const std::string &name);
+const Command* FindCommand(const std::string& name);
 
-void PrintMainHelp(std::ostream &out);
-void PrintCommandHelp(const Command &c, std::ostream &out);
+void PrintMainHelp(std::ostream& out);
+void PrintCommandHelp(const Command& c, std::ostream& out);
 
 struct ParsedArgs {
   std::string command;
-  std::vector<std::string> args; // positional arguments after the command
-  std::set<std::string> flags;   // the flags given
+  std::vector<std::string> args;  // positional arguments after the command
+  std::set<std::string> flags;    // the flags given
   bool help = false;
   bool version = false;
 };
 
 // Resets every flag to its default, then parses argv. INVALID_ARGUMENT names
 // the flag: unknown, missing value, unparseable value.
-absl::Status ParseArgs(int argc, char **argv, ParsedArgs *parsed);
+absl::Status ParseArgs(int argc, char** argv, ParsedArgs* parsed);
 
 // INVALID_ARGUMENT naming the first flag in `args` that `command` does not
 // take.
-absl::Status CheckFlagsApply(const Command &command, const ParsedArgs &args);
+absl::Status CheckFlagsApply(const Command& command, const ParsedArgs& args);
 
-} // namespace vae::cli
+}  // namespace vae::cli
 
-#endif // VAE_CLIENT_CLI_FLAGS_H_
+#endif  // VAE_CLIENT_CLI_FLAGS_H_

@@ -17,8 +17,7 @@
 namespace vae::cli {
 
 struct Inputs {
-  std::vector<cv::Mat>
-      images; // 8-bit, the model's channels (RGB order) and size
+  std::vector<cv::Mat> images;  // 8-bit, the model's channels (RGB order) and size
   std::vector<std::string> names;
 };
 
@@ -26,10 +25,9 @@ struct Inputs {
 // PNG/JPEG file, resized to the model's size unless `resize` is false (then
 // another size is an error). Notes (resizes, limits) go to `err`. Errors name
 // the file.
-absl::Status LoadInputs(const std::vector<std::string> &paths,
-                        const client::ModelInfo &model, int32_t limit,
-                        bool resize, std::ostream &err, Inputs *inputs);
+absl::Status LoadInputs(const std::vector<std::string>& paths, const client::ModelInfo& model, int32_t limit,
+                        bool resize, std::ostream& err, Inputs* inputs);
 
-} // namespace vae::cli
+}  // namespace vae::cli
 
-#endif // VAE_CLIENT_CLI_INPUTS_H_
+#endif  // VAE_CLIENT_CLI_INPUTS_H_

@@ -17,29 +17,26 @@ namespace vae::cli {
 // "WxH", as every message names an image size.
 std::string SizeText(int height, int width);
 // "version 3 (2 epochs, 938 steps)".
-std::string VersionText(const client::ModelVersion &v);
+std::string VersionText(const client::ModelVersion& v);
 
 // --output=DIR/ (or an existing folder): one PNG per image; else a grid PNG.
-bool IsFolderOutput(const std::string &path);
+bool IsFolderOutput(const std::string& path);
 // INVALID_ARGUMENT unless `path` is a .png file (or, when `folder_allowed`, a
 // folder).
-absl::Status CheckPngOutput(const std::string &path, bool folder_allowed);
+absl::Status CheckPngOutput(const std::string& path, bool folder_allowed);
 
 // Writes `images` (float [N, C, H, W] in [0, 1]) as a grid PNG or a folder of
 // PNGs. Returns what was written, for the "wrote ..." line.
-absl::StatusOr<std::string> WriteImages(const at::Tensor &images,
-                                        const std::string &output);
+absl::StatusOr<std::string> WriteImages(const at::Tensor& images, const std::string& output);
 
 // A grid PNG of (original | reconstruction) pairs: originals are the uint8
 // inputs as sent, reconstructions float.
-absl::Status WritePairs(const at::Tensor &originals,
-                        const at::Tensor &reconstructions,
-                        const std::string &output);
+absl::Status WritePairs(const at::Tensor& originals, const at::Tensor& reconstructions, const std::string& output);
 
 // A float [N] or [N, M] tensor as a Matrix; appends `part`'s rows to `all`.
-client::Matrix ToMatrix(const at::Tensor &t);
-void AppendRows(const client::Matrix &part, client::Matrix *all);
+client::Matrix ToMatrix(const at::Tensor& t);
+void AppendRows(const client::Matrix& part, client::Matrix* all);
 
-} // namespace vae::cli
+}  // namespace vae::cli
 
-#endif // VAE_CLIENT_CLI_OUTPUTS_H_
+#endif  // VAE_CLIENT_CLI_OUTPUTS_H_

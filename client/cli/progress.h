@@ -24,30 +24,30 @@ std::string FormatDuration(double seconds);
 // The live line of a training step, for a terminal `width` columns wide:
 //   "epoch 2/5 [#######.............] 130/469  loss 123.45  4321 img/s  ETA
 //   1:23"
-std::string FormatProgressBar(const client::TrainProgress &p, int width);
+std::string FormatProgressBar(const client::TrainProgress& p, int width);
 
 // One line per finished epoch (kEpochEnd):
 //   "epoch 2/5: train loss 123.45 (recon 100.12, kl 23.33), test loss 120.11,
 //   4321 img/s, 12.3 s, serving version 3"
-std::string FormatEpochLine(const client::TrainProgress &p);
+std::string FormatEpochLine(const client::TrainProgress& p);
 
 // Prints the Train stream: a live bar on a terminal (stderr), one line per
 // epoch and a summary on `out`. Called from the Train thread and (Note) from
 // the signal watcher: everything under one mutex.
 class ProgressPrinter {
-public:
-  ProgressPrinter(std::ostream &out, std::ostream &err, bool tty);
+ public:
+  ProgressPrinter(std::ostream& out, std::ostream& err, bool tty);
 
-  void On(const client::TrainProgress &p);
-  void Note(const std::string &line);
+  void On(const client::TrainProgress& p);
+  void Note(const std::string& line);
   void ClearBar();
 
-private:
+ private:
   void ClearBarLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
-  std::ostream &out_;
-  std::ostream &err_;
+  std::ostream& out_;
+  std::ostream& err_;
   const bool tty_;
   int width_ = 80;
   bool bar_shown_ ABSL_GUARDED_BY(mu_) = false;
@@ -58,16 +58,16 @@ private:
 // first calls `on_first`, a second exits the process at once
 // (kExitInterrupted).
 class SignalWatcher {
-public:
+ public:
   SignalWatcher();
   ~SignalWatcher();
-  SignalWatcher(const SignalWatcher &) = delete;
-  SignalWatcher &operator=(const SignalWatcher &) = delete;
+  SignalWatcher(const SignalWatcher&) = delete;
+  SignalWatcher& operator=(const SignalWatcher&) = delete;
 
   void Start(std::function<void(int)> on_first);
   void Stop();
 
-private:
+ private:
   sigset_t signals_;
   sigset_t previous_;
   std::atomic<bool> stop_{false};
@@ -75,6 +75,6 @@ private:
   std::thread thread_;
 };
 
-} // namespace vae::cli
+}  // namespace vae::cli
 
-#endif // VAE_CLIENT_CLI_PROGRESS_H_
+#endif  // VAE_CLIENT_CLI_PROGRESS_H_

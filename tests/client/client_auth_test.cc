@@ -38,10 +38,10 @@ class ClientAuthTest : public ::testing::Test {
     std::ofstream(dir_->file("wrong-token")) << "full-b7d04e9a1c3e\n";
     std::ofstream(dir_->file("empty-token")) << "";
     setenv("VAE_AUTH_READONLY_TOKEN", kReadonlyToken, 1);  // inherited by the server
-    server_ = ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + dir_->file("models"),
-                                                       "--data_dir=" + data_->path(),
-                                                       "--auth_token_file=" + dir_->file("token")})
-                  .release();
+    server_ =
+        ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + dir_->file("models"), "--data_dir=" + data_->path(),
+                                                 "--auth_token_file=" + dir_->file("token")})
+            .release();
     unsetenv("VAE_AUTH_READONLY_TOKEN");
   }
   static void TearDownTestSuite() {
@@ -180,9 +180,8 @@ TEST_F(ClientAuthTest, TheCliRejectsAnEmptyOrMissingTokenFile) {
 
 TEST_F(ClientAuthTest, TheServerLogsRefusalsWithoutTheTokens) {
   ASSERT_EQ(RunCli({ServerFlag(), "--token_file=" + File("wrong-token"), "info"}).exit_code, 1);
-  ASSERT_EQ(RunCli({ServerFlag(), "--token_file=" + File("readonly-token"), "train", "--max_train_images=200"})
-                .exit_code,
-            1);
+  ASSERT_EQ(
+      RunCli({ServerFlag(), "--token_file=" + File("readonly-token"), "train", "--max_train_images=200"}).exit_code, 1);
   const std::string log = server_->log();
   EXPECT_THAT(log, HasSubstr("bearer token required (full or read-only)"));  // the start-up line
   EXPECT_THAT(log, HasSubstr("auth: refused a call from ipv4:127.0.0.1:"));

@@ -453,13 +453,12 @@ TEST(CliOfflineTest, UnreachableServerIsOneLineAndExitCodeOne) {
   const SyntheticDataDir data;
   const std::string closed = "127.0.0.1:" + std::to_string(ClosedPort());
   const std::string expected = "cannot reach vae-server at " + closed + ": connection refused\n";
-  for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{"health"},
-                                             {"info"},
-                                             {"sample", "--output=" + dir.file("s.png")},
-                                             {"encode", data.path() + "/mnist/t10k-images-idx3-ubyte",
-                                              "--output=" + dir.file("z.json")},
-                                             {"train", "--epochs=1"}}) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"health"},
+           {"info"},
+           {"sample", "--output=" + dir.file("s.png")},
+           {"encode", data.path() + "/mnist/t10k-images-idx3-ubyte", "--output=" + dir.file("z.json")},
+           {"train", "--epochs=1"}}) {
     std::vector<std::string> with_server = args;
     with_server.push_back("--server=" + closed);
     const auto r = RunCli(with_server);
@@ -529,10 +528,8 @@ TEST(CliOfflineTest, UsageErrorsExitTwoWithOneLine) {
       {{"train", "--epochs=0"}, "vae-client train: --epochs=0: expected 1 to 1000 (see vae-client train --help)\n"},
       {{"train", "--epochs=1001"},
        "vae-client train: --epochs=1001: expected 1 to 1000 (see vae-client train --help)\n"},
-      {{"train", "--lr=-1"},
-       "vae-client train: --lr=-1: expected a value in (0, 10] (see vae-client train --help)\n"},
-      {{"train", "--lr=11"},
-       "vae-client train: --lr=11: expected a value in (0, 10] (see vae-client train --help)\n"},
+      {{"train", "--lr=-1"}, "vae-client train: --lr=-1: expected a value in (0, 10] (see vae-client train --help)\n"},
+      {{"train", "--lr=11"}, "vae-client train: --lr=11: expected a value in (0, 10] (see vae-client train --help)\n"},
       {{"health", "extra"}, "vae-client health: unexpected argument \"extra\" (see vae-client health --help)\n"},
       {{"health", "--timeout=0s"},
        "vae-client health: --timeout=0: expected a positive duration (see vae-client health --help)\n"},

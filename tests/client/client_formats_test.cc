@@ -19,7 +19,7 @@
 #include "client/images.h"
 #include "client/latent_io.h"
 #include "client/proto_mapping.h"
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "tests/common/test_util.h"
 
 namespace vae::testing {

@@ -118,9 +118,9 @@ TEST_F(TlsTest, ATlsServerAnswersTlsClientsThatTrustItsCaAndNoOneElse) {
 
 TEST_F(TlsTest, MutualTlsRequiresAClientCertificateSignedByTheClientCa) {
   TempDir models;
-  auto server = StartServer({"--tls_cert=" + Cert("server.pem"), "--tls_key=" + Cert("server.key"),
-                             "--tls_client_ca=" + Cert("ca.pem")},
-                            models);
+  auto server = StartServer(
+      {"--tls_cert=" + Cert("server.pem"), "--tls_key=" + Cert("server.key"), "--tls_client_ca=" + Cert("ca.pem")},
+      models);
   ASSERT_NE(server, nullptr);
   auto anonymous = client::LoadTlsFiles(Cert("ca.pem"));
   ASSERT_TRUE(anonymous.ok());

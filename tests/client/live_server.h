@@ -169,9 +169,9 @@ struct LiveServer {
     const std::string data = DataDir();
     if (data.empty()) return nullptr;
     auto live = std::make_unique<LiveServer>();
-    live->process = ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + live->model_dir.path(),
-                                                             "--data_dir=" + data,
-                                                             "--max_batch=" + std::to_string(kLiveMaxBatch)});
+    live->process =
+        ServerProcess::Start(VAE_SERVER_BINARY, {"--model_dir=" + live->model_dir.path(), "--data_dir=" + data,
+                                                 "--max_batch=" + std::to_string(kLiveMaxBatch)});
     if (live->process == nullptr) return nullptr;
     auto client = Client::Create(live->process->address());
     if (!client.ok()) {

@@ -23,7 +23,7 @@
 
 namespace vae::testing {
 
-constexpr int kSyntheticSide = 28;          // images are 28 x 28, one channel, as MNIST's
+constexpr int kSyntheticSide = 28;           // images are 28 x 28, one channel, as MNIST's
 constexpr int kSyntheticTrainImages = 1200;  // default sizes: enough for 12 batches of 100
 constexpr int kSyntheticTestImages = 200;
 

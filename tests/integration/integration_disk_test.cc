@@ -94,7 +94,8 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
     SCOPED_TRACE(attempt);
     const TrainRun full = Train(*stub, resume);
     EXPECT_EQ(full.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.status.error_message();
-    EXPECT_THAT(full.status.error_message(), HasSubstr(disk->file(CheckpointFileName(2)) + ": No space left on device"));
+    EXPECT_THAT(full.status.error_message(),
+                HasSubstr(disk->file(CheckpointFileName(2)) + ": No space left on device"));
     EXPECT_THAT(full.status.error_message(), HasSubstr("bytes free on the filesystem of " + disk->path()));
     EXPECT_EQ(full.epoch_ends, 0);
     ASSERT_TRUE(server->running()) << server->log();

@@ -7,11 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <iterator>
 #include <fstream>
-#include <cstdlib>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>

@@ -42,9 +42,8 @@ TEST(ShutdownSignalTest, SigtermBeforeMainExitsZero) {
 // a client calling in a loop sees OK until then, and UNAVAILABLE "shutting down" first.
 TEST(ShutdownSignalTest, CallsDuringTheDrainGetUnavailable) {
   TempDir model_dir;
-  auto server = ServerProcess::Start(VAE_SERVER_BINARY,
-                                     {"--model_dir=" + model_dir.path(), "--data_dir=" + DataDir(),
-                                      "--shutdown_grace_s=30"});
+  auto server = ServerProcess::Start(
+      VAE_SERVER_BINARY, {"--model_dir=" + model_dir.path(), "--data_dir=" + DataDir(), "--shutdown_grace_s=30"});
   ASSERT_NE(server, nullptr);
   auto stub = server->NewStub();
   // A running job: the drain stops it, waits for its checkpoint, and lets its Train call stream DONE.

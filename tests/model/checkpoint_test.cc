@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "model/file_util.h"
+#include "common/file_util.h"
 #include "tests/common/disk_limits.h"
 #include "tests/common/test_util.h"
 #include "tests/model/status_matchers.h"
@@ -134,7 +134,6 @@ TEST_F(CheckpointTest, NewestValidCheckpointWinsAndCorruptOnesAreSkipped) {
   EXPECT_EQ(LoadNewestCheckpoint(empty.path(), torch::kCPU).status().code(), absl::StatusCode::kNotFound);
 }
 
-
 // The torch zip writer used to see the short write, throw, and throw again from its destructor: SIGABRT.
 TEST_F(CheckpointTest, AWriteErrorIsResourceExhaustedNotAnAbortAndKeepsTheOldFile) {
   const auto path = dir_.file(CheckpointFileName(1));
@@ -187,7 +186,8 @@ TEST_F(CheckpointTest, ThirteenDigitSequencesSortAfterTwelveDigitOnes) {
   EXPECT_EQ(LoadNewestCheckpoint(dir_.path(), torch::kCPU)->state.global_step, 2);
   EXPECT_EQ(NextCheckpointPath(dir_.path()), dir_.file("ckpt-1000000000001.vae"));
   // Not checkpoints: no digits, a sign, a sequence past int64.
-  for (const char* name : {"ckpt-.vae", "ckpt-+12.vae", "ckpt-99999999999999999999.vae", "ckpt-000000000003.vae.tmp.1.2"}) {
+  for (const char* name :
+       {"ckpt-.vae", "ckpt-+12.vae", "ckpt-99999999999999999999.vae", "ckpt-000000000003.vae.tmp.1.2"}) {
     ASSERT_TRUE(WriteFileAtomically(dir_.file(name), "x").ok());
   }
   EXPECT_EQ(ListCheckpoints(dir_.path()).size(), 2u);

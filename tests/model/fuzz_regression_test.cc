@@ -7,9 +7,9 @@
 #include <fstream>
 #include <string>
 
+#include "common/file_util.h"
+#include "common/idx.h"
 #include "model/checkpoint.h"
-#include "model/file_util.h"
-#include "model/idx.h"
 #include "model/options.h"
 #include "tests/common/test_util.h"
 
@@ -45,11 +45,11 @@ TEST(FuzzRegressionTest, OptionsJsonRejectsNonIntegerNumbers) {
   struct Case {
     std::string from, to, field;
   };
-  for (const Case& c : {Case{"\"channels\":1", "\"channels\":1e30", "channels"},
-                        Case{"\"channels\":1", "\"channels\":1.5", "channels"},
-                        Case{"\"latent_dim\":20", "\"latent_dim\":20.0", "latent_dim"},
-                        Case{"\"hidden\":[400]", "\"hidden\":[400.5]", "hidden[0]"},
-                        Case{"\"mc_samples\":1", "\"mc_samples\":-1e300", "mc_samples"}}) {
+  for (const Case& c :
+       {Case{"\"channels\":1", "\"channels\":1e30", "channels"}, Case{"\"channels\":1", "\"channels\":1.5", "channels"},
+        Case{"\"latent_dim\":20", "\"latent_dim\":20.0", "latent_dim"},
+        Case{"\"hidden\":[400]", "\"hidden\":[400.5]", "hidden[0]"},
+        Case{"\"mc_samples\":1", "\"mc_samples\":-1e300", "mc_samples"}}) {
     std::string json = base;
     const size_t at = json.find(c.from);
     ASSERT_NE(at, std::string::npos) << c.from << " not in " << json;

@@ -35,8 +35,9 @@ TEST_F(LossTest, ClosedFormKlAgreesWithMonteCarloWithinOnePercent) {
   auto log_p = (-0.5 * kLog2Pi - 0.5 * z.pow(2)).sum(1);
   const double mc = (log_q - log_p).mean().item<double>();
   // closed form: 0.5 * sum(mu^2 + sigma^2 - log sigma^2 - 1) = 3.6157...
-  EXPECT_NEAR(closed, 0.5 * (0.25 + 1 + 4 + 0.09 + 0.64 + 2.25 + 0.25 + 1.44 - std::log(0.64) - std::log(2.25) -
-                             std::log(0.25) - std::log(1.44) - 4),
+  EXPECT_NEAR(closed,
+              0.5 * (0.25 + 1 + 4 + 0.09 + 0.64 + 2.25 + 0.25 + 1.44 - std::log(0.64) - std::log(2.25) -
+                     std::log(0.25) - std::log(1.44) - 4),
               1e-12);
   EXPECT_NEAR(mc, closed, 0.01 * closed);
 }

@@ -93,14 +93,13 @@ TEST_P(MlpInferenceMatchesModule, EncodeAndDecodeMean) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, MlpInferenceMatchesModule,
-    ::testing::Values(InferCase{"mnist_relu_bernoulli", *Preset("mnist")},
-                      InferCase{"aevb_tanh", *Preset("aevb")},
-                      InferCase{"fashion_two_hidden_gaussian_learned", *Preset("fashion")},
-                      InferCase{"rgb_gaussian_fixed", Rgb(Likelihood::kGaussianFixed)},
-                      InferCase{"rgb_bernoulli", Rgb(Likelihood::kBernoulli)}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Models, MlpInferenceMatchesModule,
+                         ::testing::Values(InferCase{"mnist_relu_bernoulli", *Preset("mnist")},
+                                           InferCase{"aevb_tanh", *Preset("aevb")},
+                                           InferCase{"fashion_two_hidden_gaussian_learned", *Preset("fashion")},
+                                           InferCase{"rgb_gaussian_fixed", Rgb(Likelihood::kGaussianFixed)},
+                                           InferCase{"rgb_bernoulli", Rgb(Likelihood::kBernoulli)}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST(MlpInferenceTest, ThreadsGetTheirOwnScratch) {
   torch::manual_seed(3);

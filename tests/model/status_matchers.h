@@ -1,4 +1,4 @@
-// Status assertions shared by the data-layer test suites (idx_test.cc, dataset_test.cc).
+// Status assertions shared by the data-layer test suites (tests/common/idx_test.cc, dataset_test.cc).
 #ifndef VAE_TESTS_MODEL_STATUS_MATCHERS_H_
 #define VAE_TESTS_MODEL_STATUS_MATCHERS_H_
 

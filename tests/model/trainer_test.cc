@@ -133,14 +133,15 @@ TEST_F(TrainerTest, CancelStopsAtTheNextStepAndKeepsACheckpoint) {
   std::atomic<bool> cancel{false};
   int64_t reports = 0;
   Trainer trainer(Vae(*Preset("mnist")), opts, torch::kCPU);
-  auto result = trainer.Run(Head(data_->train, 5000), nullptr,
-                            [&](const Progress& p, const Vae&) {
-                              if (p.kind == Progress::Kind::kStep) {
-                                ++reports;
-                                if (p.global_step == 10) cancel = true;
-                              }
-                            },
-                            &cancel);
+  auto result = trainer.Run(
+      Head(data_->train, 5000), nullptr,
+      [&](const Progress& p, const Vae&) {
+        if (p.kind == Progress::Kind::kStep) {
+          ++reports;
+          if (p.global_step == 10) cancel = true;
+        }
+      },
+      &cancel);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_TRUE(result->cancelled);
   EXPECT_EQ(result->state.global_step, 10);
@@ -170,9 +171,9 @@ TEST_F(TrainerTest, ADivergedEpochIsAbortedAndNeitherReportedNorCheckpointed) {
       EXPECT_TRUE(std::isfinite(p.test.loss) && std::isfinite(p.test.kl)) << "epoch " << p.epoch;
       for (const auto& param : model->parameters()) EXPECT_TRUE(param.isfinite().all().item<bool>());
     });
-    EXPECT_TRUE(HasCodeAndWords(result.status(), absl::StatusCode::kAborted,
-                                {"training diverged at step", "nothing of this epoch was published",
-                                 "retry with a lower learning_rate"}));
+    EXPECT_TRUE(HasCodeAndWords(
+        result.status(), absl::StatusCode::kAborted,
+        {"training diverged at step", "nothing of this epoch was published", "retry with a lower learning_rate"}));
     EXPECT_LT(epoch_ends, opts.epochs);
     // Only the reported epochs were checkpointed, and each of those checkpoints is finite.
     const auto checkpoints = ListCheckpoints(dir.path());

@@ -1,6 +1,7 @@
 // InProcessServer: a VaeServer in this process on a free 127.0.0.1 port, with a plaintext channel to it, for the
 // tests/server suites that call the service through a real channel (one per suite, in SetUpTestSuite). It owns its
-// --model_dir (a TempDir), its --data_dir (the synthetic MNIST of tests/common/synthetic_mnist.h), the server (shut down with 5 s of grace when destroyed) and the channel.
+// --model_dir (a TempDir), its --data_dir (the synthetic MNIST of tests/common/synthetic_mnist.h), the server (shut
+// down with 5 s of grace when destroyed) and the channel.
 #ifndef VAE_TESTS_SERVER_IN_PROCESS_SERVER_H_
 #define VAE_TESTS_SERVER_IN_PROCESS_SERVER_H_
 

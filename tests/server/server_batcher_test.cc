@@ -63,9 +63,9 @@ TEST(BatcherTest, QueuedRequestsShareOneModelCallAndGetTheirOwnRows) {
   for (auto& t : followers) t.join();
   EXPECT_EQ(ok.load(), 7);
   const auto stats = batcher.stats();
-  EXPECT_EQ(stats.batches, 2);        // the leader's, then all seven followers together
+  EXPECT_EQ(stats.batches, 2);  // the leader's, then all seven followers together
   EXPECT_EQ(stats.requests, 8);
-  EXPECT_EQ(stats.rows, 1 + 28);      // 1 + (1 + 2 + ... + 7)
+  EXPECT_EQ(stats.rows, 1 + 28);  // 1 + (1 + 2 + ... + 7)
   EXPECT_EQ(stats.max_batch_rows, 28);
 }
 
@@ -122,8 +122,9 @@ TEST(BatcherTest, SubmittedRequestsThatExpireOrAreCancelledWhileQueuedAreNotRun)
   batcher.Submit(kKey, at::ones({2, 3}), gate.fn, absl::Now() + absl::Milliseconds(20), nullptr, nullptr,
                  [&](absl::StatusOr<std::vector<at::Tensor>> out) { expired = out.status().code(); });
   std::atomic<bool> gone{false};
-  batcher.Submit(kKey, at::ones({4, 3}), gate.fn, absl::InfiniteFuture(), [&] { return gone.load(); }, nullptr,
-                 [&](absl::StatusOr<std::vector<at::Tensor>> out) { cancelled = out.status().code(); });
+  batcher.Submit(
+      kKey, at::ones({4, 3}), gate.fn, absl::InfiniteFuture(), [&] { return gone.load(); }, nullptr,
+      [&](absl::StatusOr<std::vector<at::Tensor>> out) { cancelled = out.status().code(); });
   // The queue holds 2: a third is answered at once.
   batcher.Submit(kKey, at::ones({1, 3}), gate.fn, absl::InfiniteFuture(), nullptr, nullptr,
                  [&](absl::StatusOr<std::vector<at::Tensor>> out) { full = out.status().code(); });
@@ -195,9 +196,13 @@ TEST(BatcherTest, BatchesNeverExceedMaxRowsAndKeysDoNotMix) {
   const BatchKey other_key{nullptr, Operation::kDecode};
   std::vector<std::thread> followers;
   for (int i = 0; i < 4; ++i) {  // 4 x 6 rows with kKey, max 10 per batch -> one request per batch
-    followers.emplace_back([&] { ASSERT_TRUE(batcher.Run(kKey, at::ones({6, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+    followers.emplace_back([&] {
+      ASSERT_TRUE(batcher.Run(kKey, at::ones({6, 2}), gate.fn, absl::InfiniteFuture()).ok());
+    });
   }
-  followers.emplace_back([&] { ASSERT_TRUE(batcher.Run(other_key, at::ones({2, 2}), gate.fn, absl::InfiniteFuture()).ok()); });
+  followers.emplace_back([&] {
+    ASSERT_TRUE(batcher.Run(other_key, at::ones({2, 2}), gate.fn, absl::InfiniteFuture()).ok());
+  });
   while (batcher.queued() < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   gate.release.Notify();
   leader.join();
@@ -327,15 +332,19 @@ TEST(BatchedInferenceTest, AsyncCallsMatchUnbatchedResults) {
         batched.EncodeAsync(snapshot, x, absl::InfiniteFuture(), {}, [&](absl::StatusOr<EncodeResult> r) {
           ++calls;
           if (!r.ok()) ADD_FAILURE() << r.status();
-          if (r.ok()) EXPECT_TRUE(at::allclose(r->mu, expected->mu, 1e-6, 1e-6));
-          if (r.ok()) EXPECT_TRUE(at::allclose(r->sigma, expected->sigma, 1e-6, 1e-6));
+          if (r.ok()) {  // braces: EXPECT_TRUE expands to an if/else (-Wdangling-else)
+            EXPECT_TRUE(at::allclose(r->mu, expected->mu, 1e-6, 1e-6));
+            EXPECT_TRUE(at::allclose(r->sigma, expected->sigma, 1e-6, 1e-6));
+          }
           encoded.Notify();
         });
         batched.DecodeAsync(snapshot, expected->mu, absl::InfiniteFuture(), {}, [&](absl::StatusOr<DecodeResult> r) {
           ++calls;
           auto d = plain.Decode(*snapshot, expected->mu, absl::InfiniteFuture());
           if (!r.ok() || !d.ok()) ADD_FAILURE() << r.status() << " " << d.status();
-          if (r.ok() && d.ok()) EXPECT_TRUE(at::allclose(r->images, d->images, 1e-6, 1e-6));
+          if (r.ok() && d.ok()) {
+            EXPECT_TRUE(at::allclose(r->images, d->images, 1e-6, 1e-6));
+          }
           decoded.Notify();
         });
         batched.ReconstructAsync(snapshot, x, false, 0, absl::InfiniteFuture(), {},

@@ -5,10 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
-#include <string>
-#include <vector>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <string>
+#include <vector>
 
 #include "server/dataset_registry.h"
 #include "tests/common/synthetic_mnist.h"

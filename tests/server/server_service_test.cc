@@ -182,7 +182,6 @@ TEST_F(ServiceTest, DecodeAndSampleReturnTheRequestedFormats) {
   const grpc::Status s = stub_->Sample(&c5, sample, &over);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(), "sample: count is 513, expected 1 to 512 (--max_batch)");
-
 }
 
 TEST_F(ServiceTest, AnswersOverTheMessageLimitAreRefusedBeforeTheWorkNamingTheFlag) {
@@ -238,11 +237,16 @@ TEST_F(ServiceTest, AnswersOverTheMessageLimitAreRefusedBeforeTheWorkNamingTheFl
 TEST_F(ServiceTest, UnparseableRequestsAreInvalidArgumentNamingTheType) {
   // Bytes no protobuf parser accepts: field 1 claims 5 bytes and 2 follow. grpc++'s generated handlers answered
   // UNIMPLEMENTED (unary methods) or INTERNAL (Train), with an empty message.
-  const std::string garbage("\x0a\x05" "ab", 4);
-  const std::vector<std::pair<std::string, std::string>> methods = {
-      {"Encode", "EncodeRequest"},           {"Decode", "DecodeRequest"},
-      {"Sample", "SampleRequest"},           {"Reconstruct", "ReconstructRequest"},
-      {"GetModelInfo", "GetModelInfoRequest"}, {"Train", "TrainRequest"}};
+  const std::string garbage(
+      "\x0a\x05"
+      "ab",
+      4);
+  const std::vector<std::pair<std::string, std::string>> methods = {{"Encode", "EncodeRequest"},
+                                                                    {"Decode", "DecodeRequest"},
+                                                                    {"Sample", "SampleRequest"},
+                                                                    {"Reconstruct", "ReconstructRequest"},
+                                                                    {"GetModelInfo", "GetModelInfoRequest"},
+                                                                    {"Train", "TrainRequest"}};
   for (const auto& [method, type] : methods) {
     SCOPED_TRACE(method);
     std::string response;
@@ -273,8 +277,9 @@ TEST_F(ServiceTest, EncodedImagesOverThePixelLimitOrInOtherFormatsAreRefused) {
   grpc::ClientContext c2;
   const grpc::Status over = stub_->Encode(&c2, request, &response);
   EXPECT_EQ(over.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(over.error_message(), "images.encoded[0] declares 1025x1024 (WxH) = 1049600 pixels, over the limit of "
-                                  "1048576 (--max_image_pixels); send a smaller image");
+  EXPECT_EQ(over.error_message(),
+            "images.encoded[0] declares 1025x1024 (WxH) = 1049600 pixels, over the limit of "
+            "1048576 (--max_image_pixels); send a smaller image");
 
   // A BMP (which OpenCV would decode) through Reconstruct, the other method taking images.
   std::vector<uchar> bmp;

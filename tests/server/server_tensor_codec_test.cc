@@ -220,7 +220,7 @@ TEST(TensorCodecTest, OnlyPngAndJpegReachADecoder) {
   accepted.add_encoded(Encoded(flat, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 100}));
   auto images = ImagesFromProto(accepted, TinyOptions(), 8, kPixels);
   ASSERT_TRUE(images.ok()) << images.status();
-  EXPECT_NEAR((*images)[0].mean().item<float>(), 0.2f, 1e-6);  // 51 / 255, lossless
+  EXPECT_NEAR((*images)[0].mean().item<float>(), 0.2f, 1e-6);        // 51 / 255, lossless
   EXPECT_NEAR((*images)[1].mean().item<float>(), 0.2f, 2.0f / 255);  // a flat image survives JPEG within 1-2 levels
 }
 
@@ -303,7 +303,7 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
   // the negative product passed the limit and the header reached OpenCV. Refused by the limit, with the true product.
   std::string huge = Png(cv::Mat(2, 2, CV_8UC1, cv::Scalar(0)));
   const std::string sides("\xfe\x00\x00\x01\xd9\x00\x00\x01", 8);  // width 4261412865, height 3640655873
-  huge.replace(16, 8, sides);                                          // IHDR data starts at byte 16
+  huge.replace(16, 8, sides);                                      // IHDR data starts at byte 16
   v1::ImageBatch overflow;
   overflow.add_encoded(huge);
   overflow.set_resize(true);
@@ -315,8 +315,8 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
   // The limit is inclusive, per image, and applies to JPEG too.
   v1::ImageBatch batch;
   batch.set_resize(true);
-  batch.add_encoded(Png(cv::Mat(40, 25, CV_8UC1, cv::Scalar(0))));                 // 1000 pixels
-  batch.add_encoded(Encoded(cv::Mat(40, 26, CV_8UC1, cv::Scalar(0)), ".jpg"));    // 1040 pixels
+  batch.add_encoded(Png(cv::Mat(40, 25, CV_8UC1, cv::Scalar(0))));              // 1000 pixels
+  batch.add_encoded(Encoded(cv::Mat(40, 26, CV_8UC1, cv::Scalar(0)), ".jpg"));  // 1040 pixels
   auto over = ImagesFromProto(batch, TinyOptions(), 8, 1000);
   EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(over.status().message(), HasSubstr("images.encoded[1] declares 26x40 (WxH) = 1040 pixels, over the "

@@ -473,8 +473,8 @@ TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavail
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto stub = v1::VaeService::NewStub(grpc::CreateCustomChannel(
-      "127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials(), args));
+  auto stub = v1::VaeService::NewStub(
+      grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext context;
   v1::TrainRequest request;
   request.set_dataset("mnist");
@@ -495,7 +495,7 @@ TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavail
   const grpc::Status status = reader->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("shutting down and this stream's client stopped reading"));
-  EXPECT_LT(messages, 3000);  // it did stop reading: the rest was never sent
+  EXPECT_LT(messages, 3000);                                // it did stop reading: the rest was never sent
   EXPECT_FALSE(ListCheckpoints(model_dir.path()).empty());  // the job was stopped with a checkpoint
 }
 

@@ -1,4 +1,4 @@
-#include "model/file_util.h"
+#include "common/file_util.h"
 
 #include <fcntl.h>
 #include <sys/statvfs.h>

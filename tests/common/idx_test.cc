@@ -2,7 +2,7 @@
 // header promises (bad magic, type, dims, truncation, oversized header, trailing bytes, missing file), each
 // asserting the exact absl code and the key words of the message. The reader must never crash: every prefix and a
 // few thousand random corruptions of a valid file are fed to it.
-#include "model/idx.h"
+#include "common/idx.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "model/idx.h"
+#include "common/idx.h"
 
 #include <zlib.h>
 

@@ -1,6 +1,6 @@
 // Two tiny helpers for absl::Status plumbing. Abseil 20220623 (Debian 12) ships no ASSIGN_OR_RETURN.
-#ifndef VAE_MODEL_STATUS_MACROS_H_
-#define VAE_MODEL_STATUS_MACROS_H_
+#ifndef VAE_COMMON_STATUS_MACROS_H_
+#define VAE_COMMON_STATUS_MACROS_H_
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -9,10 +9,10 @@
 #define VAE_STATUS_CONCAT_(a, b) VAE_STATUS_CONCAT_INNER_(a, b)
 
 // Returns `expr` from the enclosing function when it is not OK.
-#define VAE_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::absl::Status _vae_status = (expr);           \
-    if (!_vae_status.ok()) return _vae_status;     \
+#define VAE_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status _vae_status = (expr);       \
+    if (!_vae_status.ok()) return _vae_status; \
   } while (0)
 
 // `VAE_ASSIGN_OR_RETURN(auto x, Foo());` declares x from an OK StatusOr or returns its status.
@@ -23,4 +23,4 @@
   if (!tmp.ok()) return tmp.status();              \
   lhs = std::move(tmp).value()
 
-#endif  // VAE_MODEL_STATUS_MACROS_H_
+#endif  // VAE_COMMON_STATUS_MACROS_H_

@@ -1,5 +1,5 @@
 // WriteFileAtomically under failure: a full disk (file size limit), a body that throws, a process killed mid-write.
-#include "model/file_util.h"
+#include "common/file_util.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,6 +1,6 @@
 // Crash-safe file writes and bounded reads. Torch-free.
-#ifndef VAE_MODEL_FILE_UTIL_H_
-#define VAE_MODEL_FILE_UTIL_H_
+#ifndef VAE_COMMON_FILE_UTIL_H_
+#define VAE_COMMON_FILE_UTIL_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -21,7 +21,8 @@ namespace vae {
 // untouched. Codes: RESOURCE_EXHAUSTED when the disk or a quota is full or the file is over the size limit (the
 // message names the path and the bytes still free there), INTERNAL for other I/O errors.
 using ByteSink = std::function<bool(const void* data, size_t size)>;
-absl::Status WriteFileAtomically(const std::string& path, const std::function<absl::Status(const ByteSink& sink)>& write_body);
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<absl::Status(const ByteSink& sink)>& write_body);
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
 
 // True for the name of a temp file WriteFileAtomically creates for the target `<prefix>...`: "<prefix>*.tmp.*".
@@ -52,4 +53,4 @@ uint32_t Crc32(const void* data, size_t size, uint32_t crc = 0);
 
 }  // namespace vae
 
-#endif  // VAE_MODEL_FILE_UTIL_H_
+#endif  // VAE_COMMON_FILE_UTIL_H_

@@ -2,8 +2,8 @@
 // Torch-free. Only unsigned-byte (type 0x08) arrays of 1 to 4 dimensions are accepted. Layout: bytes 0x00 0x00,
 // the type, the number of dims, then each dim as a big-endian uint32, then product(dims) bytes of data.
 // Thread-safe: no shared state. No input makes these functions crash or allocate more than `max_bytes` of data.
-#ifndef VAE_MODEL_IDX_H_
-#define VAE_MODEL_IDX_H_
+#ifndef VAE_COMMON_IDX_H_
+#define VAE_COMMON_IDX_H_
 
 #include <cstdint>
 #include <string>
@@ -14,8 +14,8 @@
 namespace vae {
 
 struct IdxArray {
-  std::vector<int64_t> dims;   // e.g. {60000, 28, 28} for images, {60000} for labels
-  std::vector<uint8_t> data;   // row-major, product(dims) bytes
+  std::vector<int64_t> dims;  // e.g. {60000, 28, 28} for images, {60000} for labels
+  std::vector<uint8_t> data;  // row-major, product(dims) bytes
 };
 
 // Reads `path` (gzip detected by its magic bytes 0x1f 0x8b, not its name; the gzip CRC is checked). `max_bytes`
@@ -28,8 +28,9 @@ struct IdxArray {
 absl::StatusOr<IdxArray> ReadIdx(const std::string& path, int64_t max_bytes = int64_t{1} << 32);
 
 // Parses an idx array already in memory (not gzipped); `what` names it in error messages. Same checks as ReadIdx.
-absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes, const std::string& what, int64_t max_bytes = int64_t{1} << 32);
+absl::StatusOr<IdxArray> ParseIdx(const std::string& bytes, const std::string& what,
+                                  int64_t max_bytes = int64_t{1} << 32);
 
 }  // namespace vae
 
-#endif  // VAE_MODEL_IDX_H_
+#endif  // VAE_COMMON_IDX_H_
