@@ -32,8 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vae::v1::ImageBatch batch;
   batch.set_resize((data[0] & 4) != 0);
   batch.add_encoded(reinterpret_cast<const char*>(data) + 1, size - 1);
-  const absl::StatusOr<at::Tensor> images =
-      vae::server::ImagesFromProto(batch, model, /*max_batch=*/4, /*max_image_pixels=*/64 * 64);
+  const absl::StatusOr<at::Tensor> images = vae::server::ImagesFromProto(
+      batch, model, vae::server::InputRules(/*max_batch=*/4, /*max_image_pixels=*/64 * 64));
   if (!images.ok()) {
     FUZZ_CHECK(images.status().code() == absl::StatusCode::kInvalidArgument);
     FUZZ_CHECK(images.status().message().find("images.encoded[0]") != std::string::npos);

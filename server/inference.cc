@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -23,13 +24,6 @@ namespace vae::server {
 namespace {
 
 std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
-
-absl::Status CheckDeadline(absl::Time deadline, const char* op) {
-  if (absl::Now() >= deadline) {
-    return absl::DeadlineExceededError(absl::StrCat(op, ": the deadline passed before the model ran"));
-  }
-  return absl::OkStatus();
-}
 
 // Finite and, when `lo` < `hi`, within [lo, hi]. Names the first offending element. One pass over the floats, no
 // temporaries: on a 256-image batch the tensor-op version (isfinite, all, two comparisons, or, any) cost several
@@ -53,6 +47,19 @@ absl::Status CheckValues(const at::Tensor& t, const char* op, const char* field,
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckDeadline(absl::Time deadline, const char* op) {
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(op, ": the deadline passed before the model ran"));
+  }
+  return absl::OkStatus();
+}
+
+// The input rules' verdict, then the deadline: INVALID_ARGUMENT naming the field, or DEADLINE_EXCEEDED.
+absl::Status CheckInput(absl::Status rules, absl::Time deadline, const char* op) {
+  if (!rules.ok()) return rules;
+  return CheckDeadline(deadline, op);
 }
 
 // Outputs leave as contiguous CPU tensors (model outputs are fresh tensors: they alias no parameter).
@@ -94,13 +101,123 @@ uint64_t RandomSeed() {
 
 }  // namespace
 
-InferenceEngine::InferenceEngine(int64_t max_batch, int intra_op_threads, BatchingOptions batching)
-    : max_batch_(max_batch < 1 ? 1 : max_batch),
+InputRules::InputRules(int64_t max_batch, int64_t max_image_pixels, int max_message_mb)
+    : max_batch_(std::max<int64_t>(1, max_batch)),
+      max_image_pixels_(max_image_pixels),
+      max_message_mb_(max_message_mb) {}
+
+InputRules InputRules::FromOptions(const ServerOptions& options) {
+  return InputRules(options.max_batch, options.max_image_pixels, options.max_message_mb);
+}
+
+int64_t InputRules::max_image_pixels(const VaeOptions& model) const {
+  return MaxImagePixels(max_image_pixels_, model.height, model.width);
+}
+
+absl::Status InputRules::CheckEncodedCount(int64_t n) const {
+  if (n <= max_batch_) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("images.encoded holds ", n, " images, over the limit of ", max_batch_, " (--max_batch)"));
+}
+
+absl::Status InputRules::CheckDeclaredPixels(const std::string& field, int64_t width, int64_t height,
+                                             const VaeOptions& model) const {
+  // A PNG declares each side in 32 bits: their product needs 64 unsigned bits (fuzz_image_decode found the signed
+  // overflow).
+  const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+  const int64_t limit = max_image_pixels(model);
+  if (pixels <= static_cast<uint64_t>(limit)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, " declares ", width, "x", height, " (WxH) = ", pixels,
+                                                 " pixels, over the limit of ", limit,
+                                                 " (--max_image_pixels); send a smaller image"));
+}
+
+absl::Status InputRules::CheckBatch(int64_t n, const char* op, const char* field) const {
+  if (n < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", field, " is an empty batch (N = 0); expected 1 to ", max_batch_, " items"));
+  }
+  if (n > max_batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", field, " holds ", n, " items, over the limit of ", max_batch_, " (--max_batch)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InputRules::CheckImages(const VaeOptions& o, const at::Tensor& images, const char* op) const {
+  const std::string expected = absl::StrCat("[N,", o.channels, ",", o.height, ",", o.width, "]");
+  if (!images.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": images is not set"));
+  if (images.scalar_type() != at::kFloat) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": images.dtype ", c10::toString(images.scalar_type()),
+                                                   " is not supported, expected float32"));
+  }
+  const auto s = images.sizes();
+  if (s.size() != 4 || s[1] != o.channels || s[2] != o.height || s[3] != o.width) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": images.shape ", ShapeString(s), " does not match model input ", expected));
+  }
+  VAE_RETURN_IF_ERROR(CheckBatch(s[0], op, "images"));
+  return CheckValues(images, op, "images", 0.0, 1.0);
+}
+
+absl::Status InputRules::CheckCodes(const VaeOptions& model, const at::Tensor& z) const {
+  const int64_t j = model.latent_dim;
+  if (!z.defined()) return absl::InvalidArgumentError("decode: z is not set");
+  if (z.scalar_type() != at::kFloat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: z.dtype ", c10::toString(z.scalar_type()), " is not supported, expected float32"));
+  }
+  if (z.dim() != 2 || z.size(1) != j) {
+    return absl::InvalidArgumentError(absl::StrCat("decode: z.shape ", ShapeString(z.sizes()),
+                                                   " does not match the model's latent size [N,", j, "]"));
+  }
+  VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
+  return CheckValues(z, "decode", "z", 0.0, 0.0);
+}
+
+absl::Status InputRules::CheckSample(int64_t count, double temperature) const {
+  if (count < 1 || count > max_batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: count is ", count, ", expected 1 to ", max_batch_, " (--max_batch)"));
+  }
+  if (!(temperature > 0.0 && temperature <= kMaxTemperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: temperature is ", temperature, ", expected a value in (0, ", kMaxTemperature, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InputRules::CheckImageFormat(int format) {
+  if (format < 0 || format > kMaxImageFormat) {
+    return absl::InvalidArgumentError(absl::StrCat("format: unknown value ", format,
+                                                   "; expected IMAGE_FORMAT_TENSOR, IMAGE_FORMAT_PNG or "
+                                                   "IMAGE_FORMAT_TENSOR_AND_PNG"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InputRules::CheckResponseBytes(const std::string& what, int64_t bytes) const {
+  if (bytes <= max_message_bytes()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " ", bytes, " bytes, over the message limit of ",
+                                                 max_message_bytes(), " bytes (", max_message_mb_,
+                                                 " MiB, the server's --max_message_mb); ask for fewer, or raise "
+                                                 "--max_message_mb (and the client's receive limit)"));
+}
+
+// Refuses, before any work, an answer that could not be sent: `n` items of `bytes_per_item` bytes of tensor data
+// (what the response carries whatever the model computes; PNG files are counted when serialised).
+absl::Status InputRules::CheckResponseSize(const char* op, int64_t n, int64_t bytes_per_item) const {
+  return CheckResponseBytes(absl::StrCat(op, ": the response (", n, " x ", bytes_per_item, " bytes) would be at least"),
+                            n * bytes_per_item);
+}
+
+InferenceEngine::InferenceEngine(InputRules rules, int intra_op_threads, BatchingOptions batching)
+    : rules_(std::move(rules)),
       intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads),
       batch_threads_(std::max(batching.threads, intra_op_threads_)) {
   if (batching.enabled) {
-    batcher_ =
-        std::make_unique<Batcher>(Batcher::Options{max_batch_, batching.max_wait, std::max(1, batching.max_queue)});
+    batcher_ = std::make_unique<Batcher>(
+        Batcher::Options{rules_.max_batch(), batching.max_wait, std::max(1, batching.max_queue)});
   }
 }
 
@@ -147,53 +264,6 @@ void InferenceEngine::LimitThreads(int threads) const {
   at::internal::lazy_init_num_threads();
   omp_set_num_threads(threads);
 #endif
-}
-
-absl::Status InferenceEngine::CheckBatch(int64_t n, const char* op, const char* field) const {
-  if (n < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": ", field, " is an empty batch (N = 0); expected 1 to ", max_batch_, " items"));
-  }
-  if (n > max_batch_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": ", field, " holds ", n, " items, over the limit of ", max_batch_, " (--max_batch)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status InferenceEngine::CheckImages(const Snapshot& model, const at::Tensor& images, absl::Time deadline,
-                                          const char* op) const {
-  const auto& o = model.options;
-  const std::string expected = absl::StrCat("[N,", o.channels, ",", o.height, ",", o.width, "]");
-  if (!images.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": images is not set"));
-  if (images.scalar_type() != at::kFloat) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": images.dtype ", c10::toString(images.scalar_type()),
-                                                   " is not supported, expected float32"));
-  }
-  const auto s = images.sizes();
-  if (s.size() != 4 || s[1] != o.channels || s[2] != o.height || s[3] != o.width) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": images.shape ", ShapeString(s), " does not match model input ", expected));
-  }
-  VAE_RETURN_IF_ERROR(CheckBatch(s[0], op, "images"));
-  VAE_RETURN_IF_ERROR(CheckValues(images, op, "images", 0.0, 1.0));
-  return CheckDeadline(deadline, op);
-}
-
-absl::Status InferenceEngine::CheckCodes(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const {
-  const int64_t j = model.options.latent_dim;
-  if (!z.defined()) return absl::InvalidArgumentError("decode: z is not set");
-  if (z.scalar_type() != at::kFloat) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("decode: z.dtype ", c10::toString(z.scalar_type()), " is not supported, expected float32"));
-  }
-  if (z.dim() != 2 || z.size(1) != j) {
-    return absl::InvalidArgumentError(absl::StrCat("decode: z.shape ", ShapeString(z.sizes()),
-                                                   " does not match the model's latent size [N,", j, "]"));
-  }
-  VAE_RETURN_IF_ERROR(CheckBatch(z.size(0), "decode", "z"));
-  VAE_RETURN_IF_ERROR(CheckValues(z, "decode", "z", 0.0, 0.0));
-  return CheckDeadline(deadline, "decode");
 }
 
 Batcher::Compute InferenceEngine::EncodeRows(std::shared_ptr<const Snapshot> keep) const {
@@ -254,7 +324,10 @@ void InferenceEngine::EncodeAsync(std::shared_ptr<const Snapshot> model, const a
                                   CallContext call, Callback<EncodeResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
-  if (absl::Status bad = CheckImages(*model, images, deadline, "encode"); !bad.ok()) return done(bad);
+  if (absl::Status bad = CheckInput(rules_.CheckImages(model->options, images, "encode"), deadline, "encode");
+      !bad.ok()) {
+    return done(bad);
+  }
   const Snapshot& m = *model;
   RunRows(Operation::kEncode, m, images, EncodeRows(std::move(model)), deadline, std::move(call), /*batchable=*/true,
           [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
@@ -273,7 +346,9 @@ void InferenceEngine::DecodeAsync(std::shared_ptr<const Snapshot> model, const a
                                   CallContext call, Callback<DecodeResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
-  if (absl::Status bad = CheckCodes(*model, z, deadline); !bad.ok()) return done(bad);
+  if (absl::Status bad = CheckInput(rules_.CheckCodes(model->options, z), deadline, "decode"); !bad.ok()) {
+    return done(bad);
+  }
   const Snapshot& m = *model;
   RunRows(Operation::kDecode, m, z, DecodeRows(std::move(model)), deadline, std::move(call), /*batchable=*/true,
           [done = std::move(done)](absl::StatusOr<std::vector<at::Tensor>> out) {
@@ -293,7 +368,10 @@ void InferenceEngine::ReconstructAsync(std::shared_ptr<const Snapshot> model, co
                                        Callback<ReconstructResult> done) const {
   c10::InferenceMode guard;
   LimitThreads();
-  if (absl::Status bad = CheckImages(*model, images, deadline, "reconstruct"); !bad.ok()) return done(bad);
+  if (absl::Status bad = CheckInput(rules_.CheckImages(model->options, images, "reconstruct"), deadline, "reconstruct");
+      !bad.ok()) {
+    return done(bad);
+  }
   const Snapshot& m = *model;
   // A sampled z comes from this call's own seeded generator: such calls run alone, never batched.
   RunRows(Operation::kReconstruct, m, images, ReconstructRows(std::move(model), sample_z, seed), deadline,
@@ -316,14 +394,7 @@ absl::StatusOr<SampleResult> InferenceEngine::Sample(const Snapshot& model, int6
                                                      double temperature, absl::Time deadline) const {
   c10::InferenceMode guard;
   LimitThreads();
-  if (count < 1 || count > max_batch_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sample: count is ", count, ", expected 1 to ", max_batch_, " (--max_batch)"));
-  }
-  if (!(temperature > 0.0 && temperature <= kMaxTemperature)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sample: temperature is ", temperature, ", expected a value in (0, ", kMaxTemperature, "]"));
-  }
+  VAE_RETURN_IF_ERROR(rules_.CheckSample(count, temperature));
   VAE_RETURN_IF_ERROR(CheckDeadline(deadline, "sample"));
   SampleResult result;
   result.seed = seed.has_value() ? *seed : RandomSeed();

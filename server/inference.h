@@ -1,14 +1,16 @@
-// InferenceEngine: Encode, Decode, Sample and Reconstruct on a published Snapshot, tensors in and out. The single
-// entry point of all inference. Each batchable operation has one path, an *Async call (what the gRPC service's
-// callback handlers use), and a blocking wrapper of it for in-process callers. The dynamic batcher
-// (server/batcher.h: concurrent calls on the same snapshot and Operation coalesced into one model call) is private to
-// the engine: callers only mark a request's arrival (Arrive) and read batch_stats().
+// InferenceEngine: Encode, Decode, Sample and Reconstruct on a published Snapshot, tensors in and out, and InputRules,
+// every rule a request's input must meet. The single entry point of all inference. Each batchable operation has one
+// path, an *Async call (what the gRPC service's callback handlers use), and a blocking wrapper of it for in-process
+// callers. The dynamic batcher (server/batcher.h: concurrent calls on the same snapshot and Operation coalesced into
+// one model call) is private to the engine: callers only mark a request's arrival (Arrive) and read batch_stats().
 //
-// Validation lives here: every input is checked against the snapshot's model (rank, shape, batch size, finite values
-// in range, latent size) before the model runs, and a bad input returns INVALID_ARGUMENT naming the field, the
-// expected and the actual value; nothing is changed by a failed call. Torch errors become INTERNAL.
+// The engine owns the server's InputRules (below: every input rule in one place): every input is
+// checked by them against the snapshot's model (rank, shape, batch size, finite values in range, latent size) before
+// the model runs, and a bad input returns INVALID_ARGUMENT naming the field, the expected and the actual value;
+// nothing is changed by a failed call. The transport asks rules() for the checks before decoding and on the response.
+// Torch errors become INTERNAL.
 //
-// Threads: stateless apart from its limits; any number of request threads may call it at once. Each call runs under
+// Threads: stateless apart from its rules; any number of request threads may call it at once. Each call runs under
 // its own c10::InferenceMode guard and, for random draws, its own CPU generator, so concurrent calls share no RNG
 // state and a seed gives bitwise the same result. Outputs are contiguous float32 CPU tensors owned by the caller;
 // they are inference tensors (made under c10::InferenceMode): read them freely, clone() them before autograd use.
@@ -21,13 +23,63 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/batcher.h"
 #include "server/model_slot.h"
+#include "server/server_options.h"
 
 namespace vae::server {
+
+// The largest vae.v1.ImageFormat value: formats are 0 (unspecified = tensor) to this (the service static_asserts it).
+inline constexpr int kMaxImageFormat = 3;
+
+// InputRules: every rule a request's input must meet, in one place. The InferenceEngine owns one (built from
+// ServerOptions, where every default and bound is); the tensor codec (server/tensor_codec.h) is handed it for the
+// rules that must hold before any byte is decoded (how many encoded images, how many pixels each declares), and the
+// gRPC service asks it about the `format` field and the response's size. Each check returns OK or INVALID_ARGUMENT
+// naming the field, the limit and the flag that sets it; none changes anything. Immutable, so thread-safe.
+class InputRules {
+ public:
+  static constexpr double kMaxTemperature = 10.0;  // Sample's temperature is in (0, kMaxTemperature]
+
+  // `max_batch` (< 1 counts as 1): the most images or codes one call may carry. `max_image_pixels`: the largest
+  // encoded image (width x height); 0 derives it from the model (MaxImagePixels, server_options.h). `max_message_mb`:
+  // the largest response, MiB.
+  explicit InputRules(int64_t max_batch, int64_t max_image_pixels = 0,
+                      int max_message_mb = ServerOptions().max_message_mb);
+  static InputRules FromOptions(const ServerOptions& options);
+
+  int64_t max_batch() const { return max_batch_; }
+  int64_t max_image_pixels(const VaeOptions& model) const;
+  int64_t max_message_bytes() const { return int64_t{max_message_mb_} << 20; }
+
+  // Before decoding (tensor_codec): the number of encoded images, then each one's declared width x height.
+  absl::Status CheckEncodedCount(int64_t n) const;
+  absl::Status CheckDeclaredPixels(const std::string& field, int64_t width, int64_t height,
+                                   const VaeOptions& model) const;
+
+  // The tensors an operation gets (InferenceEngine), prefixed with `op`: float32 images [N, C, H, W] of the model's
+  // shape, 1 <= N <= max_batch, finite, in [0, 1]; codes z float32 [N, J], finite; Sample's count and temperature.
+  absl::Status CheckImages(const VaeOptions& model, const at::Tensor& images, const char* op) const;
+  absl::Status CheckCodes(const VaeOptions& model, const at::Tensor& z) const;
+  absl::Status CheckSample(int64_t count, double temperature) const;
+
+  // The service: the response `format` field, and a response of `n` items of `bytes_per_item` bytes (checked
+  // before the work; 0 items always pass) or of `bytes` serialised (`what` names it, e.g. "vae.v1.X is").
+  static absl::Status CheckImageFormat(int format);
+  absl::Status CheckResponseSize(const char* op, int64_t n, int64_t bytes_per_item) const;
+  absl::Status CheckResponseBytes(const std::string& what, int64_t bytes) const;
+
+ private:
+  absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;
+
+  int64_t max_batch_;
+  int64_t max_image_pixels_;
+  int max_message_mb_;
+};
 
 struct EncodeResult {
   at::Tensor mu;     // [N, J]
@@ -86,13 +138,16 @@ class InferenceEngine {
   // With batching on, requests with this many rows or more skip the batcher (measured on mnist/2 cores: 8 clients x
   // 256 images ran at 135k images/s through the batcher and 197k on their own).
   static constexpr int64_t kDirectRows = 64;
-  static constexpr double kMaxTemperature = 10.0;
+  static constexpr double kMaxTemperature = InputRules::kMaxTemperature;
 
-  // `max_batch` >= 1: the most images or codes one call may carry. `intra_op_threads` >= 1: the torch threads one
+  // `rules`: what a call's inputs must meet (its max_batch: the most images or codes one call may carry; a bare
+  // `max_batch` means the other limits' defaults). `intra_op_threads` >= 1: the torch threads one
   // call may use. Concurrent calls each get their own, so 1 suits a server with many small requests: on 2 cores,
   // 3 concurrent clients got 140 Encode calls/s with 2 threads per call (OpenMP teams oversubscribe the cores) and
   // 1079/s with 1. Set per calling thread; the training job keeps the process-wide --threads.
-  InferenceEngine(int64_t max_batch, int intra_op_threads = 1, BatchingOptions batching = {});
+  InferenceEngine(InputRules rules, int intra_op_threads = 1, BatchingOptions batching = {});
+  explicit InferenceEngine(int64_t max_batch, int intra_op_threads = 1, BatchingOptions batching = {})
+      : InferenceEngine(InputRules(max_batch), intra_op_threads, batching) {}
 
   // One async call per operation, then a blocking wrapper of it for in-process callers (warm-up, tests, benchmarks).
   // `done` gets the result exactly once: on this thread before the call returns when the request runs alone (batching
@@ -120,15 +175,16 @@ class InferenceEngine {
                                                 uint64_t seed, absl::Time deadline) const;
 
   // Draws z = temperature * eps, eps ~ N(0, I) from a CPU generator seeded with `seed` (a random seed when unset),
-  // and decodes it. 1 <= count <= max_batch; temperature in (0, kMaxTemperature]. Never batched (its own generator),
-  // so blocking only.
+  // and decodes it. 1 <= count <= max_batch; temperature in (0, kMaxTemperature] (InputRules::CheckSample). Never
+  // batched (its own generator), so blocking only.
   absl::StatusOr<SampleResult> Sample(const Snapshot& model, int64_t count, std::optional<uint64_t> seed,
                                       double temperature, absl::Time deadline) const;
 
   // Marks a request as on its way in (see CallContext); `cancelled` may be null.
   CallContext Arrive(std::function<bool()> cancelled) const;
 
-  int64_t max_batch() const { return max_batch_; }
+  const InputRules& rules() const { return rules_; }
+  int64_t max_batch() const { return rules_.max_batch(); }
   int intra_op_threads() const { return intra_op_threads_; }
   // What the batcher has done so far; all zero when batching is off.
   Batcher::Stats batch_stats() const;
@@ -146,12 +202,7 @@ class InferenceEngine {
   // thread, and hands `done` the outputs.
   void RunRows(Operation op, const Snapshot& model, const at::Tensor& rows, Batcher::Compute compute,
                absl::Time deadline, CallContext call, bool batchable, Batcher::Done done) const;
-  // The input rules of every operation: INVALID_ARGUMENT naming the field, or DEADLINE_EXCEEDED.
-  absl::Status CheckImages(const Snapshot& model, const at::Tensor& images, absl::Time deadline, const char* op) const;
-  absl::Status CheckCodes(const Snapshot& model, const at::Tensor& z, absl::Time deadline) const;
-  absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;
-
-  int64_t max_batch_;
+  InputRules rules_;
   int intra_op_threads_;
   int batch_threads_;
   std::unique_ptr<Batcher> batcher_;

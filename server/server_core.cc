@@ -17,7 +17,7 @@ ServerCore::ServerCore(ServerOptions options, c10::Device device)
     : options_(std::move(options)),
       device_(device),
       inference_(
-          options_.max_batch, options_.inference_threads,
+          InputRules::FromOptions(options_), options_.inference_threads,
           BatchingOptions{options_.enable_batching, absl::Microseconds(options_.batch_timeout_us), options_.max_queue,
                           // One batch runs at a time, so it may use every core (--threads, 0 = all).
                           ResolveThreadCount(options_.threads)}),

@@ -54,10 +54,13 @@ struct ServerOptions {
 inline constexpr int64_t kAutoImagePixelsPerModelPixel = 16;
 inline constexpr int64_t kMinAutoImagePixels = int64_t{1} << 20;
 
-// The encoded-image limit for a model of input height x width.
-inline int64_t MaxImagePixels(const ServerOptions& options, int64_t height, int64_t width) {
-  if (options.max_image_pixels > 0) return options.max_image_pixels;
+// The encoded-image limit for a model of input height x width, given --max_image_pixels (`configured`, 0: auto).
+inline int64_t MaxImagePixels(int64_t configured, int64_t height, int64_t width) {
+  if (configured > 0) return configured;
   return std::max(kMinAutoImagePixels, kAutoImagePixelsPerModelPixel * height * width);
+}
+inline int64_t MaxImagePixels(const ServerOptions& options, int64_t height, int64_t width) {
+  return MaxImagePixels(options.max_image_pixels, height, width);
 }
 
 }  // namespace vae::server

@@ -71,20 +71,15 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const std::string& bytes, const std::
 
 // One encoded image -> uint8 [C, H, W] tensor (RGB order for C = 3).
 absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOptions& model, bool resize,
-                                       int64_t max_pixels, int index) {
+                                       const InputRules& rules, int index) {
   const std::string field = absl::StrCat("images.encoded[", index, "]");
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty; expected a PNG or JPEG file"));
   // The header is checked before OpenCV sees the bytes: it allocates the whole declared image before decoding, so a
   // small file declaring a huge size (a decompression bomb) would cost its full size in memory.
   auto header = ReadImageHeader(bytes, field);
   if (!header.ok()) return header.status();
-  // A PNG declares each side in 32 bits: their product needs 64 unsigned bits (fuzz_image_decode found the signed
-  // overflow).
-  const uint64_t pixels = static_cast<uint64_t>(header->width) * static_cast<uint64_t>(header->height);
-  if (pixels > static_cast<uint64_t>(max_pixels)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " declares ", header->width, "x", header->height,
-                                                   " (WxH) = ", pixels, " pixels, over the limit of ", max_pixels,
-                                                   " (--max_image_pixels); send a smaller image"));
+  if (absl::Status too_big = rules.CheckDeclaredPixels(field, header->width, header->height, model); !too_big.ok()) {
+    return too_big;
   }
   try {
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
@@ -136,8 +131,8 @@ absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& bytes, const std:
   return header;
 }
 
-absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch,
-                                           int64_t max_image_pixels) {
+absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model,
+                                           const InputRules& rules) {
   const bool has_tensor = batch.has_tensor();
   const bool has_encoded = batch.encoded_size() > 0;
   if (has_tensor && has_encoded) {
@@ -153,10 +148,7 @@ absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const Va
     if (tensor->scalar_type() == at::kByte) return tensor->to(at::kFloat).div_(255.0f);
     return tensor;
   }
-  if (batch.encoded_size() > max_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("images.encoded holds ", batch.encoded_size(),
-                                                   " images, over the limit of ", max_batch, " (--max_batch)"));
-  }
+  if (absl::Status too_many = rules.CheckEncodedCount(batch.encoded_size()); !too_many.ok()) return too_many;
   if (model.channels != 1 && model.channels != 3) {
     return absl::InvalidArgumentError(absl::StrCat("images.encoded: the model has ", model.channels,
                                                    " channels; encoded images work for 1 or 3, send images.tensor"));
@@ -164,7 +156,7 @@ absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const Va
   std::vector<at::Tensor> images;
   images.reserve(batch.encoded_size());
   for (int i = 0; i < batch.encoded_size(); ++i) {
-    auto image = DecodeImage(batch.encoded(i), model, batch.resize(), max_image_pixels, i);
+    auto image = DecodeImage(batch.encoded(i), model, batch.resize(), rules, i);
     if (!image.ok()) return image.status();
     images.push_back(std::move(*image));
   }

@@ -1,10 +1,12 @@
 // Bytes <-> tensors for the gRPC service: vae.v1.Tensor (raw little-endian data with an explicit shape and dtype),
-// vae.v1.ImageBatch (a tensor or encoded PNG/JPEG files) and PNG output.
+// vae.v1.ImageBatch (a tensor or encoded PNG/JPEG files) and PNG output. It converts bytes <-> tensors only (header
+// parsing, decoding, encoding); the input rules it must apply before decoding (how many encoded images, how many
+// pixels each declares) are the InputRules it is handed (server/inference.h), which hold every input rule.
 //
 // A float32 images.tensor is returned as a view of the request's bytes (no copy): it is valid while the request is,
 // and must not be written to. Everything else (uint8 and encoded images, z, outputs) is copied. Errors are
 // INVALID_ARGUMENT naming the field and the expected value; the semantic checks (rank, the model's shape, value ranges,
-// batch limits) belong to the InferenceEngine. Stateless and thread-safe.
+// batch limits) are InputRules', applied by the InferenceEngine. Stateless and thread-safe.
 #ifndef VAE_SERVER_TENSOR_CODEC_H_
 #define VAE_SERVER_TENSOR_CODEC_H_
 
@@ -17,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "model/options.h"
 #include "proto/tensor_proto.h"
+#include "server/inference.h"
 #include "vae/v1/vae_service.pb.h"
 
 namespace vae::server {
@@ -43,14 +46,15 @@ absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& bytes, const std:
 
 // The images of a request as float32 [N, C, H, W] for a model with input `model`:
 //   tensor float32 -> as sent (the engine checks range and finiteness);  tensor uint8 -> value / 255;
-//   encoded        -> each file's header is read first (ReadImageHeader): only PNG and JPEG are accepted, and one
-//                     declaring more than `max_image_pixels` (width x height) is refused before any pixel buffer is
+//   encoded        -> first the count is checked (rules.CheckEncodedCount); each file's header is read first
+//                     (ReadImageHeader): only PNG and JPEG are accepted, and one whose declared width x height
+//                     rules.CheckDeclaredPixels refuses (--max_image_pixels) is refused before any pixel buffer is
 //                     allocated; then it is decoded by OpenCV to the model's channels (grayscale, or BGR converted to
-//                     RGB), resized with INTER_AREA when batch.resize is set and the size differs, else rejected. At
-//                     most `max_batch` files are decoded, one at a time.
+//                     RGB), resized with INTER_AREA when batch.resize is set and the size differs, else rejected.
+//                     Files are decoded one at a time.
 // Exactly one of tensor and encoded must be set.
-absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model, int64_t max_batch,
-                                           int64_t max_image_pixels);
+absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model,
+                                           const InputRules& rules);
 
 // One 8-bit PNG per image of `images` (float [N, C, H, W] in [0, 1]; C = 1 grayscale, 3 RGB or 4 RGBA).
 absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images);

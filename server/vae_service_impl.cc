@@ -32,32 +32,8 @@ CallContext Arrive(const grpc::ServerContextBase& context, const ServerCore& cor
 bool WantsTensor(v1::ImageFormat f) { return f != v1::IMAGE_FORMAT_PNG; }
 bool WantsPng(v1::ImageFormat f) { return f == v1::IMAGE_FORMAT_PNG || f == v1::IMAGE_FORMAT_TENSOR_AND_PNG; }
 
-absl::Status CheckFormat(int format) {
-  if (!v1::ImageFormat_IsValid(format)) {
-    return absl::InvalidArgumentError(absl::StrCat("format: unknown value ", format,
-                                                   "; expected IMAGE_FORMAT_TENSOR, IMAGE_FORMAT_PNG or "
-                                                   "IMAGE_FORMAT_TENSOR_AND_PNG"));
-  }
-  return absl::OkStatus();
-}
-
-int64_t MessageLimit(const ServerOptions& options) { return int64_t{options.max_message_mb} << 20; }
-
-absl::Status OverMessageLimit(const std::string& what, int64_t bytes, const ServerOptions& options) {
-  return absl::InvalidArgumentError(absl::StrCat(what, " ", bytes, " bytes, over the message limit of ",
-                                                 MessageLimit(options), " bytes (", options.max_message_mb,
-                                                 " MiB, the server's --max_message_mb); ask for fewer, or raise "
-                                                 "--max_message_mb (and the client's receive limit)"));
-}
-
-// Refuses, before any work, an answer that could not be sent: `n` items of `bytes_per_item` bytes of tensor data
-// (what the response carries whatever the model computes; PNG files are counted when serialised, SerializeResponse).
-absl::Status CheckResponseSize(const char* op, int64_t n, int64_t bytes_per_item, const ServerOptions& options) {
-  const int64_t bytes = n * bytes_per_item;
-  if (bytes <= MessageLimit(options)) return absl::OkStatus();
-  return OverMessageLimit(absl::StrCat(op, ": the response (", n, " x ", bytes_per_item, " bytes) would be at least"),
-                          bytes, options);
-}
+// Every input rule is InputRules' (server/inference.h), the format field's too: its range is the enum's.
+static_assert(v1::ImageFormat_MIN == 0 && v1::ImageFormat_MAX == kMaxImageFormat);
 
 // Float32 bytes of one output image of `model` in `format` (0 when only PNGs are asked for).
 int64_t TensorImageBytes(v1::ImageFormat format, const Snapshot& model) {
@@ -68,10 +44,9 @@ int64_t TensorImageBytes(v1::ImageFormat format, const Snapshot& model) {
 // message.
 int64_t RowsToCheck(int64_t n, const ServerCore& core) { return n > 0 && n <= core.inference().max_batch() ? n : 0; }
 
-// The request's images for `model` (tensor_codec.h), under the server's batch and image-size limits.
+// The request's images for `model` (tensor_codec.h), under the engine's input rules (batch and image-size limits).
 absl::StatusOr<at::Tensor> RequestImages(const v1::ImageBatch& batch, const Snapshot& model, const ServerCore& core) {
-  return ImagesFromProto(batch, model.options, core.inference().max_batch(),
-                         MaxImagePixels(core.options(), model.options.height, model.options.width));
+  return ImagesFromProto(batch, model.options, core.inference().rules());
 }
 
 // Bytes -> request; INVALID_ARGUMENT when they are not a serialised Request. The bytes are released once parsed
@@ -91,15 +66,14 @@ absl::Status ParseRequest(const grpc::ByteBuffer& raw, Request* request) {
 // Response -> bytes, refusing a message the server could not send (grpc would answer RESOURCE_EXHAUSTED without
 // saying which limit).
 template <typename Response>
-grpc::Status SerializeResponse(const Response& response, grpc::ByteBuffer* out, const ServerOptions& options) {
+grpc::Status SerializeResponse(const Response& response, grpc::ByteBuffer* out, const InputRules& rules) {
   bool own_buffer = false;
   grpc::Status status = grpc::SerializationTraits<Response>::Serialize(response, out, &own_buffer);
-  if (status.ok() && static_cast<int64_t>(out->Length()) > MessageLimit(options)) {
-    const int64_t bytes = static_cast<int64_t>(out->Length());
-    out->Clear();
-    return ToGrpcStatus(OverMessageLimit(absl::StrCat(Response::descriptor()->full_name(), " is"), bytes, options));
-  }
-  return status;
+  if (!status.ok()) return status;
+  absl::Status fits = rules.CheckResponseBytes(absl::StrCat(Response::descriptor()->full_name(), " is"),
+                                               static_cast<int64_t>(out->Length()));
+  if (!fits.ok()) out->Clear();
+  return ToGrpcStatus(fits);
 }
 
 // Sets `response`'s images and/or png fields, as `format` asks (and only those: an unset field stays unset).
@@ -150,7 +124,8 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContex
     return call;
   }
   FinishFn finish = [this, call](const absl::Status& status) {
-    call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->options()) : ToGrpcStatus(status));
+    call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->inference().rules())
+                             : ToGrpcStatus(status));
     active_calls_.fetch_sub(1);
   };
   // Authenticated before anything of the request is read: a caller without the token learns nothing about it.
@@ -304,7 +279,8 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
   if (!images.ok()) return finish(images.status());
   const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
   // mu and sigma: 2 x J float32 per image.
-  if (auto status = CheckResponseSize("encode", n, 8 * model->options.latent_dim, core_->options()); !status.ok()) {
+  if (auto status = core_->inference().rules().CheckResponseSize("encode", n, 8 * model->options.latent_dim);
+      !status.ok()) {
     return finish(status);
   }
   core_->inference().EncodeAsync(model, *images, DeadlineOf(context), std::move(call),
@@ -323,10 +299,11 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
   auto model = core_->Current();
   auto z = TensorFromProto(request.z(), "z");
   if (!z.ok()) return finish(z.status());
-  if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
+  if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
   const int64_t n = RowsToCheck(z->dim() > 0 ? z->size(0) : 0, *core_);
-  if (auto status = CheckResponseSize("decode", n, TensorImageBytes(format, *model), core_->options()); !status.ok()) {
+  if (auto status = core_->inference().rules().CheckResponseSize("decode", n, TensorImageBytes(format, *model));
+      !status.ok()) {
     return finish(status);
   }
   core_->inference().DecodeAsync(
@@ -342,11 +319,11 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
 absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                                       v1::SampleResponse* response) {
   const auto model = core_->Current();
-  VAE_RETURN_IF_ERROR(CheckFormat(request.format()));
+  VAE_RETURN_IF_ERROR(InputRules::CheckImageFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
-  VAE_RETURN_IF_ERROR(CheckResponseSize("sample", RowsToCheck(request.count(), *core_),
-                                        TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim,
-                                        core_->options()));
+  VAE_RETURN_IF_ERROR(core_->inference().rules().CheckResponseSize(
+      "sample", RowsToCheck(request.count(), *core_),
+      TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim));
   std::optional<uint64_t> seed;
   if (request.has_seed()) seed = request.seed();
   const double temperature = request.temperature() == 0.0f ? 1.0 : request.temperature();
@@ -363,13 +340,14 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
                                       v1::ReconstructResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
   auto model = core_->Current();
-  if (auto status = CheckFormat(request.format()); !status.ok()) return finish(status);
+  if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   // The images as asked, and each image's recon_nll and kl (float32).
   const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
-  if (auto status = CheckResponseSize("reconstruct", n, TensorImageBytes(format, *model) + 8, core_->options());
+  if (auto status =
+          core_->inference().rules().CheckResponseSize("reconstruct", n, TensorImageBytes(format, *model) + 8);
       !status.ok()) {
     return finish(status);
   }

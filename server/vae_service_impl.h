@@ -6,7 +6,8 @@
 // Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
 // vae.v1.XRequest get INVALID_ARGUMENT saying so (grpc++'s generated handlers answer UNIMPLEMENTED or INTERNAL with an
 // empty message, which reads as "no such method"). Responses are serialised here too, and one that would exceed the
-// server's message limit is answered INVALID_ARGUMENT naming --max_message_mb instead of failing to send.
+// server's message limit is answered INVALID_ARGUMENT naming --max_message_mb instead of failing to send. The input
+// rules it applies (the format field, the response size) are the engine's InputRules (inference.h), not its own.
 //
 // Ownership and threads: does not own `core`, which must outlive it. The only state of its own is an atomic count of
 // the calls in progress. Encode, Decode, Sample, Reconstruct and GetModelInfo are callback-API methods that do their

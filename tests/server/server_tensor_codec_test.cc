@@ -100,7 +100,7 @@ TEST(TensorCodecTest, RejectsBadDtypesShapesAndLengths) {
 TEST(TensorCodecTest, FloatImagesAreAViewOfTheRequestBytes) {
   v1::ImageBatch batch;
   *batch.mutable_tensor() = FloatTensor({2, 1, 1, 2}, {0.0f, 0.25f, 0.5f, 1.0f});
-  auto images = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto images = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   ASSERT_TRUE(images.ok()) << images.status();
   // No copy: the tensor points at the message's bytes, with the values and shape TensorFromProto gives.
   EXPECT_EQ(images->data_ptr(), static_cast<const void*>(batch.tensor().data().data()));
@@ -117,16 +117,16 @@ TEST(TensorCodecTest, ImageBatchTensorsAndTheirChoice) {
   batch.mutable_tensor()->add_shape(2);
   batch.mutable_tensor()->set_dtype(v1::DATA_TYPE_UINT8);
   batch.mutable_tensor()->set_data(std::string("\x00\xff", 2));
-  auto images = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto images = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   ASSERT_TRUE(images.ok());
   EXPECT_EQ(images->scalar_type(), at::kFloat);  // uint8 / 255
   EXPECT_FLOAT_EQ((*images)[0][1].item<float>(), 1.0f);
 
   batch.add_encoded("png bytes");
-  auto both = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto both = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(both.status().message(), HasSubstr("both images.tensor and images.encoded are set"));
-  auto neither = ImagesFromProto(v1::ImageBatch(), TinyOptions(), 8, kPixels);
+  auto neither = ImagesFromProto(v1::ImageBatch(), TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(neither.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(neither.status().message(), HasSubstr("images is an empty batch"));
 }
@@ -139,7 +139,7 @@ TEST(TensorCodecTest, DecodesGrayscalePngExactly) {
   v1::ImageBatch batch;
   batch.add_encoded(Png(gradient));
   batch.add_encoded(Png(255 - gradient));
-  auto images = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto images = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   ASSERT_TRUE(images.ok()) << images.status();
   EXPECT_EQ(images->sizes(), at::IntArrayRef({2, 1, 28, 28}));
   // PNG is lossless: pixel (r, c) of image 0 is (9r + c) / 255.
@@ -154,7 +154,7 @@ TEST(TensorCodecTest, ColorImagesArriveAsRgb) {
   const cv::Mat red(8, 8, CV_8UC3, cv::Scalar(0, 0, 255));  // OpenCV stores BGR: this is pure red
   v1::ImageBatch batch;
   batch.add_encoded(Png(red));
-  auto images = ImagesFromProto(batch, rgb, 8, kPixels);
+  auto images = ImagesFromProto(batch, rgb, InputRules(8, kPixels));
   ASSERT_TRUE(images.ok()) << images.status();
   EXPECT_FLOAT_EQ((*images)[0][0].mean().item<float>(), 1.0f);  // R
   EXPECT_FLOAT_EQ((*images)[0][1].mean().item<float>(), 0.0f);  // G
@@ -171,12 +171,12 @@ TEST(TensorCodecTest, ColorImagesArriveAsRgb) {
 TEST(TensorCodecTest, EncodedImagesOfTheWrongSizeNeedResize) {
   v1::ImageBatch batch;
   batch.add_encoded(Png(cv::Mat(32, 30, CV_8UC1, cv::Scalar(51))));
-  auto rejected = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto rejected = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(rejected.status().message(),
               HasSubstr("images.encoded[0] is 30x32 (WxH), the model expects 28x28; set images.resize"));
   batch.set_resize(true);
-  auto resized = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto resized = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   ASSERT_TRUE(resized.ok());
   EXPECT_EQ(resized->sizes(), at::IntArrayRef({1, 1, 28, 28}));
   EXPECT_NEAR(resized->mean().item<float>(), 0.2f, 1e-6);  // area interpolation of a flat 51/255 image
@@ -187,13 +187,13 @@ TEST(TensorCodecTest, UndecodableAndTooManyEncodedImages) {
   batch.add_encoded(Png(cv::Mat(28, 28, CV_8UC1, cv::Scalar(0))));
   // A valid header, then no image data.
   batch.add_encoded(Png(cv::Mat(28, 28, CV_8UC1, cv::Scalar(0))).substr(0, 40));
-  auto garbage = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+  auto garbage = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(garbage.status().message(), HasSubstr("images.encoded[1] (40 bytes) is not a decodable PNG or JPEG"));
 
   v1::ImageBatch many;
   for (int i = 0; i < 9; ++i) many.add_encoded("x");
-  auto over = ImagesFromProto(many, TinyOptions(), 8, kPixels);
+  auto over = ImagesFromProto(many, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(over.status().message(), HasSubstr("images.encoded holds 9 images, over the limit of 8"));
 }
@@ -205,7 +205,7 @@ TEST(TensorCodecTest, OnlyPngAndJpegReachADecoder) {
     SCOPED_TRACE(extension);
     v1::ImageBatch batch;
     batch.add_encoded(Encoded(flat, extension));
-    auto other = ImagesFromProto(batch, TinyOptions(), 8, kPixels);
+    auto other = ImagesFromProto(batch, TinyOptions(), InputRules(8, kPixels));
     EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(other.status().message(),
                 HasSubstr("images.encoded[0] is not a PNG or JPEG file (it starts with bytes "));
@@ -213,12 +213,13 @@ TEST(TensorCodecTest, OnlyPngAndJpegReachADecoder) {
   }
   v1::ImageBatch bmp;
   bmp.add_encoded(Encoded(flat, ".bmp"));
-  EXPECT_THAT(ImagesFromProto(bmp, TinyOptions(), 8, kPixels).status().message(), HasSubstr("bytes 424d"));  // "BM"
+  EXPECT_THAT(ImagesFromProto(bmp, TinyOptions(), InputRules(8, kPixels)).status().message(),
+              HasSubstr("bytes 424d"));  // "BM"
 
   v1::ImageBatch accepted;
   accepted.add_encoded(Png(flat));
   accepted.add_encoded(Encoded(flat, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 100}));
-  auto images = ImagesFromProto(accepted, TinyOptions(), 8, kPixels);
+  auto images = ImagesFromProto(accepted, TinyOptions(), InputRules(8, kPixels));
   ASSERT_TRUE(images.ok()) << images.status();
   EXPECT_NEAR((*images)[0].mean().item<float>(), 0.2f, 1e-6);        // 51 / 255, lossless
   EXPECT_NEAR((*images)[1].mean().item<float>(), 0.2f, 2.0f / 255);  // a flat image survives JPEG within 1-2 levels
@@ -293,7 +294,7 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
   bomb.add_encoded(ZeroPng(20000, 20000));
   bomb.set_resize(true);
   EXPECT_LT(bomb.encoded(0).size(), 400u << 10);
-  auto refused = ImagesFromProto(bomb, TinyOptions(), 8, kPixels);
+  auto refused = ImagesFromProto(bomb, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(refused.status().message(),
             "images.encoded[0] declares 20000x20000 (WxH) = 400000000 pixels, over the limit of 1048576 "
@@ -307,7 +308,7 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
   v1::ImageBatch overflow;
   overflow.add_encoded(huge);
   overflow.set_resize(true);
-  auto product = ImagesFromProto(overflow, TinyOptions(), 8, kPixels);
+  auto product = ImagesFromProto(overflow, TinyOptions(), InputRules(8, kPixels));
   EXPECT_EQ(product.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(product.status().message(),
               HasSubstr("declares 4261412865x3640655873 (WxH) = 15514337774240006145 pixels, over the limit"));
@@ -317,14 +318,49 @@ TEST(TensorCodecTest, ImagesDeclaringTooManyPixelsAreRefusedBeforeDecoding) {
   batch.set_resize(true);
   batch.add_encoded(Png(cv::Mat(40, 25, CV_8UC1, cv::Scalar(0))));              // 1000 pixels
   batch.add_encoded(Encoded(cv::Mat(40, 26, CV_8UC1, cv::Scalar(0)), ".jpg"));  // 1040 pixels
-  auto over = ImagesFromProto(batch, TinyOptions(), 8, 1000);
+  auto over = ImagesFromProto(batch, TinyOptions(), InputRules(8, 1000));
   EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(over.status().message(), HasSubstr("images.encoded[1] declares 26x40 (WxH) = 1040 pixels, over the "
                                                  "limit of 1000 (--max_image_pixels)"));
   batch.mutable_encoded()->RemoveLast();
-  auto at_limit = ImagesFromProto(batch, TinyOptions(), 8, 1000);
+  auto at_limit = ImagesFromProto(batch, TinyOptions(), InputRules(8, 1000));
   ASSERT_TRUE(at_limit.ok()) << at_limit.status();
   EXPECT_EQ(at_limit->sizes(), at::IntArrayRef({1, 1, 28, 28}));
+}
+
+// The codec applies the rules it is handed, and the rules built from ServerOptions hold every input limit: the image
+// limit derived per model when --max_image_pixels is 0, the batch limit, the message limit and the format field.
+TEST(TensorCodecTest, InputRulesFromServerOptionsHoldEveryInputLimit) {
+  ServerOptions options;
+  options.max_batch = 2;
+  options.max_message_mb = 3;
+  const InputRules rules = InputRules::FromOptions(options);
+  EXPECT_EQ(rules.max_batch(), 2);
+  EXPECT_EQ(rules.max_image_pixels(TinyOptions()), kPixels);
+  VaeOptions big = TinyOptions();
+  big.height = big.width = 512;
+  EXPECT_EQ(rules.max_image_pixels(big), 16 * 512 * 512);
+  EXPECT_EQ(rules.max_message_bytes(), 3 << 20);
+
+  v1::ImageBatch batch;
+  batch.set_resize(true);
+  batch.add_encoded(ZeroPng(1025, 1024));  // one row over the derived limit of a 28 x 28 model
+  EXPECT_THAT(ImagesFromProto(batch, TinyOptions(), rules).status().message(),
+              HasSubstr("= 1049600 pixels, over the limit of 1048576 (--max_image_pixels)"));
+  EXPECT_TRUE(ImagesFromProto(batch, big, rules).ok());  // 16 x 512 x 512 for the larger model
+  batch.add_encoded(ZeroPng(28, 28));
+  batch.add_encoded(ZeroPng(28, 28));
+  EXPECT_EQ(ImagesFromProto(batch, big, rules).status().message(),
+            "images.encoded holds 3 images, over the limit of 2 (--max_batch)");
+
+  EXPECT_TRUE(rules.CheckResponseBytes("r is", 3 << 20).ok());
+  EXPECT_THAT(rules.CheckResponseBytes("r is", (3 << 20) + 1).message(),
+              HasSubstr("r is 3145729 bytes, over the message limit of 3145728 bytes (3 MiB"));
+  for (int format : {0, 1, 2, 3}) EXPECT_TRUE(InputRules::CheckImageFormat(format).ok()) << format;
+  for (int format : {-1, 4}) {
+    EXPECT_THAT(InputRules::CheckImageFormat(format).message(),
+                HasSubstr(absl::StrCat("format: unknown value ", format)));
+  }
 }
 
 TEST(TensorCodecTest, PngOutputRoundsToEightBits) {
