@@ -122,62 +122,50 @@ TEST(ClientStubTest, DeadlineWhileNotConnectedIsCannotReach) {
   EXPECT_EQ(info.status().message(), absl::StrCat(kCannotReachPrefix, kTarget, ": timed out while connecting"));
 }
 
+// What a GetModelInfo call carried to the stub under `options`, read inside the mock (the context dies with the call).
+struct SentContext {
+  std::chrono::system_clock::time_point deadline;
+  std::multimap<std::string, std::string> metadata;
+};
+
+SentContext CallGetModelInfo(ClientOptions options) {
+  Fixture f = MakeClient(std::move(options));
+  SentContext sent;
+  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
+    sent.deadline = context->deadline();
+    sent.metadata = grpc::testing::ClientContextTestPeer(context).GetSendInitialMetadata();
+    return grpc::Status::OK;
+  }));
+  EXPECT_TRUE(f.client->GetModelInfo().ok());
+  return sent;
+}
+
 TEST(ClientStubTest, DeadlineComesFromClientOptionsTimeout) {
   ClientOptions options;
   options.timeout = absl::Seconds(7);
-  Fixture f = MakeClient(options);
-  std::chrono::system_clock::time_point deadline;
-  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
-    deadline = context->deadline();
-    return grpc::Status::OK;
-  }));
   const absl::Time before = absl::Now();
-  ASSERT_TRUE(f.client->GetModelInfo().ok());
+  const SentContext sent = CallGetModelInfo(options);
   const absl::Time after = absl::Now();
-  EXPECT_GE(absl::FromChrono(deadline), before + absl::Seconds(7));
-  EXPECT_LE(absl::FromChrono(deadline), after + absl::Seconds(7));
+  EXPECT_GE(absl::FromChrono(sent.deadline), before + absl::Seconds(7));
+  EXPECT_LE(absl::FromChrono(sent.deadline), after + absl::Seconds(7));
 }
 
 TEST(ClientStubTest, InfiniteTimeoutSetsNoDeadline) {
   ClientOptions options;
   options.timeout = absl::InfiniteDuration();
-  Fixture f = MakeClient(options);
-  std::chrono::system_clock::time_point deadline;
-  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
-    deadline = context->deadline();
-    return grpc::Status::OK;
-  }));
-  ASSERT_TRUE(f.client->GetModelInfo().ok());
-  EXPECT_EQ(deadline, std::chrono::system_clock::time_point::max());
-}
-
-std::multimap<std::string, std::string> SentMetadata(grpc::ClientContext* context) {
-  return grpc::testing::ClientContextTestPeer(context).GetSendInitialMetadata();
+  EXPECT_EQ(CallGetModelInfo(options).deadline, std::chrono::system_clock::time_point::max());
 }
 
 TEST(ClientStubTest, TokenIsSentAsBearerAuthorization) {
   ClientOptions options;
   options.token = "s3cret-token";
-  Fixture f = MakeClient(options);
-  std::multimap<std::string, std::string> metadata;
-  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
-    metadata = SentMetadata(context);
-    return grpc::Status::OK;
-  }));
-  ASSERT_TRUE(f.client->GetModelInfo().ok());
-  ASSERT_EQ(metadata.count("authorization"), 1u);
-  EXPECT_EQ(metadata.find("authorization")->second, "Bearer s3cret-token");
+  const SentContext sent = CallGetModelInfo(options);
+  ASSERT_EQ(sent.metadata.count("authorization"), 1u);
+  EXPECT_EQ(sent.metadata.find("authorization")->second, "Bearer s3cret-token");
 }
 
 TEST(ClientStubTest, NoTokenSendsNoAuthorization) {
-  Fixture f = MakeClient();
-  std::multimap<std::string, std::string> metadata;
-  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
-    metadata = SentMetadata(context);
-    return grpc::Status::OK;
-  }));
-  ASSERT_TRUE(f.client->GetModelInfo().ok());
-  EXPECT_EQ(metadata.count("authorization"), 0u);
+  EXPECT_EQ(CallGetModelInfo({}).metadata.count("authorization"), 0u);
 }
 
 TEST(ClientStubTest, FromStubsValidatesLikeCreate) {
