@@ -13,12 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/client_stub.h"
 #include "client/grpc_status.h"
 #include "client/proto_mapping.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "vae/v1/vae_service.grpc.pb.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "vae.v1.Tensor carries little-endian bytes; this client copies them as they are");
@@ -97,12 +96,10 @@ absl::StatusOr<ClientOptions::Tls> LoadTlsFiles(const std::string& ca_file, cons
   return tls;
 }
 
-struct Client::Stubs {
-  std::unique_ptr<v1::VaeService::Stub> vae;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health;
-};
+namespace {
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target, ClientOptions options) {
+// The checks Create and FromStubs share.
+absl::Status ValidateOptions(const std::string& target, const ClientOptions& options) {
   if (target.empty()) return absl::InvalidArgumentError("target: empty; expected host:port");
   if (options.max_message_mb < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_message_mb: ", options.max_message_mb, "; expected >= 1"));
@@ -111,6 +108,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target
     return absl::InvalidArgumentError(
         "token: holds characters a token cannot have (spaces, control or non-ASCII characters, or several lines)");
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target, ClientOptions options) {
+  VAE_RETURN_IF_ERROR(ValidateOptions(target, options));
   grpc::ChannelArguments args;
   const int max_bytes = options.max_message_mb >= 2047 ? INT32_MAX : options.max_message_mb << 20;
   args.SetMaxReceiveMessageSize(max_bytes);
@@ -126,15 +130,25 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& target
     ssl.pem_private_key = options.tls->private_key_pem;
     credentials = grpc::SslCredentials(ssl);
   }
-  auto channel = grpc::CreateCustomChannel(target, credentials, args);
-  return std::unique_ptr<Client>(new Client(target, options, std::move(channel)));
+  auto stubs = std::make_unique<Stubs>();
+  stubs->channel = grpc::CreateCustomChannel(target, credentials, args);
+  stubs->vae = v1::VaeService::NewStub(stubs->channel);
+  stubs->health = grpc::health::v1::Health::NewStub(stubs->channel);
+  return std::unique_ptr<Client>(new Client(target, std::move(options), std::move(stubs)));
 }
 
-Client::Client(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel)
-    : target_(std::move(target)),
-      options_(options),
-      channel_(std::move(channel)),
-      stubs_(new Stubs{v1::VaeService::NewStub(channel_), grpc::health::v1::Health::NewStub(channel_)}) {}
+absl::StatusOr<std::unique_ptr<Client>> Client::FromStubs(std::string target, ClientOptions options, Stubs stubs) {
+  VAE_RETURN_IF_ERROR(ValidateOptions(target, options));
+  if (stubs.vae == nullptr) return absl::InvalidArgumentError("stubs.vae: null; expected a vae.v1.VaeService stub");
+  if (stubs.health == nullptr) {
+    return absl::InvalidArgumentError("stubs.health: null; expected a grpc.health.v1.Health stub");
+  }
+  return std::unique_ptr<Client>(
+      new Client(std::move(target), std::move(options), std::make_unique<Stubs>(std::move(stubs))));
+}
+
+Client::Client(std::string target, ClientOptions options, std::unique_ptr<Stubs> stubs)
+    : target_(std::move(target)), options_(std::move(options)), stubs_(std::move(stubs)) {}
 
 Client::~Client() = default;
 
@@ -147,9 +161,11 @@ void Client::PrepareContext(grpc::ClientContext* context, absl::Duration timeout
 namespace {
 
 // The one place a call's grpc::Status becomes an absl::Status (see client/grpc_status.h).
-absl::Status Convert(const grpc::Status& status, const std::string& target, grpc::Channel& channel) {
+// Without a channel (FromStubs), the server counts as reached.
+absl::Status Convert(const grpc::Status& status, const std::string& target, grpc::Channel* channel) {
   if (status.ok()) return absl::OkStatus();
-  return FromGrpcStatus(status, target, channel.GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY);
+  return FromGrpcStatus(status, target,
+                        channel == nullptr || channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY);
 }
 
 }  // namespace
@@ -160,7 +176,7 @@ absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->health->Check(&context, request, &response), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->health->Check(&context, request, &response), target_, stubs_->channel.get()));
   switch (response.status()) {
     case grpc::health::v1::HealthCheckResponse::SERVING:
       return ServingStatus::kServing;
@@ -177,7 +193,7 @@ absl::StatusOr<ModelInfo> Client::GetModelInfo() {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::ModelInfo r;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, stubs_->channel.get()));
   return FromProto(r);
 }
 
@@ -187,7 +203,7 @@ absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images) {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::EncodeResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Encode(&context, request, &response), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Encode(&context, request, &response), target_, stubs_->channel.get()));
   EncodeResult result;
   VAE_ASSIGN_OR_RETURN(result.mu, FromProto(response.mu(), "mu"));
   VAE_ASSIGN_OR_RETURN(result.sigma, FromProto(response.sigma(), "sigma"));
@@ -206,7 +222,7 @@ absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z) {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::DecodeResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Decode(&context, request, &response), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Decode(&context, request, &response), target_, stubs_->channel.get()));
   DecodeResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   result.version = FromProto(response.version());
@@ -222,7 +238,7 @@ absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::SampleResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Sample(&context, request, &response), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Sample(&context, request, &response), target_, stubs_->channel.get()));
   SampleResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   VAE_ASSIGN_OR_RETURN(result.z, FromProto(response.z(), "z"));
@@ -240,7 +256,7 @@ absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, 
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::ReconstructResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Reconstruct(&context, request, &response), target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Reconstruct(&context, request, &response), target_, stubs_->channel.get()));
   ReconstructResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   result.recon_nll.assign(response.recon_nll().begin(), response.recon_nll().end());
@@ -261,7 +277,7 @@ absl::StatusOr<TrainResult> Client::Train(const TrainOptions& options, const Tra
     result.cancelled = true;
     return result;
   }
-  std::unique_ptr<grpc::ClientReader<v1::TrainProgress>> reader = stubs_->vae->Train(&context, request);
+  std::unique_ptr<grpc::ClientReaderInterface<v1::TrainProgress>> reader = stubs_->vae->Train(&context, request);
   v1::TrainProgress message;
   while (reader->Read(&message)) {
     result.last = FromProto(message);
@@ -277,7 +293,7 @@ absl::StatusOr<TrainResult> Client::Train(const TrainOptions& options, const Tra
       return result;
     }
   }
-  VAE_RETURN_IF_ERROR(Convert(status, target_, *channel_));
+  VAE_RETURN_IF_ERROR(Convert(status, target_, stubs_->channel.get()));
   return result;
 }
 

@@ -35,7 +35,6 @@
 #include "client/types.h"
 
 namespace grpc {
-class Channel;
 class ClientContext;
 }  // namespace grpc
 
@@ -117,6 +116,14 @@ class Client {
   // Creates the channel to `target` ("host:port", or any gRPC target URI); no connection is made yet.
   // INVALID_ARGUMENT for an empty target, max_message_mb < 1, or a token that cannot be sent (not visible ASCII).
   static absl::StatusOr<std::unique_ptr<Client>> Create(const std::string& target, ClientOptions options = {});
+
+  // The stubs a Client calls through, defined in client/client_stub.h (which brings in the generated gRPC code).
+  struct Stubs;
+  // A Client on stubs the caller supplies instead of a channel of its own: a gMock vae::v1::MockVaeServiceStub in
+  // unit tests of the error mapping, or stubs on a channel made elsewhere. Validates `options` as Create does (the
+  // token is sent as metadata; max_message_mb and tls belong to a channel and are not used). `target` only names the
+  // server in messages. INVALID_ARGUMENT for a missing stub.
+  static absl::StatusOr<std::unique_ptr<Client>> FromStubs(std::string target, ClientOptions options, Stubs stubs);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -148,8 +155,7 @@ class Client {
                                     TrainCancellation* cancellation = nullptr);
 
  private:
-  struct Stubs;
-  Client(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  Client(std::string target, ClientOptions options, std::unique_ptr<Stubs> stubs);
 
   // Sets the call's deadline (`timeout` from now; infinite: none) and, with ClientOptions::token, its
   // authorization metadata on `context`.
@@ -157,7 +163,6 @@ class Client {
 
   const std::string target_;
   const ClientOptions options_;
-  const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<Stubs> stubs_;
 };
 

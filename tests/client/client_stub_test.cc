@@ -1,0 +1,377 @@
+// vae::Client on gMock stubs (Client::FromStubs, client/client_stub.h): the library's error mapping, deadlines,
+// authorization metadata and response decoding, without a server. Hermetic: no network, no data. The Client has no
+// retries: every failing call reaches the stub exactly once (the Times(1) expectations below).
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/test/client_context_test_peer.h>
+#include <grpcpp/test/mock_stream.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "client/client_stub.h"
+#include "client/grpc_status.h"
+#include "grpc/health/v1/health_mock.grpc.pb.h"
+#include "vae/v1/vae_service_mock.grpc.pb.h"
+
+namespace vae::client {
+namespace {
+
+using ::testing::_;
+using ::testing::DoAll;
+using ::testing::Invoke;
+using ::testing::Return;
+using ::testing::SaveArg;
+using ::testing::SetArgPointee;
+using ::testing::StrictMock;
+
+constexpr char kTarget[] = "vae.example:50051";
+
+// A Client on mocks that the test keeps pointers to (the Client owns them).
+struct Fixture {
+  v1::MockVaeServiceStub* vae = nullptr;
+  grpc::health::v1::MockHealthStub* health = nullptr;
+  std::unique_ptr<Client> client;
+};
+
+Fixture MakeClient(ClientOptions options = {}, std::shared_ptr<grpc::Channel> channel = nullptr) {
+  Fixture f;
+  Client::Stubs stubs;
+  auto vae = std::make_unique<StrictMock<v1::MockVaeServiceStub>>();
+  auto health = std::make_unique<StrictMock<grpc::health::v1::MockHealthStub>>();
+  f.vae = vae.get();
+  f.health = health.get();
+  stubs.vae = std::move(vae);
+  stubs.health = std::move(health);
+  stubs.channel = std::move(channel);
+  auto client = Client::FromStubs(kTarget, std::move(options), std::move(stubs));
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (client.ok()) f.client = *std::move(client);
+  return f;
+}
+
+// A float32 vae.v1.Tensor of `shape` holding `values`.
+v1::Tensor FloatTensor(std::vector<int64_t> shape, const std::vector<float>& values) {
+  v1::Tensor t;
+  for (int64_t d : shape) t.add_shape(d);
+  t.set_dtype(v1::DATA_TYPE_FLOAT32);
+  t.set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  return t;
+}
+
+std::vector<float> Values(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+TEST(ClientStubTest, ServerStatusesKeepTheirCodeAndMessage) {
+  const std::vector<grpc::StatusCode> codes = {
+      grpc::StatusCode::CANCELLED,          grpc::StatusCode::UNKNOWN,           grpc::StatusCode::INVALID_ARGUMENT,
+      grpc::StatusCode::DEADLINE_EXCEEDED,  grpc::StatusCode::NOT_FOUND,         grpc::StatusCode::ALREADY_EXISTS,
+      grpc::StatusCode::PERMISSION_DENIED,  grpc::StatusCode::RESOURCE_EXHAUSTED, grpc::StatusCode::FAILED_PRECONDITION,
+      grpc::StatusCode::ABORTED,            grpc::StatusCode::OUT_OF_RANGE,      grpc::StatusCode::UNIMPLEMENTED,
+      grpc::StatusCode::INTERNAL,           grpc::StatusCode::UNAVAILABLE,       grpc::StatusCode::DATA_LOSS,
+      grpc::StatusCode::UNAUTHENTICATED};
+  for (grpc::StatusCode code : codes) {
+    SCOPED_TRACE(static_cast<int>(code));
+    Fixture f = MakeClient();
+    // UNAVAILABLE without gRPC's transport words is a server's own answer (draining), kept as it is.
+    const std::string message = "count: 0; expected 1 .. 256 (server says so)";
+    EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).Times(1).WillOnce(Return(grpc::Status(code, message)));
+    absl::StatusOr<ModelInfo> info = f.client->GetModelInfo();
+    ASSERT_FALSE(info.ok());
+    EXPECT_EQ(static_cast<int>(info.status().code()), static_cast<int>(code));
+    EXPECT_EQ(info.status().message(), message);
+  }
+}
+
+TEST(ClientStubTest, ConnectionFailureBecomesOneLineCannotReachMessage) {
+  Fixture f = MakeClient();
+  EXPECT_CALL(*f.vae, Encode(_, _, _))
+      .Times(1)
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+                                    "Failed to connect to remote host: Connection refused")));
+  absl::StatusOr<EncodeResult> r = f.client->Encode(ImageInput::FromTensor(torch::zeros({1, 1, 2, 2})));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(r.status().message(), absl::StrCat(kCannotReachPrefix, kTarget, ": connection refused"));
+}
+
+TEST(ClientStubTest, DeadlineWhileNotConnectedIsCannotReach) {
+  // A channel that was never asked to connect (lazy; nothing is dialled): not READY, so the deadline is the
+  // connection's fault.
+  Fixture f = MakeClient({}, grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()));
+  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _))
+      .Times(1)
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")));
+  absl::StatusOr<ModelInfo> info = f.client->GetModelInfo();
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(info.status().message(), absl::StrCat(kCannotReachPrefix, kTarget, ": timed out while connecting"));
+}
+
+// What a GetModelInfo call carried to the stub under `options`, read inside the mock (the context dies with the call).
+struct SentContext {
+  std::chrono::system_clock::time_point deadline;
+  std::multimap<std::string, std::string> metadata;
+};
+
+SentContext CallGetModelInfo(ClientOptions options) {
+  Fixture f = MakeClient(std::move(options));
+  SentContext sent;
+  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(Invoke([&](grpc::ClientContext* context, auto&&, auto*) {
+    sent.deadline = context->deadline();
+    sent.metadata = grpc::testing::ClientContextTestPeer(context).GetSendInitialMetadata();
+    return grpc::Status::OK;
+  }));
+  EXPECT_TRUE(f.client->GetModelInfo().ok());
+  return sent;
+}
+
+TEST(ClientStubTest, DeadlineComesFromClientOptionsTimeout) {
+  ClientOptions options;
+  options.timeout = absl::Seconds(7);
+  const absl::Time before = absl::Now();
+  const SentContext sent = CallGetModelInfo(options);
+  const absl::Time after = absl::Now();
+  EXPECT_GE(absl::FromChrono(sent.deadline), before + absl::Seconds(7));
+  EXPECT_LE(absl::FromChrono(sent.deadline), after + absl::Seconds(7));
+}
+
+TEST(ClientStubTest, InfiniteTimeoutSetsNoDeadline) {
+  ClientOptions options;
+  options.timeout = absl::InfiniteDuration();
+  EXPECT_EQ(CallGetModelInfo(options).deadline, std::chrono::system_clock::time_point::max());
+}
+
+TEST(ClientStubTest, TokenIsSentAsBearerAuthorization) {
+  ClientOptions options;
+  options.token = "s3cret-token";
+  const SentContext sent = CallGetModelInfo(options);
+  ASSERT_EQ(sent.metadata.count("authorization"), 1u);
+  EXPECT_EQ(sent.metadata.find("authorization")->second, "Bearer s3cret-token");
+}
+
+TEST(ClientStubTest, NoTokenSendsNoAuthorization) {
+  EXPECT_EQ(CallGetModelInfo({}).metadata.count("authorization"), 0u);
+}
+
+TEST(ClientStubTest, FromStubsValidatesLikeCreate) {
+  ClientOptions bad_token;
+  bad_token.token = "two words";
+  Client::Stubs stubs;
+  stubs.vae = std::make_unique<v1::MockVaeServiceStub>();
+  stubs.health = std::make_unique<grpc::health::v1::MockHealthStub>();
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::FromStubs(kTarget, bad_token, std::move(stubs));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("token"));
+
+  Client::Stubs no_vae;
+  no_vae.health = std::make_unique<grpc::health::v1::MockHealthStub>();
+  c = Client::FromStubs(kTarget, {}, std::move(no_vae));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("stubs.vae"));
+
+  Client::Stubs no_health;
+  no_health.vae = std::make_unique<v1::MockVaeServiceStub>();
+  c = Client::FromStubs(kTarget, {}, std::move(no_health));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("stubs.health"));
+}
+
+TEST(ClientStubTest, EncodeSendsTheTensorAndDecodesMuSigmaAndVersion) {
+  Fixture f = MakeClient();
+  v1::EncodeRequest sent;
+  v1::EncodeResponse response;
+  *response.mutable_mu() = FloatTensor({2, 3}, {1, 2, 3, 4, 5, 6});
+  *response.mutable_sigma() = FloatTensor({2, 3}, {0.5f, 0.25f, 1, 2, 3, 4});
+  response.mutable_version()->set_generation(4);
+  response.mutable_version()->set_epochs_trained(3);
+  response.mutable_version()->set_global_step(1200);
+  EXPECT_CALL(*f.vae, Encode(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  const at::Tensor images = torch::arange(8, torch::kUInt8).reshape({2, 1, 2, 2});
+  absl::StatusOr<EncodeResult> r = f.client->Encode(ImageInput::FromTensor(images));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.images().tensor().dtype(), v1::DATA_TYPE_UINT8);
+  EXPECT_THAT(sent.images().tensor().shape(), ::testing::ElementsAre(2, 1, 2, 2));
+  EXPECT_EQ(sent.images().tensor().data(), std::string("\x00\x01\x02\x03\x04\x05\x06\x07", 8));
+  EXPECT_EQ(r->mu.sizes(), at::IntArrayRef({2, 3}));
+  EXPECT_EQ(r->mu.scalar_type(), at::kFloat);
+  EXPECT_THAT(Values(r->mu), ::testing::ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_THAT(Values(r->sigma), ::testing::ElementsAre(0.5f, 0.25f, 1, 2, 3, 4));
+  EXPECT_EQ(r->version.generation, 4);
+  EXPECT_EQ(r->version.epochs_trained, 3);
+  EXPECT_EQ(r->version.global_step, 1200);
+}
+
+TEST(ClientStubTest, SampleSendsOptionsAndDecodesImagesCodesAndSeed) {
+  Fixture f = MakeClient();
+  v1::SampleRequest sent;
+  v1::SampleResponse response;
+  *response.mutable_images() = FloatTensor({1, 1, 2, 2}, {0, 0.25f, 0.5f, 1});
+  *response.mutable_z() = FloatTensor({1, 2}, {-1.5f, 2});
+  response.set_seed(99);
+  EXPECT_CALL(*f.vae, Sample(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  SampleOptions options;
+  options.count = 1;
+  options.seed = 99;
+  options.temperature = 0.5f;
+  absl::StatusOr<SampleResult> r = f.client->Sample(options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.count(), 1);
+  EXPECT_EQ(sent.seed(), 99u);
+  EXPECT_EQ(sent.temperature(), 0.5f);
+  EXPECT_EQ(sent.format(), v1::IMAGE_FORMAT_TENSOR);
+  EXPECT_EQ(r->images.sizes(), at::IntArrayRef({1, 1, 2, 2}));
+  EXPECT_THAT(Values(r->images), ::testing::ElementsAre(0, 0.25f, 0.5f, 1));
+  EXPECT_THAT(Values(r->z), ::testing::ElementsAre(-1.5f, 2));
+  EXPECT_EQ(r->seed, 99u);
+}
+
+TEST(ClientStubTest, ReconstructDecodesImagesAndPerImageTerms) {
+  Fixture f = MakeClient();
+  v1::ReconstructResponse response;
+  *response.mutable_images() = FloatTensor({2, 1, 1, 1}, {0.125f, 0.75f});
+  response.add_recon_nll(10.5f);
+  response.add_recon_nll(11.5f);
+  response.add_kl(3);
+  response.add_kl(4);
+  EXPECT_CALL(*f.vae, Reconstruct(_, _, _)).WillOnce(DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  absl::StatusOr<ReconstructResult> r = f.client->Reconstruct(ImageInput::FromTensor(torch::zeros({2, 1, 1, 1})));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Values(r->images), ::testing::ElementsAre(0.125f, 0.75f));
+  EXPECT_THAT(r->recon_nll, ::testing::ElementsAre(10.5f, 11.5f));
+  EXPECT_THAT(r->kl, ::testing::ElementsAre(3, 4));
+}
+
+// A response the server should never send becomes INTERNAL naming the field, not a crash or a tensor reading past the
+// bytes.
+TEST(ClientStubTest, MalformedResponseTensorsAreInternalErrors) {
+  struct Case {
+    v1::Tensor mu;
+    std::string expected;
+  };
+  v1::Tensor short_data = FloatTensor({2, 3}, {1, 2, 3});  // 12 bytes for 24
+  v1::Tensor negative = FloatTensor({-1, 3}, {});
+  v1::Tensor no_dtype = FloatTensor({1}, {1});
+  no_dtype.set_dtype(v1::DATA_TYPE_UNSPECIFIED);
+  v1::Tensor too_big = FloatTensor({int64_t{1} << 30, int64_t{1} << 30, 4}, {});
+  const std::vector<Case> cases = {
+      {short_data, "response mu.data is 12 bytes; expected 24"},
+      {negative, "response mu.shape [-1,3] has a negative dimension"},
+      {no_dtype, "response mu.dtype"},
+      {too_big, "response mu.shape"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    Fixture f = MakeClient();
+    v1::EncodeResponse response;
+    *response.mutable_mu() = c.mu;
+    *response.mutable_sigma() = FloatTensor({1}, {1});
+    EXPECT_CALL(*f.vae, Encode(_, _, _)).WillOnce(DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK)));
+    absl::StatusOr<EncodeResult> r = f.client->Encode(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1})));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(std::string(r.status().message()), ::testing::StartsWith(c.expected));
+  }
+}
+
+TEST(ClientStubTest, BadRequestNeverReachesTheStub) {
+  Fixture f = MakeClient();  // StrictMock: any call to Decode fails the test
+  absl::StatusOr<DecodeResult> r = f.client->Decode(torch::zeros({1, 2}, torch::kUInt8));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("z"));
+}
+
+v1::TrainProgress Progress(v1::TrainProgress::Kind kind, int64_t epoch) {
+  v1::TrainProgress p;
+  p.set_kind(kind);
+  p.set_epoch(epoch);
+  p.set_job_id("job-1");
+  return p;
+}
+
+TEST(ClientStubTest, TrainStreamsProgressUsesTrainTimeoutAndEndsWithDone) {
+  Fixture f = MakeClient();
+  auto* reader = new grpc::testing::MockClientReader<v1::TrainProgress>();  // owned by the Client's call
+  EXPECT_CALL(*reader, Read(_))
+      .WillOnce(DoAll(SetArgPointee<0>(Progress(v1::TrainProgress::STARTED, 1)), Return(true)))
+      .WillOnce(DoAll(SetArgPointee<0>(Progress(v1::TrainProgress::EPOCH_END, 1)), Return(true)))
+      .WillOnce(DoAll(SetArgPointee<0>(Progress(v1::TrainProgress::DONE, 1)), Return(true)))
+      .WillOnce(Return(false));
+  EXPECT_CALL(*reader, Finish()).WillOnce(Return(grpc::Status::OK));
+  std::chrono::system_clock::time_point deadline;
+  v1::TrainRequest sent;
+  EXPECT_CALL(*f.vae, TrainRaw(_, _)).WillOnce(Invoke([&](grpc::ClientContext* context, const v1::TrainRequest& r) {
+    deadline = context->deadline();
+    sent = r;
+    return reader;
+  }));
+  TrainOptions options;
+  options.dataset = "mnist";
+  options.epochs = 1;
+  std::vector<TrainProgress::Kind> kinds;
+  absl::StatusOr<TrainResult> r =
+      f.client->Train(options, [&](const TrainProgress& p) { kinds.push_back(p.kind); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.dataset(), "mnist");
+  EXPECT_EQ(sent.epochs(), 1);
+  // ClientOptions::timeout (30 s) does not apply to Train; TrainOptions::timeout is infinite by default.
+  EXPECT_EQ(deadline, std::chrono::system_clock::time_point::max());
+  EXPECT_THAT(kinds, ::testing::ElementsAre(TrainProgress::Kind::kStarted, TrainProgress::Kind::kEpochEnd,
+                                            TrainProgress::Kind::kDone));
+  EXPECT_EQ(r->last.kind, TrainProgress::Kind::kDone);
+  EXPECT_EQ(r->last.job_id, "job-1");
+  EXPECT_FALSE(r->cancelled);
+}
+
+TEST(ClientStubTest, TrainErrorFromFinishKeepsCodeAndMessage) {
+  Fixture f = MakeClient();
+  auto* reader = new grpc::testing::MockClientReader<v1::TrainProgress>();
+  EXPECT_CALL(*reader, Read(_)).WillOnce(Return(false));
+  EXPECT_CALL(*reader, Finish())
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "a training job is already running")));
+  EXPECT_CALL(*f.vae, TrainRaw(_, _)).Times(1).WillOnce(Return(reader));
+  absl::StatusOr<TrainResult> r = f.client->Train(TrainOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.status().message(), "a training job is already running");
+}
+
+TEST(ClientStubTest, HealthMapsServingStatusAndErrors) {
+  Fixture f = MakeClient();
+  grpc::health::v1::HealthCheckRequest sent;
+  grpc::health::v1::HealthCheckResponse serving;
+  serving.set_status(grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_CALL(*f.health, Check(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(serving), Return(grpc::Status::OK)))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service")));
+  absl::StatusOr<ServingStatus> s = f.client->Health("vae.v1.VaeService");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(*s, ServingStatus::kNotServing);
+  EXPECT_EQ(sent.service(), "vae.v1.VaeService");
+  s = f.client->Health("nope");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.status().message(), "unknown service");
+}
+
+}  // namespace
+}  // namespace vae::client
