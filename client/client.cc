@@ -193,7 +193,8 @@ absl::StatusOr<ModelInfo> Client::GetModelInfo() {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
   v1::ModelInfo r;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, stubs_->channel.get()));
   return FromProto(r);
 }
 

@@ -16,7 +16,7 @@
 namespace vae::client {
 
 struct Client::Stubs {
-  std::unique_ptr<v1::VaeService::StubInterface> vae;         // required
+  std::unique_ptr<v1::VaeService::StubInterface> vae;               // required
   std::unique_ptr<grpc::health::v1::Health::StubInterface> health;  // required
   // The channel the stubs use, when there is one: a call that ends in DEADLINE_EXCEEDED while it is not connected
   // never reached the server (the kCannotReachPrefix message, client/grpc_status.h). Null: the server is taken as

@@ -1,11 +1,11 @@
 // vae::Client on gMock stubs (Client::FromStubs, client/client_stub.h): the library's error mapping, deadlines,
 // authorization metadata and response decoding, without a server. Hermetic: no network, no data. The Client has no
 // retries: every failing call reaches the stub exactly once (the Times(1) expectations below).
+#include <gmock/gmock.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/test/client_context_test_peer.h>
 #include <grpcpp/test/mock_stream.h>
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -76,13 +76,22 @@ std::vector<float> Values(const at::Tensor& t) {
 }
 
 TEST(ClientStubTest, ServerStatusesKeepTheirCodeAndMessage) {
-  const std::vector<grpc::StatusCode> codes = {
-      grpc::StatusCode::CANCELLED,          grpc::StatusCode::UNKNOWN,           grpc::StatusCode::INVALID_ARGUMENT,
-      grpc::StatusCode::DEADLINE_EXCEEDED,  grpc::StatusCode::NOT_FOUND,         grpc::StatusCode::ALREADY_EXISTS,
-      grpc::StatusCode::PERMISSION_DENIED,  grpc::StatusCode::RESOURCE_EXHAUSTED, grpc::StatusCode::FAILED_PRECONDITION,
-      grpc::StatusCode::ABORTED,            grpc::StatusCode::OUT_OF_RANGE,      grpc::StatusCode::UNIMPLEMENTED,
-      grpc::StatusCode::INTERNAL,           grpc::StatusCode::UNAVAILABLE,       grpc::StatusCode::DATA_LOSS,
-      grpc::StatusCode::UNAUTHENTICATED};
+  const std::vector<grpc::StatusCode> codes = {grpc::StatusCode::CANCELLED,
+                                               grpc::StatusCode::UNKNOWN,
+                                               grpc::StatusCode::INVALID_ARGUMENT,
+                                               grpc::StatusCode::DEADLINE_EXCEEDED,
+                                               grpc::StatusCode::NOT_FOUND,
+                                               grpc::StatusCode::ALREADY_EXISTS,
+                                               grpc::StatusCode::PERMISSION_DENIED,
+                                               grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                               grpc::StatusCode::FAILED_PRECONDITION,
+                                               grpc::StatusCode::ABORTED,
+                                               grpc::StatusCode::OUT_OF_RANGE,
+                                               grpc::StatusCode::UNIMPLEMENTED,
+                                               grpc::StatusCode::INTERNAL,
+                                               grpc::StatusCode::UNAVAILABLE,
+                                               grpc::StatusCode::DATA_LOSS,
+                                               grpc::StatusCode::UNAUTHENTICATED};
   for (grpc::StatusCode code : codes) {
     SCOPED_TRACE(static_cast<int>(code));
     Fixture f = MakeClient();
@@ -328,8 +337,7 @@ TEST(ClientStubTest, TrainStreamsProgressUsesTrainTimeoutAndEndsWithDone) {
   options.dataset = "mnist";
   options.epochs = 1;
   std::vector<TrainProgress::Kind> kinds;
-  absl::StatusOr<TrainResult> r =
-      f.client->Train(options, [&](const TrainProgress& p) { kinds.push_back(p.kind); });
+  absl::StatusOr<TrainResult> r = f.client->Train(options, [&](const TrainProgress& p) { kinds.push_back(p.kind); });
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(sent.dataset(), "mnist");
   EXPECT_EQ(sent.epochs(), 1);
