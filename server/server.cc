@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 #include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
@@ -11,7 +12,9 @@
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "server/auth.h"
+#include "server/request_log.h"
 #include "server/server_core.h"
+#include "server/server_metrics.h"
 #include "server/vae_service_impl.h"
 
 namespace vae::server {
@@ -60,10 +63,31 @@ absl::Status ValidateHttpOptions(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+// The service's methods as the calls report them, and the request log --log_format asks for.
+ServerMetrics::Options MetricsOptions(const ServerOptions& options) {
+  ServerMetrics::Options out;
+  const auto* service = v1::TrainRequest::descriptor()->file()->FindServiceByName("VaeService");
+  for (int i = 0; service != nullptr && i < service->method_count(); ++i)
+    out.methods.push_back(service->method(i)->name());
+  out.grpc_version = grpc::Version();
+  out.count_calls = options.metrics;
+  if (options.log_requests) out.log.emplace(*RequestLog::ParseFormat(options.log_format));
+  return out;
+}
+
 }  // namespace
 
 VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
-    : options_(std::move(options)), core_(std::move(core)), service_(std::make_unique<VaeServiceImpl>(core_.get())) {
+    : options_(std::move(options)),
+      core_(std::move(core)),
+      metrics_(std::make_unique<ServerMetrics>(core_.get(), MetricsOptions(options_))),
+      // With neither metrics nor the request log the service reports nothing: no per-call cost at all.
+      service_(std::make_unique<VaeServiceImpl>(core_.get(),
+                                                options_.metrics || options_.log_requests ? metrics_.get() : nullptr)) {
+  core_->training().SetObserver(
+      [metrics = metrics_.get()](const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome) {
+        metrics->OnTrainEvent(job, event, outcome);
+      });
   if (options_.http_port > 0) {
     // The same tokens as gRPC; any valid one (full or read-only) may use the HTTP routes.
     HttpServer::Authorize authorize;
@@ -73,8 +97,10 @@ VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
             return auth.CheckHeader(header, "HTTP", Authenticator::Access::kRead);
           };
     }
+    HttpServer::Exposition exposition;
+    if (options_.metrics) exposition = [metrics = metrics_.get()] { return metrics->Exposition(); };
     http_ = std::make_unique<HttpServer>(
-        HttpOptions(options_), std::move(authorize), [this] { return Ready(); }, nullptr);
+        HttpOptions(options_), std::move(authorize), [this] { return Ready(); }, std::move(exposition));
   }
 }
 
@@ -100,6 +126,7 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
   }
   if (auto tokens = ValidateTokens(options.auth_token, options.auth_readonly_token); !tokens.ok()) return tokens;
   if (auto http = ValidateHttpOptions(options); !http.ok()) return http;
+  if (auto format = RequestLog::ParseFormat(options.log_format); !format.ok()) return format.status();
   auto core = ServerCore::Create(options);
   if (!core.ok()) return core.status();
   return std::unique_ptr<VaeServer>(new VaeServer(options, std::move(*core)));

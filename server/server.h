@@ -26,6 +26,7 @@
 namespace vae::server {
 
 class ServerCore;
+class ServerMetrics;
 class VaeServiceImpl;
 
 class VaeServer {
@@ -59,6 +60,8 @@ class VaeServer {
   bool serving() const { return serving_.load(); }
   std::string address() const;  // host:port as bound
   ServerCore& core() { return *core_; }
+  // The Prometheus series and the request log (server/server_metrics.h).
+  ServerMetrics& metrics() { return *metrics_; }
 
  private:
   VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core);
@@ -71,6 +74,7 @@ class VaeServer {
 
   const ServerOptions options_;
   std::unique_ptr<ServerCore> core_;
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<VaeServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpServer> http_;
