@@ -206,6 +206,55 @@ class HttpMetricsTest(unittest.TestCase):
         self.assertEqual(entries[generated]["images"], 1)
 
 
+class TrainingMetricsTest(unittest.TestCase):
+    def test_a_training_job_moves_the_training_series_and_logs_its_epoch(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            server, address, http, log_path = start_server(tmp, "--log_format=json")
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    stub = pb_grpc.VaeServiceStub(channel)
+                    # A dataset of 40 PNG digits the server itself draws: a folder under --data_dir (10% held out).
+                    pngs = stub.Sample(pb.SampleRequest(count=40, seed=3, format=pb.IMAGE_FORMAT_PNG), metadata=AUTH,
+                                       timeout=30).png
+                    os.mkdir(os.path.join(tmp, "digits"))
+                    for i, png in enumerate(pngs):
+                        with open(os.path.join(tmp, "digits", "%02d.png" % i), "wb") as f:
+                            f.write(png)
+                    before = samples(http_get(http + "/metrics")[2])
+                    events = list(stub.Train(pb.TrainRequest(dataset="digits", epochs=1, batch_size=8),
+                                             metadata=AUTH, timeout=120))
+                    self.assertEqual(events[-1].kind, pb.TrainProgress.DONE)
+                after = samples(http_get(http + "/metrics")[2])
+
+                def delta(name, **labels):
+                    return value(after, name, **labels) - value(before, name, **labels)
+
+                self.assertEqual(delta("vae_grpc_requests_total", method="Train", code="OK"), 1)
+                self.assertEqual(delta("vae_training_checkpoints_written_total"), 1)  # one epoch, one checkpoint
+                self.assertEqual(delta("vae_training_jobs_completed_total"), 1)
+                self.assertEqual(delta("vae_training_jobs_failed_total"), 0)
+                self.assertEqual(value(after, "vae_training_epoch"), 1)
+                self.assertEqual(value(after, "vae_training_step"), 5)  # 36 training images / batches of 8
+                self.assertEqual(value(after, "vae_training_job_running"), 0)
+                self.assertGreater(value(after, "vae_training_loss", split="train"), 0)
+                self.assertGreater(value(after, "vae_training_loss", split="test"), 0)
+                self.assertGreater(value(after, "vae_training_images_per_second"), 0)
+                # The epoch's weights are served now: version 2, and version 1 is gone.
+                self.assertEqual(value(after, "vae_model_loaded", model="default", version="2"), 1)
+                self.assertNotIn(("vae_model_loaded", (("model", "default"), ("version", "1"))), after)
+                with open(log_path) as f:
+                    epochs = [json.loads(line) for line in f if line.startswith('{"') and '"train_epoch"' in line]
+                self.assertEqual(len(epochs), 1)
+                self.assertEqual((epochs[0]["epoch"], epochs[0]["epochs"], epochs[0]["step"]), (1, 1, 5))
+                self.assertEqual(epochs[0]["dataset"], "digits")
+                self.assertEqual(epochs[0]["version"], 2)
+                self.assertGreater(epochs[0]["train_loss"], 0)
+            finally:
+                server.kill()
+                server.wait()
+                server.stdout.close()
+
+
 class DrainingTest(unittest.TestCase):
     def test_readyz_is_503_while_draining_and_healthz_stays_200(self):
         with tempfile.TemporaryDirectory() as tmp:
