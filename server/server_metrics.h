@@ -65,6 +65,8 @@ class ServerMetrics {
   void OnTrainEvent(const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome);
 
   bool counting() const { return options_.count_calls; }
+  // True when calls are logged: only then do they need a request id, a peer and the echo.
+  bool logging() const { return options_.log.has_value(); }
   // The /metrics body.
   std::string Exposition() const { return registry_.Exposition(); }
   metrics::Registry& registry() { return registry_; }
