@@ -161,6 +161,12 @@ class HttpMetricsTest(unittest.TestCase):
         self.assertEqual(value(after, "vae_model_loaded", model="default", version="1"), 1)
         self.assertGreater(value(after, "vae_model_parameters", model="default", version="1"), 0)
         self.assertEqual(value(after, "vae_grpc_requests_in_flight"), 0)
+        # Dynamic batching (on by default) ran the 3 valid one-image Encodes, in 1 to 3 model calls of 3 rows in all.
+        self.assertEqual(delta("vae_batch_requests_total"), 3)
+        self.assertEqual(delta("vae_batch_size_sum"), 3)
+        self.assertIn(delta("vae_batch_size_count"), (1, 2, 3))
+        self.assertEqual(value(after, "vae_batch_queue_depth"), 0)
+        self.assertEqual(delta("vae_batch_queue_refused_total"), 0)
         self.assertEqual(value(after, "vae_training_job_running"), 0)
         self.assertGreater(value(after, "process_resident_memory_bytes"), 10e6)
         self.assertGreater(value(after, "process_open_fds"), 3)
@@ -253,6 +259,57 @@ class TrainingMetricsTest(unittest.TestCase):
                 server.kill()
                 server.wait()
                 server.stdout.close()
+
+
+class TlsTest(unittest.TestCase):
+    def test_the_http_port_speaks_tls_with_the_grpc_certificate(self):
+        import ssl
+        with tempfile.TemporaryDirectory() as tmp:
+            def openssl(*args):
+                subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+            openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                    "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem")
+            openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-keyout", "server.key", "-out", "server.csr")
+            with open(os.path.join(tmp, "san.cnf"), "w") as f:
+                f.write("subjectAltName=IP:127.0.0.1\n")
+            openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-days", "2", "-extfile", "san.cnf", "-out", "server.pem")
+            server, _, http, _ = start_server(tmp, "--tls_cert=" + os.path.join(tmp, "server.pem"),
+                                              "--tls_key=" + os.path.join(tmp, "server.key"))
+            try:
+                https = http.replace("http://", "https://")
+                context = ssl.create_default_context(cafile=os.path.join(tmp, "ca.pem"))
+                with urllib.request.urlopen(https + "/readyz", context=context, timeout=10) as response:
+                    self.assertEqual((response.status, response.read()), (200, b"ready\n"))
+                request = urllib.request.Request(https + "/v1/models")
+                with self.assertRaises(urllib.error.HTTPError) as e:  # the token applies over TLS too
+                    urllib.request.urlopen(request, context=context, timeout=10)
+                self.assertEqual(e.exception.code, 401)
+                # Plaintext HTTP gets no answer from a TLS port.
+                with self.assertRaises((urllib.error.URLError, ConnectionError, http_client_errors())):
+                    urllib.request.urlopen(http + "/healthz", timeout=10).read()
+            finally:
+                server.kill()
+                server.wait()
+                server.stdout.close()
+
+
+def http_client_errors():
+    import http.client
+    return http.client.HTTPException
+
+
+class StartupErrorsTest(unittest.TestCase):
+    def test_bad_http_and_log_flags_stop_the_server_with_one_line_naming_the_flag(self):
+        for flags, words in ((["--log_format=xml"], "log_format"), (["--http_port=70000"], "http_port"),
+                             (["--http_port=50999", "--port=50999"], "same as port"),
+                             (["--http_port=8080", "--http_threads=0"], "http_threads")):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = subprocess.run([os.environ["VAE_SERVER_BINARY"], "--model_dir=" + tmp, "--data_dir=" + tmp,
+                                      *flags], capture_output=True, text=True, timeout=60)
+                self.assertEqual(run.returncode, 1, flags)
+                self.assertIn(words, run.stderr, flags)
 
 
 class DrainingTest(unittest.TestCase):
