@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/request_log.h"
 
 namespace vae::server {
 namespace {
@@ -146,8 +147,8 @@ HttpServer::HttpServer(Options options, Authorize authorize, Ready ready, Exposi
 HttpServer::~HttpServer() { Stop(absl::Now()); }
 
 void HttpServer::Handle(Method method, const std::string& pattern, httplib::Server::Handler handler) {
-  auto routed = [this, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
-    Route(req, res, handler);
+  auto routed = [this, pattern, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    Route(pattern, req, res, handler);
   };
   switch (method) {
     case Method::kGet:
@@ -162,13 +163,16 @@ void HttpServer::Handle(Method method, const std::string& pattern, httplib::Serv
   }
 }
 
-void HttpServer::Route(const httplib::Request& req, httplib::Response& res, const httplib::Server::Handler& handler) {
+void HttpServer::Route(const std::string& pattern, const httplib::Request& req, httplib::Response& res,
+                       const httplib::Server::Handler& handler) {
   in_flight_.fetch_add(1);
   struct Done {
     std::atomic<int>* n;
     ~Done() { n->fetch_sub(1); }
   } done{&in_flight_};
+  const absl::Time start = absl::Now();
   handler(req, res);
+  if (observer_ && !IsOpenPath(req.path)) observer_(pattern, req, res, absl::Now() - start);
 }
 
 httplib::Server::HandlerResponse HttpServer::Admit(const httplib::Request& req, httplib::Response& res) {
@@ -182,6 +186,9 @@ httplib::Server::HandlerResponse HttpServer::Admit(const httplib::Request& req, 
     return HandlerResponse::Handled;
   }
   if (IsOpenPath(req.path)) return HandlerResponse::Unhandled;
+  // The caller's X-Request-Id (up to 128 bytes), or a new one; echoed back, and in the request log.
+  const std::string& id = req.get_header_value("X-Request-Id");
+  res.set_header("X-Request-Id", !id.empty() && id.size() <= 128 ? id : RequestLog::NewRequestId());
   if (draining()) {
     SetError(absl::UnavailableError(
                  "vae-server is shutting down and takes no new calls; retry on another instance or after the restart"),

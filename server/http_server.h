@@ -11,7 +11,8 @@
 //
 // Authentication (`authorize` set): every request but the open paths (kOpenPaths: probes and metrics, which carry no
 // secret and must work for Kubernetes and Prometheus without one) needs "Authorization: Bearer <token>"; without a
-// valid one it gets 401 and a JSON error body, before its route runs.
+// valid one it gets 401 and a JSON error body, before its route runs. Those requests also get an X-Request-Id response
+// header: the request's own (up to 128 bytes) or a new one.
 //
 // Lifetime and threads: construct, Handle() routes, Start() (binds, serves on its own threads), StartDraining()
 // (readyz 503, every route but the open ones 503), Stop() (waits for requests in flight, then closes). Handle and
@@ -70,6 +71,13 @@ class HttpServer {
   HttpServer(Options options, Authorize authorize, Ready ready, Exposition metrics);
   ~HttpServer();
 
+  // Sees every request a registered route answered (not the open paths): the route's pattern, the request, the
+  // response (its status), and the time the handler took. For metrics and the request log; any worker thread.
+  using Observer = std::function<void(const std::string& pattern, const httplib::Request& req,
+                                      const httplib::Response& res, absl::Duration latency)>;
+  // Before Start().
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+
   // Registers a route (httplib pattern: a regex over the path; captures in req.matches). Before Start().
   enum class Method { kGet, kPost, kDelete };
   void Handle(Method method, const std::string& pattern, httplib::Server::Handler handler);
@@ -101,12 +109,14 @@ class HttpServer {
  private:
   class BoundedQueue;
   httplib::Server::HandlerResponse Admit(const httplib::Request& req, httplib::Response& res);
-  void Route(const httplib::Request& req, httplib::Response& res, const httplib::Server::Handler& handler);
+  void Route(const std::string& pattern, const httplib::Request& req, httplib::Response& res,
+             const httplib::Server::Handler& handler);
 
   const Options options_;
   const Authorize authorize_;
   const Ready ready_;
   const Exposition metrics_;
+  Observer observer_;
   std::unique_ptr<httplib::Server> server_;
   std::thread listener_;
   std::atomic<bool> draining_{false};

@@ -101,6 +101,14 @@ VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
     if (options_.metrics) exposition = [metrics = metrics_.get()] { return metrics->Exposition(); };
     http_ = std::make_unique<HttpServer>(
         HttpOptions(options_), std::move(authorize), [this] { return Ready(); }, std::move(exposition));
+    if (options_.metrics || options_.log_requests) {
+      http_->SetObserver([metrics = metrics_.get()](const std::string& route, const httplib::Request& req,
+                                                    const httplib::Response& res, absl::Duration latency) {
+        metrics->HttpRequestFinished(route, req.method, res.status, latency,
+                                     absl::StrCat(req.remote_addr, ":", req.remote_port),
+                                     res.get_header_value("X-Request-Id"));
+      });
+    }
   }
 }
 

@@ -91,6 +91,13 @@ ServerMetrics::ServerMetrics(ServerCore* core, Options options)
           registry_.AddGauge("vae_grpc_requests_in_flight", "vae.v1.VaeService calls being served now").WithLabels({})),
       model_requests_(registry_.AddCounter("vae_model_requests_total", "Calls answered OK by a model version",
                                            {"model", "version"})),
+      http_requests_(registry_.AddCounter("vae_http_requests_total",
+                                          "Requests answered by the HTTP API's routes (not the probes or /metrics), "
+                                          "by route pattern and HTTP status",
+                                          {"route", "method", "code"})),
+      http_latency_(registry_.AddHistogram("vae_http_request_duration_seconds",
+                                           "Server-side time of the HTTP API's requests, in their handler", {"route"},
+                                           LatencyBuckets())),
       batch_size_(registry_.AddHistogram("vae_batch_size", "Rows (images or codes) per batched model call", {},
                                          BatchRowBounds())),
       queue_depth_(registry_.AddGauge("vae_batch_queue_depth", "Requests waiting for a batch").WithLabels({})),
@@ -191,6 +198,24 @@ void ServerMetrics::CallFinished(const Call& call) {
                          {"latency_ms", absl::ToDoubleMilliseconds(call.latency)},
                          {"peer", call.peer},
                          {"request_id", call.request_id}});
+  }
+}
+
+void ServerMetrics::HttpRequestFinished(const std::string& route, const std::string& method, int status,
+                                        absl::Duration latency, const std::string& peer,
+                                        const std::string& request_id) {
+  if (options_.count_calls) {
+    http_requests_.WithLabels({route, method, absl::StrCat(status)}).Increment();
+    http_latency_.WithLabels({route}).Observe(absl::ToDoubleSeconds(latency));
+  }
+  if (options_.log) {
+    options_.log->Write(absl::Now(), "http_request",
+                        {{"method", method},
+                         {"route", route},
+                         {"status", status},
+                         {"latency_ms", absl::ToDoubleMilliseconds(latency)},
+                         {"peer", peer},
+                         {"request_id", request_id}});
   }
 }
 

@@ -61,6 +61,10 @@ class ServerMetrics {
 
   void CallStarted();
   void CallFinished(const Call& call);
+  // One request an HTTP route answered (HttpServer::Observer): counted by route pattern and HTTP status, logged as an
+  // "http_request" line.
+  void HttpRequestFinished(const std::string& route, const std::string& method, int status, absl::Duration latency,
+                           const std::string& peer, const std::string& request_id);
   // A TrainObserver (TrainingManager::SetObserver): job gauges, checkpoint counters, and a log line per epoch.
   void OnTrainEvent(const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome);
 
@@ -90,6 +94,8 @@ class ServerMetrics {
   metrics::Family<metrics::Histogram>& latency_;
   metrics::Gauge& in_flight_;
   metrics::Family<metrics::Counter>& model_requests_;
+  metrics::Family<metrics::Counter>& http_requests_;
+  metrics::Family<metrics::Histogram>& http_latency_;
   std::map<std::string, std::unique_ptr<MethodSeries>, std::less<>> methods_;  // fixed after construction
   // Read at scrape time.
   metrics::Family<metrics::Histogram>& batch_size_;

@@ -12,7 +12,9 @@
 #include <atomic>
 #include <future>
 #include <string>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 
@@ -113,6 +115,41 @@ TEST(HttpServerTest, DrainingRefusesRoutesButNotProbesAndStopWaitsForRequestsInF
   ASSERT_TRUE(result);
   EXPECT_EQ(result->body, "done");  // the request in flight finished
   stopped.get();
+}
+
+TEST(HttpServerTest, ObserverSeesRoutedRequestsWithTheirRequestId) {
+  struct Seen {
+    std::string pattern, path, id;
+    int status;
+  };
+  absl::Mutex mu;
+  std::vector<Seen> seen;
+  HttpServer server(
+      Options(), nullptr, [] { return true; }, [] { return ""; });
+  server.SetObserver([&](const std::string& pattern, const httplib::Request& req, const httplib::Response& res,
+                         absl::Duration latency) {
+    EXPECT_GE(latency, absl::ZeroDuration());
+    absl::MutexLock lock(&mu);
+    seen.push_back({pattern, req.path, res.get_header_value("X-Request-Id"), res.status});
+  });
+  server.Handle(HttpServer::Method::kGet, R"(/v1/models/([a-z]+))",
+                [](const httplib::Request&, httplib::Response& res) { res.status = 404; });
+  auto port = server.Start();
+  ASSERT_TRUE(port.ok());
+  httplib::Client client("127.0.0.1", *port);
+  auto mine = client.Get("/v1/models/abc", {{"X-Request-Id", "rid-42"}});
+  EXPECT_EQ(mine->get_header_value("X-Request-Id"), "rid-42");
+  auto made_up = client.Get("/v1/models/xyz");
+  EXPECT_EQ(made_up->get_header_value("X-Request-Id").size(), 16u);
+  client.Get("/metrics");  // open paths are not observed
+  server.Stop(absl::Now() + absl::Seconds(5));
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].pattern, "/v1/models/([a-z]+)");
+  EXPECT_EQ(seen[0].path, "/v1/models/abc");
+  EXPECT_EQ(seen[0].id, "rid-42");
+  EXPECT_EQ(seen[0].status, 404);
+  EXPECT_EQ(seen[1].id, made_up->get_header_value("X-Request-Id"));
 }
 
 TEST(HttpServerTest, OversizeBodyGets413) {
