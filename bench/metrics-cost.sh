@@ -41,5 +41,6 @@ start b ${B_FLAGS}
 a="$(bash "${ROOT}/scripts/wait-for-server.sh" "${work}/a.log" "${pids[0]}" 120)"
 b="$(bash "${ROOT}/scripts/wait-for-server.sh" "${work}/b.log" "${pids[1]}" 120)"
 echo "A: ${A_FLAGS}  B: ${B_FLAGS}" >&2
-"${BUILD}/bench/vae-bench" grpc_ab --server="${a}" --server_b="${b}" --seconds="${SECONDS_PER_POINT}" \
+"${BUILD}/bench/vae-bench" grpc_ab --server="${a}" --server_b="${b}" --server_pid="${pids[0]}" \
+  --server_b_pid="${pids[1]}" --seconds="${SECONDS_PER_POINT}" \
   --ratio_rounds="${ROUNDS}" --latency_calls="${LATENCY_CALLS:-2000}" --json | tail -n 1
