@@ -62,6 +62,16 @@ std::string ReadAll(int fd) {
   return out;
 }
 
+// GET /slow: notifies `entered`, waits for `release`, answers "done".
+void HandleSlow(HttpServer* server, absl::Notification* entered, absl::Notification* release) {
+  server->Handle(HttpServer::Method::kGet, "/slow",
+                 [entered, release](const httplib::Request&, httplib::Response& res) {
+                   entered->Notify();
+                   release->WaitForNotification();
+                   res.set_content("done", "text/plain");
+                 });
+}
+
 TEST(HttpServerTest, ProbesAndMetricsAreOpenOtherPathsNeedTheToken) {
   std::atomic<bool> ready{true};
   HttpServer server(
@@ -92,11 +102,7 @@ TEST(HttpServerTest, DrainingRefusesRoutesButNotProbesAndStopWaitsForRequestsInF
   absl::Notification entered, release;
   HttpServer server(
       Options(), nullptr, [] { return true; }, nullptr);
-  server.Handle(HttpServer::Method::kGet, "/slow", [&](const httplib::Request&, httplib::Response& res) {
-    entered.Notify();
-    release.WaitForNotification();
-    res.set_content("done", "text/plain");
-  });
+  HandleSlow(&server, &entered, &release);
   auto port = server.Start();
   ASSERT_TRUE(port.ok());
   auto slow = std::async(std::launch::async, [&] { return httplib::Client("127.0.0.1", *port).Get("/slow"); });
@@ -171,11 +177,7 @@ TEST(HttpServerTest, ConnectionsBeyondWorkersAndQueueGet503AtOnce) {
   absl::Notification entered, release;
   HttpServer server(
       options, nullptr, [] { return true; }, nullptr);
-  server.Handle(HttpServer::Method::kGet, "/slow", [&](const httplib::Request&, httplib::Response& res) {
-    entered.Notify();
-    release.WaitForNotification();
-    res.set_content("done", "text/plain");
-  });
+  HandleSlow(&server, &entered, &release);
   auto port = server.Start();
   ASSERT_TRUE(port.ok());
   auto slow = std::async(std::launch::async, [&] { return httplib::Client("127.0.0.1", *port).Get("/slow"); });
