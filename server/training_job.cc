@@ -70,6 +70,7 @@ std::string TrainingJob::Position() const {
 }
 
 void TrainingJob::Push(TrainEvent event) {
+  if (observer_) observer_(*this, &event, absl::OkStatus());
   absl::MutexLock lock(&mu_);
   const Progress& p = event.progress;
   position_ = absl::StrCat("epoch ", p.epoch, "/", p.epochs, ", step ", p.step_in_epoch, "/", p.steps_per_epoch);
@@ -97,6 +98,7 @@ void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
                            done->progress.steps_per_epoch, " because the server is shutting down; its checkpoint ",
                            done->progress.checkpoint_path, " was written: resume it after the restart"));
   }
+  if (observer_) observer_(*this, nullptr, status);
   status_ = std::move(status);
   finished_ = true;
 }
@@ -199,6 +201,7 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainS
     const std::string id = absl::StrCat("train-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()),
                                         "-", ++jobs_started_);
     job.reset(new TrainingJob(id, spec.dataset));
+    job->observer_ = observer_;
     job_ = job;
     previous = std::move(thread_);
   }
