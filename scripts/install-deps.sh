@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   libcpp-httplib-dev chromium
+  prometheus python3-prometheus-client
   libblas-dev libopenblas0-openmp
   dataset-fashion-mnist
   python3 python3-numpy python3-grpcio python3-protobuf python3-torch

@@ -121,6 +121,9 @@ void Batcher::RunTaken(const std::vector<std::shared_ptr<Request>>& batch) {
       stats_.requests += static_cast<int64_t>(run.size());
       stats_.rows += rows;
       stats_.max_batch_rows = std::max(stats_.max_batch_rows, rows);
+      int bucket = 0;
+      while (bucket < Stats::kRowBuckets && (int64_t{1} << bucket) < rows) ++bucket;
+      ++stats_.batches_by_rows[bucket];
     }
   }
   for (const auto& r : batch) {
@@ -144,7 +147,10 @@ absl::Status Batcher::WhyNotRun(const Request& request, absl::Time now) {
 }
 
 absl::Status Batcher::Enqueue(const std::shared_ptr<Request>& request, PendingCall* pending) {
-  if (static_cast<int>(queue_.size()) >= options_.max_queue) return QueueFullError();
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    ++stats_.refused;
+    return QueueFullError();
+  }
   queue_.push_back(request);
   if (pending != nullptr) pending->Release();
   if (!running_) LeadUntilEmpty();  // else the running leader takes it with its next batch

@@ -25,6 +25,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -64,10 +65,15 @@ class Batcher {
   using Done = std::function<void(absl::StatusOr<std::vector<at::Tensor>>)>;
 
   struct Stats {
-    int64_t requests = 0;  // requests that ran in a batch
-    int64_t batches = 0;   // model calls
-    int64_t rows = 0;      // rows in those calls
+    // Batches by rows, in buckets of at most 1, 2, 4, ... 2^(kRowBuckets - 1) rows and one more for larger ones
+    // (the batch size histogram of /metrics).
+    static constexpr int kRowBuckets = 11;  // up to 1024 rows, the default max_batch
+    int64_t requests = 0;                   // requests that ran in a batch
+    int64_t batches = 0;                    // model calls
+    int64_t rows = 0;                       // rows in those calls
     int64_t max_batch_rows = 0;
+    int64_t refused = 0;  // requests answered RESOURCE_EXHAUSTED because the queue was full
+    std::array<int64_t, kRowBuckets + 1> batches_by_rows{};
   };
 
   explicit Batcher(Options options);

@@ -238,6 +238,8 @@ Batcher::Stats InferenceEngine::batch_stats() const {
   return batcher_ != nullptr ? batcher_->stats() : Batcher::Stats{};
 }
 
+int InferenceEngine::queued() const { return batcher_ != nullptr ? batcher_->queued() : 0; }
+
 void InferenceEngine::RunRows(Operation op, const Snapshot& model, const at::Tensor& rows, Batcher::Compute compute,
                               absl::Time deadline, CallContext call, bool batchable, Batcher::Done done) const {
   if (batcher_ == nullptr || !batchable || rows.size(0) >= kDirectRows) {

@@ -203,6 +203,8 @@ class InferenceEngine {
   int intra_op_threads() const { return intra_op_threads_; }
   // What the batcher has done so far; all zero when batching is off.
   Batcher::Stats batch_stats() const;
+  // Requests waiting for a batch now (0 when batching is off).
+  int queued() const;
 
  private:
   // Torch threads for a model call of `rows` rows.

@@ -91,6 +91,23 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "authentication). Health and reflection stay open. Without TLS the token is readable on the network");
 ABSL_FLAG(std::string, auth_readonly_token_file, "",
           "file holding a second, read-only token: every call but Train (default: $VAE_AUTH_READONLY_TOKEN)");
+ABSL_FLAG(int32_t, http_port, kDefaults.http_port,
+          "HTTP port on --host: /healthz, /readyz, /metrics, the HTTP/JSON API and the web page; 0: none. Same TLS "
+          "and tokens as gRPC; /healthz, /readyz and /metrics need no token");
+ABSL_FLAG(int32_t, http_threads, kDefaults.http_threads,
+          "HTTP worker threads (each serves one connection at a time, for its keep-alive life)");
+ABSL_FLAG(int32_t, http_max_queued, kDefaults.http_max_queued,
+          "HTTP connections waiting for a worker; more are answered 503 at once");
+ABSL_FLAG(int32_t, http_timeout_s, kDefaults.http_timeout_s,
+          "seconds one read or write on an HTTP connection may block before the connection is closed");
+ABSL_FLAG(int32_t, http_keep_alive_s, kDefaults.http_keep_alive_s,
+          "seconds an idle HTTP keep-alive connection is kept");
+ABSL_FLAG(int32_t, http_max_body_mb, kDefaults.http_max_body_mb, "largest HTTP request body, MiB (more: 413)");
+ABSL_FLAG(bool, metrics, kDefaults.metrics,
+          "serve GET /metrics and count every call for it (--metrics=false: no per-call metrics work at all)");
+ABSL_FLAG(std::string, log_format, kDefaults.log_format,
+          "request log lines on stderr: text (key=value) or json (one object per line)");
+ABSL_FLAG(bool, log_requests, kDefaults.log_requests, "log one line per call");
 
 int main(int argc, char** argv) {
   // glibc gives each of the many gRPC handler threads its own malloc arena; two bound the peak RSS under load
@@ -133,6 +150,15 @@ int main(int argc, char** argv) {
   options.enable_batching = absl::GetFlag(FLAGS_enable_batching);
   options.batch_timeout_us = absl::GetFlag(FLAGS_batch_timeout_us);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  options.http_threads = absl::GetFlag(FLAGS_http_threads);
+  options.http_max_queued = absl::GetFlag(FLAGS_http_max_queued);
+  options.http_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
+  options.http_keep_alive_s = absl::GetFlag(FLAGS_http_keep_alive_s);
+  options.http_max_body_mb = absl::GetFlag(FLAGS_http_max_body_mb);
+  options.metrics = absl::GetFlag(FLAGS_metrics);
+  options.log_format = absl::GetFlag(FLAGS_log_format);
+  options.log_requests = absl::GetFlag(FLAGS_log_requests);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

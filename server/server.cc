@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 #include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
@@ -11,7 +12,9 @@
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "server/auth.h"
+#include "server/request_log.h"
 #include "server/server_core.h"
+#include "server/server_metrics.h"
 #include "server/vae_service_impl.h"
 
 namespace vae::server {
@@ -21,8 +24,85 @@ std::string JoinHostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+namespace {
+
+HttpServer::Options HttpOptions(const ServerOptions& options) {
+  HttpServer::Options http;
+  http.host = options.host;
+  http.port = options.http_port;
+  http.threads = options.http_threads;
+  http.max_queued = options.http_max_queued;
+  http.read_timeout = http.write_timeout = absl::Seconds(options.http_timeout_s);
+  http.keep_alive = absl::Seconds(options.http_keep_alive_s);
+  http.max_body_bytes = int64_t{options.http_max_body_mb} << 20;
+  http.tls_cert_file = options.tls_cert_file;
+  http.tls_key_file = options.tls_key_file;
+  http.tls_client_ca_file = options.tls_client_ca_file;
+  return http;
+}
+
+// INVALID_ARGUMENT naming the flag of the first HTTP option out of range.
+absl::Status ValidateHttpOptions(const ServerOptions& options) {
+  struct Bound {
+    const char* flag;
+    int value, min, max;
+  };
+  for (const Bound& b :
+       {Bound{"http_port", options.http_port, 0, 65535}, Bound{"http_threads", options.http_threads, 1, 256},
+        Bound{"http_max_queued", options.http_max_queued, 0, 65536},
+        Bound{"http_timeout_s", options.http_timeout_s, 1, 3600},
+        Bound{"http_keep_alive_s", options.http_keep_alive_s, 1, 3600},
+        Bound{"http_max_body_mb", options.http_max_body_mb, 1, 2047}}) {
+    if (b.value < b.min || b.value > b.max) {
+      return absl::InvalidArgumentError(absl::StrCat(b.flag, " is ", b.value, ", expected ", b.min, " to ", b.max));
+    }
+  }
+  if (options.http_port != 0 && options.http_port == options.port) {
+    return absl::InvalidArgumentError(absl::StrCat("http_port is ", options.http_port, ", the same as port"));
+  }
+  return absl::OkStatus();
+}
+
+// The service's methods as the calls report them, and the request log --log_format asks for.
+ServerMetrics::Options MetricsOptions(const ServerOptions& options) {
+  ServerMetrics::Options out;
+  const auto* service = v1::TrainRequest::descriptor()->file()->FindServiceByName("VaeService");
+  for (int i = 0; service != nullptr && i < service->method_count(); ++i)
+    out.methods.push_back(service->method(i)->name());
+  out.grpc_version = grpc::Version();
+  out.count_calls = options.metrics;
+  if (options.log_requests) out.log.emplace(*RequestLog::ParseFormat(options.log_format));
+  return out;
+}
+
+}  // namespace
+
 VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
-    : options_(std::move(options)), core_(std::move(core)), service_(std::make_unique<VaeServiceImpl>(core_.get())) {}
+    : options_(std::move(options)),
+      core_(std::move(core)),
+      metrics_(std::make_unique<ServerMetrics>(core_.get(), MetricsOptions(options_))),
+      // With neither metrics nor the request log the service reports nothing: no per-call cost at all.
+      service_(std::make_unique<VaeServiceImpl>(core_.get(),
+                                                options_.metrics || options_.log_requests ? metrics_.get() : nullptr)) {
+  core_->training().SetObserver(
+      [metrics = metrics_.get()](const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome) {
+        metrics->OnTrainEvent(job, event, outcome);
+      });
+  if (options_.http_port > 0) {
+    // The same tokens as gRPC; any valid one (full or read-only) may use the HTTP routes.
+    HttpServer::Authorize authorize;
+    if (!options_.auth_token.empty()) {
+      authorize =
+          [auth = Authenticator(options_.auth_token, options_.auth_readonly_token)](const absl::string_view* header) {
+            return auth.CheckHeader(header, "HTTP", Authenticator::Access::kRead);
+          };
+    }
+    HttpServer::Exposition exposition;
+    if (options_.metrics) exposition = [metrics = metrics_.get()] { return metrics->Exposition(); };
+    http_ = std::make_unique<HttpServer>(
+        HttpOptions(options_), std::move(authorize), [this] { return Ready(); }, std::move(exposition));
+  }
+}
 
 VaeServer::~VaeServer() { Shutdown(absl::ZeroDuration()); }
 
@@ -45,6 +125,8 @@ absl::StatusOr<std::unique_ptr<VaeServer>> VaeServer::Create(const ServerOptions
     return absl::InvalidArgumentError("tls: --tls_client_ca needs --tls_cert and --tls_key (mutual TLS is TLS)");
   }
   if (auto tokens = ValidateTokens(options.auth_token, options.auth_readonly_token); !tokens.ok()) return tokens;
+  if (auto http = ValidateHttpOptions(options); !http.ok()) return http;
+  if (auto format = RequestLog::ParseFormat(options.log_format); !format.ok()) return format.status();
   auto core = ServerCore::Create(options);
   if (!core.ok()) return core.status();
   return std::unique_ptr<VaeServer>(new VaeServer(options, std::move(*core)));
@@ -96,9 +178,7 @@ absl::StatusOr<int> VaeServer::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", address, " (in use, not a local address", tls_hint, "?)"));
   }
-  auto* health = server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
+  SetServing(true);
   LOG(INFO) << "serving " << kServiceName << " on " << JoinHostPort(options_.host, port_)
             << (options_.tls_cert_file.empty()        ? " (plaintext)"
                 : options_.tls_client_ca_file.empty() ? " (TLS)"
@@ -106,18 +186,33 @@ absl::StatusOr<int> VaeServer::Start() {
             << (options_.auth_token.empty()            ? ""
                 : options_.auth_readonly_token.empty() ? ", bearer token required"
                                                        : ", bearer token required (full or read-only)");
+  if (http_ != nullptr) {
+    // Routes of the HTTP API and the web page are registered on http_ here, before the port opens.
+    auto http_port = http_->Start();
+    if (!http_port.ok()) return http_port.status();
+    LOG(INFO) << "serving HTTP (/healthz /readyz /metrics) on " << JoinHostPort(options_.host, *http_port)
+              << (options_.tls_cert_file.empty() ? " (plaintext)" : " (TLS)");
+  }
   return port_;
 }
+
+void VaeServer::SetServing(bool serving) {
+  serving_.store(serving);
+  if (server_ != nullptr) {
+    auto* health = server_->GetHealthCheckService();
+    health->SetServingStatus("", serving);
+    health->SetServingStatus(kServiceName, serving);
+  }
+}
+
+bool VaeServer::Ready() const { return serving() && core_->Current() != nullptr; }
 
 void VaeServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
   const absl::Time deadline = absl::Now() + grace;
-  if (server_ != nullptr) {
-    auto* health = server_->GetHealthCheckService();
-    health->SetServingStatus("", false);
-    health->SetServingStatus(kServiceName, false);
-  }
+  SetServing(false);
+  if (http_ != nullptr) http_->StartDraining();
   // Refuse new calls ourselves, with UNAVAILABLE, while the gRPC server still accepts them: once
   // grpc::Server::Shutdown has begun, gRPC (1.51) kills each new call before any handler sees it, and the client
   // gets CANCELLED -- not what the API promises, and not a code clients retry on.
@@ -146,6 +241,7 @@ void VaeServer::Shutdown(absl::Duration grace) {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();
   }
+  if (http_ != nullptr) http_->Stop(deadline);
   LOG(INFO) << "server stopped";
 }
 

@@ -45,6 +45,17 @@ struct ServerOptions {
   // auth_readonly_token (needs auth_token) may call everything but Train. Health and reflection stay open.
   std::string auth_token;
   std::string auth_readonly_token;
+  // HTTP port (server/http_server.h): /healthz, /readyz, /metrics, and the HTTP/JSON API and web page. Same host, TLS
+  // and tokens as gRPC (probes and /metrics stay open). 0: no HTTP port.
+  int http_port = 0;
+  int http_threads = 8;             // HTTP worker threads; each holds one connection for its keep-alive life
+  int http_max_queued = 64;         // accepted connections waiting for a worker; more are answered 503 at once
+  int http_timeout_s = 5;           // longest one read or write on an HTTP connection may block (slow clients)
+  int http_keep_alive_s = 2;        // an idle keep-alive connection is closed after this long
+  int http_max_body_mb = 16;        // largest HTTP request body, MiB; larger ones get 413
+  bool metrics = true;              // GET /metrics and the per-call counters behind it (off: no per-call cost)
+  std::string log_format = "text";  // request log lines: "text" (key=value) or "json" (one object per line)
+  bool log_requests = true;         // one log line per call
 };
 
 // max_image_pixels = 0: kAutoImagePixelsPerModelPixel times the model's H x W, and never under kMinAutoImagePixels (a

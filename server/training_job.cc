@@ -75,6 +75,7 @@ TrainingJob::View TrainingJob::Observe() const {
 }
 
 void TrainingJob::Push(TrainEvent event) {
+  if (observer_) observer_(*this, &event, absl::OkStatus());
   absl::MutexLock lock(&mu_);
   history_.push_back(event);
   if (history_.size() > kHistory) history_.pop_front();
@@ -104,6 +105,7 @@ void TrainingJob::Finish(absl::Status status, const TrainEvent* done) {
                            done->progress.steps_per_epoch, " because the server is shutting down; its checkpoint ",
                            done->progress.checkpoint_path, " was written: resume it after the restart"));
   }
+  if (observer_) observer_(*this, nullptr, status);
   status_ = std::move(status);
   finished_ = true;
 }
@@ -211,6 +213,7 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainS
     const std::string id = absl::StrCat("train-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()),
                                         "-", ++jobs_started_);
     job.reset(new TrainingJob(id, spec.dataset));
+    job->observer_ = observer_;
     job_ = job;
     previous = std::move(thread_);
   }

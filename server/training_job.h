@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -73,6 +74,11 @@ struct TrainEvent {
   double eta_sec = 0;      // estimated seconds to the end of the job
   ModelVersion version;    // kEpochEnd/kDone: the version served after this event
 };
+
+class TrainingJob;
+// Sees every event a job pushes, on the thread that pushes it, and then (event null) the job's outcome. For metrics
+// and logs (server/server_metrics.h): must be quick, and must not call into the job or its manager.
+using TrainObserver = std::function<void(const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome)>;
 
 class TrainingManager;
 
@@ -122,6 +128,7 @@ class TrainingJob {
 
   const std::string id_;
   const std::string dataset_;
+  TrainObserver observer_;              // set by the manager before the first Push
   std::atomic<bool> cancel_{false};     // read by the trainer before every step
   std::atomic<int> cancel_reason_{-1};  // a CancelReason once cancelled, set before cancel_
   mutable absl::Mutex mu_;
@@ -154,6 +161,9 @@ class TrainingManager {
   // The running job, else the last one that started (finished, kept for its history), else null.
   std::shared_ptr<TrainingJob> Latest() const;
 
+  // Every job started afterwards reports to `observer`. Set before the first Start.
+  void SetObserver(TrainObserver observer) { observer_ = std::move(observer); }
+
   // Cancels the running job (it writes its checkpoint), waits for its thread, and refuses later Starts. Idempotent.
   void Shutdown();
 
@@ -167,6 +177,7 @@ class TrainingManager {
   const std::string model_dir_;
   const c10::Device device_;
   const int keep_checkpoints_;
+  TrainObserver observer_;
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -80,6 +80,29 @@ absl::Status WriteImages(const at::Tensor& images, v1::ImageFormat format, Respo
   return absl::OkStatus();
 }
 
+// What the request log says of a request: its model and its images (or codes, or Sample's count).
+template <typename T, typename = void>
+struct HasModelSpec : std::false_type {};
+template <typename T>
+struct HasModelSpec<T, std::void_t<decltype(std::declval<const T&>().model_spec().name())>> : std::true_type {};
+template <typename T, typename = void>
+struct HasVersion : std::false_type {};
+template <typename T>
+struct HasVersion<T, std::void_t<decltype(std::declval<const T&>().version().generation())>> : std::true_type {};
+
+int64_t ImagesIn(const v1::ImageBatch& batch) {
+  return batch.encoded_size() > 0 ? batch.encoded_size()
+                                  : (batch.tensor().shape_size() > 0 ? batch.tensor().shape(0) : 0);
+}
+int64_t ImagesOf(const v1::EncodeRequest& r) { return ImagesIn(r.images()); }
+int64_t ImagesOf(const v1::ReconstructRequest& r) { return ImagesIn(r.images()); }
+int64_t ImagesOf(const v1::DecodeRequest& r) { return r.z().shape_size() > 0 ? r.z().shape(0) : 0; }
+int64_t ImagesOf(const v1::SampleRequest& r) { return r.count(); }
+template <typename Request>
+int64_t ImagesOf(const Request&) {
+  return 0;
+}
+
 absl::Status ShuttingDown() {
   return absl::UnavailableError(
       "vae-server is shutting down and takes no new calls; retry on another instance or after the restart");
@@ -101,24 +124,30 @@ class VaeServiceImpl::UnaryCall final : public grpc::ServerUnaryReactor {
 };
 
 // Train is method 0 of vae.v1.VaeService. A split-streaming handler reads its one request itself, as bytes.
-VaeServiceImpl::VaeServiceImpl(ServerCore* core)
-    : core_(core), auth_(core->options().auth_token, core->options().auth_readonly_token) {
+VaeServiceImpl::VaeServiceImpl(ServerCore* core, ServerMetrics* metrics)
+    : core_(core), metrics_(metrics), auth_(core->options().auth_token, core->options().auth_readonly_token) {
   MarkMethodStreamed(
       0, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::TrainProgress>(
              [this](grpc::ServerContext* context, TrainWriter* writer) { return StreamTrain(context, writer); }));
 }
 
 template <typename Request, typename Response, typename Start>
-grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContext* context, const char* method,
+grpc::ServerUnaryReactor* VaeServiceImpl::Unary(grpc::CallbackServerContext* context, const char* method,
                                                 const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
+  const absl::Time arrived = metrics_ != nullptr ? absl::Now() : absl::InfinitePast();
+  if (metrics_ != nullptr) metrics_->CallStarted();
   auto* call = new UnaryCall<Request, Response>(out);
   if (!TryAdmit()) {
-    call->Finish(ToGrpcStatus(ShuttingDown()));
+    const grpc::Status refused = ToGrpcStatus(ShuttingDown());
+    Report<Request, Response>(context, method, arrived, refused.error_code(), nullptr, nullptr);
+    call->Finish(refused);
     return call;
   }
-  FinishFn finish = [this, call](const absl::Status& status) {
-    call->Finish(status.ok() ? SerializeResponse(call->response, call->out, core_->inference().rules())
-                             : ToGrpcStatus(status));
+  FinishFn finish = [this, call, context, method, arrived](const absl::Status& status) {
+    const grpc::Status result =
+        status.ok() ? SerializeResponse(call->response, call->out, core_->inference().rules()) : ToGrpcStatus(status);
+    Report(context, method, arrived, result.error_code(), &call->request, &call->response);
+    call->Finish(result);
     active_calls_.fetch_sub(1);
   };
   // Authenticated before anything of the request is read: a caller without the token learns nothing about it.
@@ -132,6 +161,42 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContex
   return call;
 }
 
+template <typename Request, typename Response>
+void VaeServiceImpl::Report(grpc::ServerContextBase* context, const char* method, absl::Time start,
+                            grpc::StatusCode code, const Request* request, const Response* response) {
+  if (metrics_ == nullptr) return;
+  ServerMetrics::Call call;
+  call.method = method;
+  call.code = static_cast<absl::StatusCode>(code);  // gRPC and absl codes have the same numbers
+  call.latency = absl::Now() - start;
+  if (request != nullptr) {
+    call.images = ImagesOf(*request);
+    if constexpr (HasModelSpec<Request>::value) call.model = request->model_spec().name();
+  }
+  if constexpr (HasVersion<Response>::value) {
+    if (response != nullptr && code == grpc::StatusCode::OK) {
+      if (!response->version().model().empty()) call.model = response->version().model();
+      call.version =
+          response->version().version() > 0 ? response->version().version() : response->version().generation();
+    }
+  }
+  // The caller's request id, or a new one; either way echoed in the response's initial metadata.
+  std::string request_id;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("x-request-id");
+      it != metadata.end() && !it->second.empty() && it->second.size() <= 128) {
+    request_id.assign(it->second.data(), it->second.size());
+  } else {
+    request_id = RequestLog::NewRequestId();
+  }
+  // A Train stream sent its initial metadata with its first message: its id is in the log only.
+  if constexpr (!std::is_same_v<Response, v1::TrainProgress>) context->AddInitialMetadata("x-request-id", request_id);
+  const std::string peer = context->peer();
+  call.peer = peer;
+  call.request_id = request_id;
+  metrics_->CallFinished(call);
+}
+
 bool VaeServiceImpl::TryAdmit() {
   active_calls_.fetch_add(1);
   if (!draining_.load()) return true;
@@ -140,7 +205,13 @@ bool VaeServiceImpl::TryAdmit() {
 }
 
 grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainWriter* writer) {
-  if (!TryAdmit()) return ToGrpcStatus(ShuttingDown());
+  const absl::Time arrived = metrics_ != nullptr ? absl::Now() : absl::InfinitePast();
+  if (metrics_ != nullptr) metrics_->CallStarted();
+  if (!TryAdmit()) {
+    const grpc::Status refused = ToGrpcStatus(ShuttingDown());
+    Report<v1::TrainRequest, v1::TrainProgress>(context, "Train", arrived, refused.error_code(), nullptr, nullptr);
+    return refused;
+  }
   absl::Status status = auth_.Check(*context, "Train", Authenticator::Access::kTrain);
   grpc::ByteBuffer raw;
   v1::TrainRequest request;
@@ -161,8 +232,10 @@ grpc::Status VaeServiceImpl::StreamTrain(grpc::ServerContext* context, TrainWrit
       train_streams_.erase(&stream);
     }
   }
+  const grpc::Status result = ToGrpcStatus(status);
+  Report<v1::TrainRequest, v1::TrainProgress>(context, "Train", arrived, result.error_code(), &request, nullptr);
   active_calls_.fetch_sub(1);
-  return ToGrpcStatus(status);
+  return result;
 }
 
 int VaeServiceImpl::EndStalledTrainStreams(absl::Duration limit) {

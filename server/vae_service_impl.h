@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/server_core.h"
+#include "server/server_metrics.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 namespace vae::server {
@@ -58,7 +59,9 @@ class VaeServiceImpl final : public VaeServiceBase {
   static constexpr absl::Duration kStalledStreamLimit = absl::Seconds(1);
 
   // Calls are authenticated with core->options()' auth tokens (server/auth.h; none: every call is admitted).
-  explicit VaeServiceImpl(ServerCore* core);
+  // `metrics` (not owned; null: none) gets every finished call, refused ones too, for /metrics and the request log;
+  // then each call's x-request-id metadata (or a new id) is echoed in its initial metadata.
+  explicit VaeServiceImpl(ServerCore* core, ServerMetrics* metrics = nullptr);
 
   // Calls admitted and not finished yet (VaeServer's shutdown waits for 0). Refused calls do not count.
   int active_calls() const { return active_calls_.load(); }
@@ -109,8 +112,8 @@ class VaeServiceImpl final : public VaeServiceBase {
   // any thread: it serialises the response into `out` (refusing one over the message limit) and finishes the call,
   // which counts in active_calls() until then.
   template <typename Request, typename Response, typename Start>
-  grpc::ServerUnaryReactor* Unary(const grpc::CallbackServerContext* context, const char* method,
-                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* method, const grpc::ByteBuffer* raw,
+                                  grpc::ByteBuffer* out, Start start);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
@@ -122,8 +125,13 @@ class VaeServiceImpl final : public VaeServiceBase {
   absl::Status DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                         v1::SampleResponse* response);
   void DoGetModelInfo(v1::ModelInfo* response);
+  // Reports a finished call to metrics_ (when set): its code, the time since `start`, what it asked and who answered.
+  template <typename Request, typename Response>
+  void Report(grpc::ServerContextBase* context, const char* method, absl::Time start, grpc::StatusCode code,
+              const Request* request, const Response* response);
 
   ServerCore* const core_;
+  ServerMetrics* const metrics_;
   const Authenticator auth_;
   std::atomic<int> active_calls_{0};
   std::atomic<bool> draining_{false};
