@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/http_server.h"
 #include "server/proto_mapping.h"
 #include "server/server_core.h"
 #include "server/tensor_codec.h"
@@ -46,9 +47,10 @@ ModelRef RefOf(const Request& req) {
   return ref;
 }
 
+// The JSON error body of `status`, with its code's HTTP status or `http` (415, 405: no absl code says those).
 void WriteError(Response& res, const absl::Status& status, int http = 0) {
-  res.status = http != 0 ? http : HttpStatusOf(status.code());
-  res.set_content(ErrorBody(status), "application/json");
+  HttpServer::SetError(status, res);
+  if (http != 0) res.status = http;
 }
 
 // The body of a POST: JSON, sent as application/json. `*http` becomes 415 for another content type.
@@ -84,8 +86,8 @@ absl::Status CheckFields(const json& body, std::initializer_list<const char*> kn
     bool found = false;
     for (const char* name : known) found = found || item.key() == name;
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown field '", item.key(), "'; this call takes ",
-                                                     absl::StrJoin(known, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown field '", item.key(), "'; this call takes ", absl::StrJoin(known, ", ")));
     }
   }
   return absl::OkStatus();
@@ -235,9 +237,9 @@ absl::StatusOr<at::Tensor> ImagesOf(const json& body, const Snapshot& model, con
       const json& item = (*it)[i];
       const std::string field = absl::StrCat("images[", i, "]");
       if (!item.is_object() || item.size() != 1 || !item.contains("b64") || !item["b64"].is_string()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, " is ", item.dump().substr(0, 40), "; expected {\"b64\": \"<base64 PNG or JPEG>\"} ",
-                         "like images[0]"));
+        return absl::InvalidArgumentError(absl::StrCat(field, " is ", item.dump().substr(0, 40),
+                                                       "; expected {\"b64\": \"<base64 PNG or JPEG>\"} ",
+                                                       "like images[0]"));
       }
       absl::string_view text = item["b64"].get_ref<const std::string&>();
       // A data URL (what a browser's FileReader gives) carries the base64 after its first comma.
@@ -387,8 +389,8 @@ httplib::Server::Handler NotAllowed(const char* allowed) {
   return [allowed](const Request& req, Response& res) {
     res.set_header("Allow", allowed);
     WriteError(res,
-               absl::UnimplementedError(absl::StrCat("method ", req.method, " is not allowed on ", req.path,
-                                                     "; it takes ", allowed)),
+               absl::UnimplementedError(
+                   absl::StrCat("method ", req.method, " is not allowed on ", req.path, "; it takes ", allowed)),
                405);
   };
 }
@@ -397,8 +399,8 @@ httplib::Server::Handler NotAllowed(const char* allowed) {
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(const ServerCore& core, const ModelRef& ref) {
   if (ref.name != kDefaultModelName) {
-    return absl::NotFoundError(absl::StrCat("model '", ref.name, "' not found; this server serves one model, '",
-                                            kDefaultModelName, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("model '", ref.name, "' not found; this server serves one model, '", kDefaultModelName, "'"));
   }
   std::shared_ptr<const Snapshot> model = core.Current();
   if (model == nullptr) return absl::UnavailableError("no model is loaded yet; retry shortly");
@@ -408,62 +410,30 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(const ServerCore& c
                                             "; it serves version ", current, " (earlier versions are not kept)"));
   }
   if (!ref.label.empty() && ref.label != "latest") {
-    return absl::NotFoundError(
-        absl::StrCat("model '", ref.name, "' has no label '", ref.label, "'; its labels: latest (version ", current,
-                     ")"));
+    return absl::NotFoundError(absl::StrCat("model '", ref.name, "' has no label '", ref.label,
+                                            "'; its labels: latest (version ", current, ")"));
   }
   return model;
 }
 
-int HttpStatusOf(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kOk:
-      return 200;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-      return 400;
-    case absl::StatusCode::kUnauthenticated:
-      return 401;
-    case absl::StatusCode::kPermissionDenied:
-      return 403;
-    case absl::StatusCode::kNotFound:
-      return 404;
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kAlreadyExists:
-      return 409;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    case absl::StatusCode::kCancelled:
-      return 499;
-    case absl::StatusCode::kUnimplemented:
-      return 501;
-    case absl::StatusCode::kUnavailable:
-      return 503;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 504;
-    default:
-      return 500;
-  }
+bool StartsTraining(absl::string_view method, absl::string_view path) {
+  return method == "POST" && path == kTrainRoute;
 }
 
-std::string ErrorBody(const absl::Status& status) {
-  // A message may quote a cut-off piece of the request: invalid UTF-8 is replaced, never thrown over.
-  return json{{"error", StatusJson(status)}}.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+HttpApi::HttpApi(ServerCore* core, int64_t max_body_bytes, std::string body_limit_flag)
+    : core_(core), max_body_bytes_(max_body_bytes), body_limit_flag_(std::move(body_limit_flag)) {}
 
-HttpApi::HttpApi(ServerCore* core, int64_t max_body_bytes) : core_(core), max_body_bytes_(max_body_bytes) {}
-
-void HttpApi::Mount(httplib::Server* server) const {
+void HttpApi::Mount(HttpServer* http) const {
+  using Method = HttpServer::Method;
   ServerCore* const core = core_;
   const InputRules& rules = core->inference().rules();
   const absl::Time no_deadline = absl::InfiniteFuture();
 
-  server->set_payload_max_length(static_cast<size_t>(max_body_bytes_));
-  const int64_t limit = max_body_bytes_;
   // httplib's own refusals (no route, body too large, a request it cannot parse) come with an empty body: give them
   // the JSON error body. Answers the handlers wrote are left alone.
-  server->set_error_handler(httplib::Server::HandlerWithResponse([limit](const Request& req, Response& res) {
+  const std::string too_large = absl::StrCat("the request body is over the limit of ", max_body_bytes_, " bytes (",
+                                             body_limit_flag_, "); send fewer images");
+  http->mux().set_error_handler(httplib::Server::HandlerWithResponse([too_large](const Request& req, Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     absl::Status status;
     switch (res.status) {
@@ -472,8 +442,7 @@ void HttpApi::Mount(httplib::Server* server) const {
                                                   "; the API is under /v1/models and /v1/train (README: HTTP API)"));
         break;
       case 413:
-        status = absl::ResourceExhaustedError(absl::StrCat("the request body is over the limit of ", limit,
-                                                           " bytes (--max_message_mb); send fewer images"));
+        status = absl::ResourceExhaustedError(too_large);
         break;
       case 400:
         status = absl::InvalidArgumentError("the HTTP request could not be parsed");
@@ -481,62 +450,68 @@ void HttpApi::Mount(httplib::Server* server) const {
       default:
         status = absl::UnknownError(absl::StrCat("HTTP ", res.status));
     }
-    res.set_content(ErrorBody(status), "application/json");
+    const int code = res.status;
+    HttpServer::SetError(status, res);
+    res.status = code;
     return httplib::Server::HandlerResponse::Handled;
   }));
 
-  server->Post(kCallRoute, Call(core, [core, &rules, no_deadline](const json& body,
-                                                                   const std::shared_ptr<const Snapshot>& model,
-                                                                   const std::string& op) -> absl::StatusOr<std::string> {
-    const int64_t j = model->options.latent_dim;
-    json fields;
-    std::vector<std::pair<std::string, std::string>> tensors;
-    if (op == "encode") {
-      VAE_RETURN_IF_ERROR(CheckFields(body, {"images", "resize"}));
-      VAE_ASSIGN_OR_RETURN(at::Tensor images, ImagesOf(body, *model, rules));
-      // mu and sigma: 2 x J float32 per image, no image.
-      VAE_RETURN_IF_ERROR(rules.CheckOutputSize("encode", model->options, Rows(images), kImageFormatPng, 8 * j));
-      VAE_ASSIGN_OR_RETURN(EncodeResult r, core->inference().Encode(*model, images, no_deadline));
-      tensors = {{"mu", TensorText(r.mu)}, {"sigma", TensorText(r.sigma)}};
-    } else if (op == "decode") {
-      VAE_RETURN_IF_ERROR(CheckFields(body, {"z", "format"}));
-      if (!body.contains("z")) return absl::InvalidArgumentError("z is missing; expected nested arrays [N][J]");
-      VAE_ASSIGN_OR_RETURN(at::Tensor z, NestedArrays::ToTensor(body["z"], "z"));
-      VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
-      VAE_RETURN_IF_ERROR(rules.CheckOutputSize("decode", model->options, Rows(z), format, 0));
-      VAE_ASSIGN_OR_RETURN(DecodeResult r, core->inference().Decode(*model, z, no_deadline));
-      VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
-    } else if (op == "sample") {
-      VAE_RETURN_IF_ERROR(CheckFields(body, {"count", "seed", "temperature", "format"}));
-      VAE_ASSIGN_OR_RETURN(const int64_t count, IntField(body, "count", 0));
-      VAE_ASSIGN_OR_RETURN(const std::optional<uint64_t> seed, SeedField(body));
-      VAE_ASSIGN_OR_RETURN(const double temperature, NumberField(body, "temperature", 0.0));
-      VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
-      VAE_RETURN_IF_ERROR(rules.CheckOutputSize("sample", model->options, count, format, 4 * j));
-      VAE_ASSIGN_OR_RETURN(SampleResult r,
-                           core->inference().Sample(*model, count, seed, InputRules::TemperatureOrDefault(temperature),
-                                                    no_deadline));
-      VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
-      tensors.emplace_back("z", TensorText(r.z));
-      fields["seed"] = std::to_string(r.seed);
-    } else {  // reconstruct
-      VAE_RETURN_IF_ERROR(CheckFields(body, {"images", "resize", "format", "sample_z", "seed"}));
-      VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
-      VAE_ASSIGN_OR_RETURN(const bool sample_z, BoolField(body, "sample_z"));
-      VAE_ASSIGN_OR_RETURN(const std::optional<uint64_t> seed, SeedField(body));
-      VAE_ASSIGN_OR_RETURN(at::Tensor images, ImagesOf(body, *model, rules));
-      // The images as asked, and each image's recon_nll and kl (float32).
-      VAE_RETURN_IF_ERROR(rules.CheckOutputSize("reconstruct", model->options, Rows(images), format, 8));
-      VAE_ASSIGN_OR_RETURN(ReconstructResult r, core->inference().Reconstruct(*model, images, sample_z,
-                                                                              seed.value_or(0), no_deadline));
-      VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
-      tensors.emplace_back("recon_nll", TensorText(r.recon_nll));
-      tensors.emplace_back("kl", TensorText(r.kl));
-    }
-    return Answer(*model, std::move(fields), tensors, rules);
-  }));
+  http->Handle(
+      Method::kPost, kCallRoute,
+      Call(core,
+           [core, &rules, no_deadline](const json& body, const std::shared_ptr<const Snapshot>& model,
+                                       const std::string& op) -> absl::StatusOr<std::string> {
+             const int64_t j = model->options.latent_dim;
+             json fields;
+             std::vector<std::pair<std::string, std::string>> tensors;
+             if (op == "encode") {
+               VAE_RETURN_IF_ERROR(CheckFields(body, {"images", "resize"}));
+               VAE_ASSIGN_OR_RETURN(at::Tensor images, ImagesOf(body, *model, rules));
+               // mu and sigma: 2 x J float32 per image, no image.
+               VAE_RETURN_IF_ERROR(
+                   rules.CheckOutputSize("encode", model->options, Rows(images), kImageFormatPng, 8 * j));
+               VAE_ASSIGN_OR_RETURN(EncodeResult r, core->inference().Encode(*model, images, no_deadline));
+               tensors = {{"mu", TensorText(r.mu)}, {"sigma", TensorText(r.sigma)}};
+             } else if (op == "decode") {
+               VAE_RETURN_IF_ERROR(CheckFields(body, {"z", "format"}));
+               if (!body.contains("z"))
+                 return absl::InvalidArgumentError("z is missing; expected nested arrays [N][J]");
+               VAE_ASSIGN_OR_RETURN(at::Tensor z, NestedArrays::ToTensor(body["z"], "z"));
+               VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
+               VAE_RETURN_IF_ERROR(rules.CheckOutputSize("decode", model->options, Rows(z), format, 0));
+               VAE_ASSIGN_OR_RETURN(DecodeResult r, core->inference().Decode(*model, z, no_deadline));
+               VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
+             } else if (op == "sample") {
+               VAE_RETURN_IF_ERROR(CheckFields(body, {"count", "seed", "temperature", "format"}));
+               VAE_ASSIGN_OR_RETURN(const int64_t count, IntField(body, "count", 0));
+               VAE_ASSIGN_OR_RETURN(const std::optional<uint64_t> seed, SeedField(body));
+               VAE_ASSIGN_OR_RETURN(const double temperature, NumberField(body, "temperature", 0.0));
+               VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
+               VAE_RETURN_IF_ERROR(rules.CheckOutputSize("sample", model->options, count, format, 4 * j));
+               VAE_ASSIGN_OR_RETURN(SampleResult r, core->inference().Sample(
+                                                        *model, count, seed,
+                                                        InputRules::TemperatureOrDefault(temperature), no_deadline));
+               VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
+               tensors.emplace_back("z", TensorText(r.z));
+               fields["seed"] = std::to_string(r.seed);
+             } else {  // reconstruct
+               VAE_RETURN_IF_ERROR(CheckFields(body, {"images", "resize", "format", "sample_z", "seed"}));
+               VAE_ASSIGN_OR_RETURN(const int format, FormatField(body));
+               VAE_ASSIGN_OR_RETURN(const bool sample_z, BoolField(body, "sample_z"));
+               VAE_ASSIGN_OR_RETURN(const std::optional<uint64_t> seed, SeedField(body));
+               VAE_ASSIGN_OR_RETURN(at::Tensor images, ImagesOf(body, *model, rules));
+               // The images as asked, and each image's recon_nll and kl (float32).
+               VAE_RETURN_IF_ERROR(rules.CheckOutputSize("reconstruct", model->options, Rows(images), format, 8));
+               VAE_ASSIGN_OR_RETURN(ReconstructResult r, core->inference().Reconstruct(*model, images, sample_z,
+                                                                                       seed.value_or(0), no_deadline));
+               VAE_RETURN_IF_ERROR(AddImages(r.images, format, &fields, &tensors));
+               tensors.emplace_back("recon_nll", TensorText(r.recon_nll));
+               tensors.emplace_back("kl", TensorText(r.kl));
+             }
+             return Answer(*model, std::move(fields), tensors, rules);
+           }));
 
-  server->Get(kModelsRoute, [core](const Request&, Response& res) {
+  http->Handle(Method::kGet, kModelsRoute, [core](const Request&, Response& res) {
     const std::shared_ptr<const Snapshot> model = core->Current();
     if (model == nullptr) return WriteError(res, absl::UnavailableError("no model is loaded yet; retry shortly"));
     json version = VersionJson(*model);
@@ -550,7 +525,7 @@ void HttpApi::Mount(httplib::Server* server) const {
     res.set_content(json{{"models", json::array({entry})}}.dump(), "application/json");
   });
 
-  server->Get(kModelRoute, [core](const Request& req, Response& res) {
+  http->Handle(Method::kGet, kModelRoute, [core](const Request& req, Response& res) {
     auto model = ResolveModel(*core, RefOf(req));
     if (!model.ok()) return WriteError(res, model.status());
     // GetModelInfo's answer, in proto3's JSON mapping (64-bit integers as strings): one mapping for both transports.
@@ -566,15 +541,14 @@ void HttpApi::Mount(httplib::Server* server) const {
     // TF Serving's model status shape, and the info.
     const int64_t version = (*model)->version.generation;
     json answer = {{"model", VersionJson(**model)},
-                   {"model_version_status",
-                    json::array({{{"version", std::to_string(version)},
-                                  {"state", "AVAILABLE"},
-                                  {"status", {{"error_code", "OK"}, {"error_message", ""}}}}})},
+                   {"model_version_status", json::array({{{"version", std::to_string(version)},
+                                                          {"state", "AVAILABLE"},
+                                                          {"status", {{"error_code", "OK"}, {"error_message", ""}}}}})},
                    {"info", json::parse(info_json)}};
     res.set_content(answer.dump(), "application/json");
   });
 
-  server->Get(kTrainRoute, [core](const Request&, Response& res) {
+  http->Handle(Method::kGet, kTrainRoute, [core](const Request&, Response& res) {
     const std::shared_ptr<TrainingJob> job = core->training().Latest();
     if (job == nullptr) return res.set_content(R"({"job":null})", "application/json");
     const TrainingJob::View view = job->Observe();
@@ -590,13 +564,13 @@ void HttpApi::Mount(httplib::Server* server) const {
     res.set_content(answer.dump(), "application/json");
   });
 
-  server->Post(kTrainRoute, [core](const Request& req, Response& res) {
+  http->Handle(Method::kPost, kTrainRoute, [core](const Request& req, Response& res) {
     int http = 0;
     absl::StatusOr<std::string> answer = [&]() -> absl::StatusOr<std::string> {
       VAE_ASSIGN_OR_RETURN(json body, ParseBody(req, &http));
-      VAE_RETURN_IF_ERROR(CheckFields(body, {"dataset", "epochs", "batch_size", "learning_rate", "seed", "resume",
-                                             "preset", "options_json", "log_every_steps", "max_train_images",
-                                             "binarize"}));
+      VAE_RETURN_IF_ERROR(
+          CheckFields(body, {"dataset", "epochs", "batch_size", "learning_rate", "seed", "resume", "preset",
+                             "options_json", "log_every_steps", "max_train_images", "binarize"}));
       TrainSpec spec;  // its member initialisers are the defaults an absent field asks for, as in gRPC's Train
       VAE_ASSIGN_OR_RETURN(spec.dataset, StringField(body, "dataset"));
       VAE_ASSIGN_OR_RETURN(spec.epochs, IntField(body, "epochs", spec.epochs));
@@ -619,7 +593,7 @@ void HttpApi::Mount(httplib::Server* server) const {
     res.set_content(*answer, "application/json");
   });
 
-  server->Get("/", [](const Request&, Response& res) {
+  http->Handle(Method::kGet, "/", [](const Request&, Response& res) {
     // Everything the page needs is in it: nothing may load from elsewhere.
     res.set_header("Content-Security-Policy",
                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
@@ -628,13 +602,19 @@ void HttpApi::Mount(httplib::Server* server) const {
   });
 
   // The routes above with another method: 405, naming the methods they take.
+  httplib::Server& mux = http->mux();
   for (const std::string& route : {kCallRoute}) {
-    server->Get(route, NotAllowed("POST")).Put(route, NotAllowed("POST")).Delete(route, NotAllowed("POST"));
+    http->Handle(Method::kGet, route, NotAllowed("POST"));
+    http->Handle(Method::kDelete, route, NotAllowed("POST"));
+    mux.Put(route, NotAllowed("POST"));
   }
   for (const std::string& route : {std::string(kModelsRoute), kModelRoute, std::string("/")}) {
-    server->Post(route, NotAllowed("GET")).Put(route, NotAllowed("GET")).Delete(route, NotAllowed("GET"));
+    http->Handle(Method::kPost, route, NotAllowed("GET"));
+    http->Handle(Method::kDelete, route, NotAllowed("GET"));
+    mux.Put(route, NotAllowed("GET"));
   }
-  server->Put(kTrainRoute, NotAllowed("GET, POST")).Delete(kTrainRoute, NotAllowed("GET, POST"));
+  http->Handle(Method::kDelete, kTrainRoute, NotAllowed("GET, POST"));
+  mux.Put(kTrainRoute, NotAllowed("GET, POST"));
 }
 
 }  // namespace vae::server

@@ -1,7 +1,8 @@
-// HttpApi: the HTTP/JSON face of vae-server (TF Serving's REST shape) and its web page, mounted on an httplib::Server
-// that the caller owns and runs (vae-server's HTTP server, --http_port). No gRPC types: a request's JSON becomes
-// tensors here, then the same ServerCore calls the gRPC service makes (the InferenceEngine with its InputRules, the
-// tensor codec for PNG/JPEG bytes), and every absl::Status becomes an HTTP status with a JSON error body.
+// HttpApi: the HTTP/JSON face of vae-server (TF Serving's REST shape) and its web page, mounted on the HttpServer
+// that the caller owns and runs (server/http_server.h: vae-server's --http_port, with its tokens, TLS, limits). No gRPC
+// types: a request's JSON becomes tensors here, then the same ServerCore calls the gRPC service makes (the
+// InferenceEngine with its InputRules, the tensor codec for PNG/JPEG bytes), and every absl::Status becomes an HTTP
+// status with a JSON error body.
 //
 //   POST /v1/models/{name}[/versions/{v} | /labels/{l}]:encode | :decode | :sample | :reconstruct
 //   GET  /v1/models                      the models, their versions and labels
@@ -10,7 +11,8 @@
 //   POST /v1/train                       starts a training job (the same TrainSpec and rules as gRPC's Train)
 //   GET  /                               the web page (server/web/index.html, embedded at build time)
 //
-// Errors: {"error": {"code": "INVALID_ARGUMENT", "message": "... names the field ..."}} with HttpStatusOf(code);
+// Errors: {"error": {"code": "INVALID_ARGUMENT", "message": "... names the field ..."}} with the HTTP status of the
+// code (HttpServer::HttpStatusOf: 400, 401, 403, 404, 409, 429, 503, ...);
 // a body that is not JSON 400, a POST without `Content-Type: application/json` 415, a body over the limit 413
 // (RESOURCE_EXHAUSTED, as gRPC answers an oversize message), no such route 404, a route without that method 405.
 //
@@ -26,12 +28,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace httplib {
-class Server;
-}  // namespace httplib
+#include "absl/strings/string_view.h"
 
 namespace vae::server {
 
+class HttpServer;
 class ServerCore;
 struct Snapshot;
 
@@ -51,26 +52,24 @@ inline constexpr char kDefaultModelName[] = "default";
 // exists.
 absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(const ServerCore& core, const ModelRef& ref);
 
-// The HTTP status for an absl/gRPC code: INVALID_ARGUMENT and OUT_OF_RANGE 400, UNAUTHENTICATED 401,
-// PERMISSION_DENIED 403, NOT_FOUND 404, FAILED_PRECONDITION, ABORTED and ALREADY_EXISTS 409, RESOURCE_EXHAUSTED 429,
-// CANCELLED 499, UNIMPLEMENTED 501, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, the rest 500.
-int HttpStatusOf(absl::StatusCode code);
-
-// {"error": {"code": "<absl code name>", "message": "<status message>"}}
-std::string ErrorBody(const absl::Status& status);
+// True for the request that starts a training job (POST /v1/train): it needs the full token, as gRPC's Train does;
+// every other route takes the read-only one too.
+bool StartsTraining(absl::string_view method, absl::string_view path);
 
 class HttpApi {
  public:
-  // Request bodies larger than this are refused with 413 (vae-server passes --max_message_mb, gRPC's limit).
-  HttpApi(ServerCore* core, int64_t max_body_bytes);
+  // `max_body_bytes`, set by `body_limit_flag`: the HTTP server's body limit, named in its 413 answers.
+  HttpApi(ServerCore* core, int64_t max_body_bytes, std::string body_limit_flag);
 
-  // Registers every route above on `server`, sets its payload limit to max_body_bytes and its error handler (which
-  // gives the JSON error body to httplib's own 4xx answers: no route, body too large, unparseable request).
-  void Mount(httplib::Server* server) const;
+  // Registers every route above on `server` (through HttpServer::Handle, so they count as in flight, and the token
+  // and draining checks apply) and its error handler, which gives httplib's own 4xx answers (no route, body too large,
+  // unparseable request) the JSON error body. The handlers hold `core`, not this object. Before server->Start().
+  void Mount(HttpServer* server) const;
 
  private:
   ServerCore* const core_;
   const int64_t max_body_bytes_;
+  const std::string body_limit_flag_;
 };
 
 }  // namespace vae::server

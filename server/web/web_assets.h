@@ -7,7 +7,7 @@
 
 namespace vae::server::web {
 
-extern const char kIndexHtml[];  // index.html's bytes and a NUL
+extern const char kIndexHtml[];      // index.html's bytes and a NUL
 extern const size_t kIndexHtmlSize;  // the bytes, without the NUL
 
 }  // namespace vae::server::web

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """The HTTP/JSON API (server/http_api.h) over real HTTP, with Python's urllib and raw sockets.
 
-Run by CTest (server.http_api) with VAE_HTTP_TEST_SERVER: a ServerCore with the HTTP API on a plain httplib::Server
-(tests/server/http_test_server.cc), a fresh mnist model and the synthetic MNIST as its data_dir, on a free
-127.0.0.1 port, with a 1 MiB body limit (its argument, as --max_message_mb). One server for the whole class, stopped
-at the end. Every endpoint, both image encodings, the error mapping, a training job seen through GET /v1/train,
-and a client that stalls mid-request.
+Run by CTest (server.http_api) with VAE_HTTP_TEST_SERVER: a ServerCore with the HTTP API on vae-server's
+HttpServer (tests/server/http_test_server.cc), a fresh mnist model and the synthetic MNIST as its data_dir, on a free
+127.0.0.1 port, with a 1 MiB body limit (its argument). One server for the whole class, stopped at the end. Every
+endpoint, both image encodings, the error mapping, a training job seen through GET /v1/train, and clients that stall
+mid-request. Then VaeServerHttpTest: the real vae-server (VAE_SERVER_BINARY) with --http_port and tokens: the API is
+mounted on its HTTP port, and the tokens apply (read-only may infer, only the full token may train).
 """
 import base64
 import json
@@ -13,6 +14,7 @@ import math
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -220,7 +222,7 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(status, 413, body)
         error = json.loads(body)["error"]
         self.assertEqual(error["code"], "RESOURCE_EXHAUSTED")
-        self.assertIn("--max_message_mb", error["message"])
+        self.assertIn("over the limit of 1048576 bytes", error["message"])
         # A body just under the limit is read and parsed (and refused for what it says, not for its size).
         padding = " " * (BODY_LIMIT - 100)
         message = self.error(400, "INVALID_ARGUMENT", "POST", "/v1/models/default:sample",
@@ -302,6 +304,82 @@ class HttpApiTest(unittest.TestCase):
         self.error(404, "NOT_FOUND", "POST", f"/v1/models/default/versions/{before}:sample", {"count": 1})
         self.assertEqual(self.sample(1, 1, path=f"/v1/models/default/versions/{before + 2}")["model"]["version"],
                          before + 2)
+
+
+FULL_TOKEN = "http-full-token-8d1e"
+READONLY_TOKEN = "http-readonly-token-2b7a"
+
+
+class VaeServerHttpTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        files = {}
+        for name, token in [("full", FULL_TOKEN), ("readonly", READONLY_TOKEN)]:
+            files[name] = os.path.join(cls.tmp.name, name)
+            with open(files[name], "w") as f:
+                f.write(token + "\n")
+        with socket.socket() as s:  # a free port for HTTP (gRPC takes --port=0)
+            s.bind(("127.0.0.1", 0))
+            http_port = s.getsockname()[1]
+        cls.log = open(os.path.join(cls.tmp.name, "server.log"), "w+")
+        cls.server = subprocess.Popen(
+            [os.environ["VAE_SERVER_BINARY"], "--host=127.0.0.1", "--port=0", f"--http_port={http_port}",
+             "--threads=1", "--model_dir=" + os.path.join(cls.tmp.name, "model"), "--data_dir=" + cls.tmp.name,
+             "--auth_token_file=" + files["full"], "--auth_readonly_token_file=" + files["readonly"]],
+            stdout=subprocess.PIPE, stderr=cls.log, text=True)
+        line = cls.server.stdout.readline()
+        if not line.startswith("vae-server listening on "):
+            cls.server.kill()
+            cls.log.seek(0)
+            raise RuntimeError(f"vae-server did not start: {line!r}\n{cls.log.read()[-3000:]}")
+        cls.base = f"http://127.0.0.1:{http_port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(timeout=60)
+        cls.log.close()
+        cls.tmp.cleanup()
+
+    def call(self, method, path, body=None, token=None):
+        request = urllib.request.Request(self.base + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def test_the_api_needs_a_token_and_training_the_full_one(self):
+        status, body = self.call("GET", "/v1/models")
+        self.assertEqual(status, 401, body)
+        self.assertEqual(json.loads(body)["error"]["code"], "UNAUTHENTICATED")
+        status, body = self.call("POST", "/v1/models/default:sample", {"count": 1}, token="wrong")
+        self.assertEqual(status, 401, body)
+        for token in (READONLY_TOKEN, FULL_TOKEN):
+            status, body = self.call("POST", "/v1/models/default:sample", {"count": 2, "seed": 1, "format": "png"},
+                                     token=token)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(len(json.loads(body)["png"]), 2)
+        status, body = self.call("POST", "/v1/train", {"dataset": "mnist"}, token=READONLY_TOKEN)
+        self.assertEqual(status, 403, body)
+        self.assertEqual(json.loads(body)["error"]["code"], "PERMISSION_DENIED")
+        # The full token gets past authentication: the data_dir here has no mnist, so the answer is NOT_FOUND.
+        status, body = self.call("POST", "/v1/train", {"dataset": "mnist"}, token=FULL_TOKEN)
+        self.assertEqual(status, 404, body)
+        self.assertIn("mnist", json.loads(body)["error"]["message"])
+
+    def test_the_page_is_open_its_api_calls_are_not(self):
+        status, body = self.call("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"<html", body)
+        status, _ = self.call("GET", "/v1/train")
+        self.assertEqual(status, 401)
 
 
 def flatten(nested):
