@@ -5,7 +5,8 @@ Run by CTest (server.browser, label `browser`) with VAE_HTTP_TEST_SERVER (tests/
 HTTP API of a ServerCore on a free 127.0.0.1 port) and VAE_SCREENSHOT (where to save the screenshot). Chromium loads
 the page with a virtual-time budget (time advances only while nothing is loading, so the page's API calls finish
 first) and dumps the DOM after its scripts ran; the test checks there that the model list is filled, the sample grid
-holds 64 decoded PNG images, the traversal grid holds 49, and the page marked itself ready. Then it saves a screenshot.
+holds 64 decoded PNG images, the traversal grid holds 49, the reconstruction shows its NLL and KL, and the page
+marked itself ready. Then it saves a screenshot.
 Skipped, saying so, where chromium is not installed.
 """
 import html.parser
@@ -28,7 +29,7 @@ class Dom(html.parser.HTMLParser):
         self.models = []
         self.images = {"samples": [], "traversal": []}
         self.body = {}
-        self._in_option = False
+        self.text = {}  # id -> text, for the reconstruction's numbers
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -42,6 +43,10 @@ class Dom(html.parser.HTMLParser):
         if tag == "option" and "models" in self.stack:
             self.models.append(attrs.get("value"))
         self.stack.append(attrs.get("id", ""))
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] in ("recon-nll", "recon-kl"):
+            self.text[self.stack[-1]] = self.text.get(self.stack[-1], "") + data
 
     def handle_endtag(self, tag):
         if tag != "img" and self.stack:
@@ -88,6 +93,11 @@ class BrowserTest(unittest.TestCase):
         for src in dom.images["samples"] + dom.images["traversal"]:
             self.assertTrue(src.startswith("data:image/png;base64,iVBORw0KGgo"), src[:60])  # PNG's signature
         self.assertGreater(len(set(dom.images["samples"])), 1)  # different samples, not one image 64 times
+        # The first sample's reconstruction terms, in nats: a Bernoulli NLL over 784 pixels and a KL, both > 0.
+        for field in ("recon-nll", "recon-kl"):
+            value, unit = dom.text[field].split()
+            self.assertEqual(unit, "nats")
+            self.assertGreater(float(value), 0, field)
 
     def test_screenshot(self):
         path = os.environ.get("VAE_SCREENSHOT") or os.path.join(self.profile.name, "page.png")
