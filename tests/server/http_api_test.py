@@ -199,6 +199,8 @@ class HttpApiTest(unittest.TestCase):
             ({"images": [{"b64": "!!!"}]}, "encode", "images[0].b64 is not valid base64"),
             ({"images": [{"b64": base64.b64encode(b"GIF89a....").decode()}]}, "encode", "images[0] is not a PNG or JPEG"),
             ({"images": []}, "encode", "images is an empty list"),
+            # The message quotes the first 40 bytes of images[1], cutting an "é" in two: still a 400 with a JSON body.
+            ({"images": [{"b64": DIGIT_JPEG}, "é" * 30]}, "encode", "images[1] is"),
             ({}, "encode", "images is missing"),
             ({"z": [[0.0] * 19]}, "decode", "z.shape [1,19]"),
             ({"z": [[0.0] * 20], "format": "gif"}, "decode", "format"),
