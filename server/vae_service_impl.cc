@@ -344,8 +344,8 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   // mu and sigma: 2 x J float32 per image, no image.
-  if (auto status = core_->inference().rules().CheckOutputSize("encode", model->options, Rows(*images),
-                                                               kImageFormatPng, 8 * model->options.latent_dim);
+  if (auto status = core_->inference().rules().CheckOutputSize("encode", model->options, Rows(*images), kImageFormatPng,
+                                                               8 * model->options.latent_dim);
       !status.ok()) {
     return finish(status);
   }
@@ -387,7 +387,7 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
   VAE_RETURN_IF_ERROR(InputRules::CheckImageFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
   VAE_RETURN_IF_ERROR(core_->inference().rules().CheckOutputSize("sample", model->options, request.count(),
-                                                                  request.format(), 4 * model->options.latent_dim));
+                                                                 request.format(), 4 * model->options.latent_dim));
   std::optional<uint64_t> seed;
   if (request.has_seed()) seed = request.seed();
   const double temperature = InputRules::TemperatureOrDefault(request.temperature());
