@@ -17,6 +17,11 @@
 //       this client's own), which says where a round trip's time goes. --clients and --batches pick the grid (e.g.
 //       --batches=1 for a model whose 256-image requests would not fit in memory).
 //
+//   vae-bench grpc_ab --server=A --server_b=B [--ratio_rounds=5] --json
+//       Two running servers side by side (same model, different flags; bench/metrics-cost.sh starts them with
+//       --metrics on and off): Encode b=1 p50 and C=32 b=1 calls/s of each in interleaved rounds, and the medians of
+//       the per-round B/A ratios.
+//
 //   vae-bench loopback --latency_calls=20000 --json
 //       The kernel's floor under any RPC on this machine: round trips of a 64-byte message between two threads over
 //       a 127.0.0.1 TCP connection, each blocked in read() until the other writes, with the threads free to run on
@@ -83,6 +88,8 @@ ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"1", "8",
           "grpc: concurrent client counts of the throughput grid");
 ABSL_FLAG(int64_t, ratio_rounds, 5,
           "grpc: rounds of back-to-back measurements behind each ratio (c32_b1_encode_vs_info, c8_b256_vs_inproc)");
+ABSL_FLAG(std::string, server_b, "",
+          "grpc_ab: the second vae-server, measured against --server in interleaved rounds (e.g. --metrics=false)");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "256"}),
           "grpc: images per Encode request of the throughput grid");
 
@@ -439,6 +446,85 @@ int RunGrpc() {
   return 0;
 }
 
+// Two servers, A (--server) and B (--server_b), with the same model and different flags: Encode b=1 p50 latency and
+// C=32 b=1 throughput of each, measured in --ratio_rounds interleaved rounds (A then B, then B then A, ...) so that
+// the host's drift falls on both sides; prints each round's B/A ratios and their medians.
+int RunGrpcAB() {
+  const std::string a_target = absl::GetFlag(FLAGS_server), b_target = absl::GetFlag(FLAGS_server_b);
+  if (b_target.empty()) return Fail(absl::InvalidArgumentError("grpc_ab needs --server_b"));
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  const int64_t n = absl::GetFlag(FLAGS_latency_calls);
+  const int64_t rounds = std::max<int64_t>(1, absl::GetFlag(FLAGS_ratio_rounds));
+  auto a_stub = vae::v1::VaeService::NewStub(NewChannel(a_target));
+  auto b_stub = vae::v1::VaeService::NewStub(NewChannel(b_target));
+  vae::v1::ModelInfo info;
+  for (auto* stub : {a_stub.get(), b_stub.get()}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status s = stub->GetModelInfo(&ctx, vae::v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return Fail(absl::UnavailableError(absl::StrCat("cannot reach a vae-server: ", s.error_message())));
+  }
+  auto options = vae::OptionsFromJson(info.options_json());
+  if (!options.ok()) return Fail(options.status());
+  const auto req = MakeEncodeRequest(*options, 1);
+  auto encode = [&req](vae::v1::VaeService::Stub& s) {
+    grpc::ClientContext ctx;
+    vae::v1::EncodeResponse resp;
+    return s.Encode(&ctx, req, &resp).ok();
+  };
+  auto p50 = [&](vae::v1::VaeService::Stub& stub) {
+    std::vector<double> us;
+    us.reserve(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto t = Clock::now();
+      if (!encode(stub)) return -1.0;
+      us.push_back(SecondsSince(t) * 1e6);
+    }
+    return Percentile(us, 0.5);
+  };
+  for (int i = 0; i < 200; ++i) encode(*a_stub), encode(*b_stub);
+  nlohmann::json out = {{"mode", "grpc_ab"}, {"server", a_target}, {"server_b", b_target}, {"preset", options->preset}};
+  std::vector<double> p50_ratio, tput_ratio, a_p50, b_p50, a_tput, b_tput;
+  for (int64_t r = 0; r < rounds; ++r) {
+    double ap = 0, bp = 0, at = 0, bt = 0;
+    auto measure_a = [&] {
+      ap = p50(*a_stub);
+      at = ClosedLoop(a_target, 32, seconds, encode);
+    };
+    auto measure_b = [&] {
+      bp = p50(*b_stub);
+      bt = ClosedLoop(b_target, 32, seconds, encode);
+    };
+    if (r % 2 == 0) {
+      measure_a();
+      measure_b();
+    } else {
+      measure_b();
+      measure_a();
+    }
+    if (ap <= 0 || bp <= 0) return Fail(absl::InternalError("an Encode failed"));
+    a_p50.push_back(ap), b_p50.push_back(bp), a_tput.push_back(at), b_tput.push_back(bt);
+    p50_ratio.push_back(bp / ap);
+    tput_ratio.push_back(bt / at);
+    std::fprintf(
+        stderr,
+        "round %lld: encode b=1 p50 A %.1f us, B %.1f us (B/A %.3f); C=32 b=1 A %.0f, B %.0f calls/s (B/A %.3f)\n",
+        static_cast<long long>(r + 1), ap, bp, bp / ap, at, bt, bt / at);
+  }
+  out["encode_b1_p50_us_a"] = Median(a_p50);
+  out["encode_b1_p50_us_b"] = Median(b_p50);
+  out["encode_c32_b1_calls_per_sec_a"] = Median(a_tput);
+  out["encode_c32_b1_calls_per_sec_b"] = Median(b_tput);
+  out["p50_b_over_a"] = Median(p50_ratio);
+  out["p50_b_over_a_rounds"] = p50_ratio;
+  out["c32_b1_b_over_a"] = Median(tput_ratio);
+  out["c32_b1_b_over_a_rounds"] = tput_ratio;
+  std::fprintf(stderr, "median B/A: encode b=1 p50 %.3f, C=32 b=1 throughput %.3f\n", Median(p50_ratio),
+               Median(tput_ratio));
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
 // Pins the calling thread to `cpu` (>= 0); returns false when the kernel refuses.
 bool PinThisThread(int cpu) {
   cpu_set_t set;
@@ -533,7 +619,8 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage(
+      "vae-bench MODE [--flags]; MODE is train, infer, grpc, grpc_ab or loopback. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
@@ -543,6 +630,7 @@ int main(int argc, char** argv) {
   if (mode == "train") return RunTrain();
   if (mode == "infer") return RunInfer();
   if (mode == "grpc") return RunGrpc();
+  if (mode == "grpc_ab") return RunGrpcAB();
   if (mode == "loopback") return RunLoopback();
   std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc or loopback)\n";
   return 2;

@@ -7,6 +7,9 @@
 #   3. makes debian:bookworm-slim from the Debian mirror with mmdebstrap | docker import (once per data-root)
 #   4. builds the image (BuildKit, --network host); `docker-compose up -d`; waits for the healthcheck
 #   5. with the host's vae-client against the published port: trains 1 epoch of MNIST and samples a PNG grid
+#   5b. the HTTP port (published on 127.0.0.1): /healthz, /readyz, /metrics counting that Train; then the
+#      `monitoring` profile (Debian's Prometheus, docker/prometheus.Dockerfile): its HTTP API must report
+#      vae-server's Train counter as 1
 #   6. restarts the container: the model trained in 5 must still be served (named volume), bit for bit
 #   7. runs the one-shot client service (profile `client`): trains 1 epoch, writes samples.png to a bind mount
 #   8. stops the server (SIGTERM: it must exit 0); `docker-compose down -v`; stops dockerd by PID and unmounts
@@ -18,6 +21,7 @@
 #   BUILD_DIR          host build tree holding client/vae-client        default build/ (without it: the image's client)
 #   DATA_DIR           datasets, mounted read-only into the container   default data/
 #   VAE_PORT           host port to publish on 127.0.0.1                 default: a free one
+#   VAE_HTTP_PORT, VAE_PROMETHEUS_PORT   the HTTP port's and Prometheus' host ports     default: free ones
 #   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR   where mmdebstrap gets the base image from; default: the URIs this
 #                      host's apt already uses for bookworm and bookworm-security (or for the host's own codename:
 #                      one mirror serves every release), read from /etc/apt/sources.list, sources.list.d/*.list and
@@ -173,7 +177,7 @@ cleanup() {
       fi
       log "docker-compose down -v"
       timeout 120 docker-compose --ansi never -p "${PROJECT}" -f "${COMPOSE_FILE}" --profile client \
-        down -v --remove-orphans --timeout 20 >/dev/null 2>&1
+        --profile monitoring down -v --remove-orphans --timeout 20 >/dev/null 2>&1
     fi
     # Keep the data-root bounded: drop untagged images and build cache beyond the limit (least recently used first).
     timeout 120 "${DOCKER}" image prune -f >/dev/null 2>&1
@@ -201,7 +205,7 @@ trap 'exit 143' TERM
 # --- 1. packages and data ---------------------------------------------------------------------------------------
 phase "packages and data"
 missing=()
-for p in docker.io docker-compose mmdebstrap python3; do
+for p in docker.io docker-compose mmdebstrap python3 curl; do
   dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -296,9 +300,11 @@ set -e
 [ "${build_rc}" -eq 0 ] || die "docker build failed with status ${build_rc} (log above)"
 log "image ${IMAGE}: $("${DOCKER}" image inspect -f '{{.Size}}' "${IMAGE}" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 
-if [ -z "${VAE_PORT:-}" ]; then
-  VAE_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-fi
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+VAE_PORT="${VAE_PORT:-$(free_port)}"
+VAE_HTTP_PORT="${VAE_HTTP_PORT:-$(free_port)}"
+VAE_PROMETHEUS_PORT="${VAE_PROMETHEUS_PORT:-$(free_port)}"
+export VAE_HTTP_PORT VAE_PROMETHEUS_PORT VAE_PROMETHEUS_IMAGE=vae-prometheus:latest
 export VAE_PORT VAE_IMAGE="${IMAGE}" VAE_DATA_DIR="${DATA_DIR}" VAE_OUT_DIR="${WORK}/compose-out"
 export VAE_UID="${IMAGE_UID}" VAE_GID="${IMAGE_UID}" VAE_EPOCHS=1
 mkdir -p "${WORK}/out" "${VAE_OUT_DIR}"
@@ -405,6 +411,37 @@ if ! { [ "${epochs}" -ge 1 ] && [ "${steps}" -gt 0 ]; }; then
 fi
 log "served after training: epochs_trained=${epochs} global_step=${steps}"
 
+# --- 5b. the HTTP port and the monitoring profile -----------------------------------------------------------------
+phase "HTTP port, Prometheus"
+published_http="$("${DOCKER}" port "${CID}" 8080/tcp)"
+[ "${published_http}" = "127.0.0.1:${VAE_HTTP_PORT}" ] ||
+  die "port 8080 is published on '${published_http}', expected 127.0.0.1:${VAE_HTTP_PORT}"
+http="http://127.0.0.1:${VAE_HTTP_PORT}"
+[ "$(curl -fsS "${http}/healthz")" = ok ] || die "GET /healthz did not answer ok"
+[ "$(curl -fsS "${http}/readyz")" = ready ] || die "GET /readyz did not answer ready"
+curl -fsS "${http}/metrics" >"${WORK}/metrics.txt" || die "GET /metrics failed"
+# The one Train call of step 5, counted once.
+grep -qx 'vae_grpc_requests_total{method="Train",code="OK"} 1' "${WORK}/metrics.txt" ||
+  die "/metrics does not count the Train call: $(grep vae_grpc_requests_total "${WORK}/metrics.txt")"
+log "/healthz ok, /readyz ready, /metrics: $(grep -c '^vae_' "${WORK}/metrics.txt") vae_ samples"
+timeout 1200 "${DOCKER}" build --network host --progress=plain -f "${ROOT}/docker/prometheus.Dockerfile" \
+  -t "${VAE_PROMETHEUS_IMAGE}" "${ROOT}/docker" >"${WORK}/prometheus-build.log" 2>&1 ||
+  { tail -n 30 "${WORK}/prometheus-build.log"; die "docker build of the Prometheus image failed"; }
+dc --profile monitoring up -d --no-build prometheus
+# Prometheus scrapes every 5 s: ask its HTTP API until vae-server's Train counter is there.
+query='vae_grpc_requests_total{job="vae-server",method="Train",code="OK"}'
+value=""
+for ((i = 0; i < 120; i++)); do
+  value="$(curl -fsS --get --data-urlencode "query=${query}" \
+      "http://127.0.0.1:${VAE_PROMETHEUS_PORT}/api/v1/query" 2>/dev/null |
+    python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' \
+      2>/dev/null || true)"
+  [ "${value}" = 1 ] && break
+  sleep 1
+done
+[ "${value}" = 1 ] || die "Prometheus' /api/v1/query?query=${query} gave '${value}' after ${i} s, expected 1"
+log "Prometheus (127.0.0.1:${VAE_PROMETHEUS_PORT}) reports ${query} = ${value} after ${i} s"
+
 # --- 6. restart: the trained model comes back from the named volume ---------------------------------------------
 phase "restart, model persisted"
 dc restart vae-server
@@ -434,7 +471,7 @@ dc stop --timeout 30 vae-server
 code="$("${DOCKER}" inspect -f '{{.State.ExitCode}}' "${CID}")"
 [ "${code}" = 0 ] || die "vae-server exited with status ${code} on SIGTERM, expected 0 (graceful shutdown)"
 "${DOCKER}" logs --tail 1 "${CID}" 2>&1
-dc --profile client down -v --remove-orphans --timeout 20
+dc --profile client --profile monitoring down -v --remove-orphans --timeout 20
 COMPOSE_UP=0
 if "${DOCKER}" volume ls -q | grep -q "^${PROJECT}_"; then die "down -v left volumes: $("${DOCKER}" volume ls -q)"; fi
 phase "stop dockerd, clean up"

@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <glog/logging.h>
+#include <sys/socket.h>
 
 #include <condition_variable>
 #include <deque>
@@ -106,6 +107,12 @@ HttpServer::HttpServer(Options options, Authorize authorize, Ready ready, Exposi
   server_->set_write_timeout(ToMicros(options_.write_timeout));
   server_->set_keep_alive_timeout(std::max<time_t>(1, absl::ToInt64Seconds(options_.keep_alive)));
   server_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+  // httplib's default also sets SO_REUSEPORT, with which a second server binds the same port without an error and the
+  // kernel splits the connections between the two. SO_REUSEADDR only: a port in use is an error, as for gRPC.
+  server_->set_socket_options([](socket_t sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   server_->set_pre_routing_handler(
       [this](const httplib::Request& req, httplib::Response& res) { return Admit(req, res); });
   server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

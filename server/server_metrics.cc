@@ -138,11 +138,7 @@ ServerMetrics::ServerMetrics(ServerCore* core, Options options)
                 {"version", "git_commit", "torch_version", "grpc_version"})
       .WithLabels({VAE_VERSION, VAE_GIT_COMMIT, TORCH_VERSION, options_.grpc_version})
       .Set(1);
-  for (const std::string& method : options_.methods) {
-    auto series = std::make_unique<MethodSeries>();
-    series->latency = &latency_.WithLabels({method});
-    methods_.emplace(method, std::move(series));
-  }
+  for (const std::string& method : options_.methods) methods_.emplace(method, std::make_unique<MethodSeries>());
   registry_.AddCollector([this] { Collect(); });
 }
 
@@ -161,6 +157,16 @@ metrics::Counter& ServerMetrics::RequestsFor(MethodSeries* series, absl::string_
   return *counter;
 }
 
+metrics::Histogram& ServerMetrics::LatencyFor(MethodSeries* series, absl::string_view method) {
+  if (series == nullptr) return latency_.WithLabels({std::string(method)});
+  metrics::Histogram* histogram = series->latency.load(std::memory_order_acquire);
+  if (histogram == nullptr) {
+    histogram = &latency_.WithLabels({std::string(method)});
+    series->latency.store(histogram, std::memory_order_release);
+  }
+  return *histogram;
+}
+
 void ServerMetrics::CallFinished(const Call& call) {
   const absl::string_view model = call.model.empty() ? absl::string_view(options_.default_model) : call.model;
   if (options_.count_calls) {
@@ -170,7 +176,7 @@ void ServerMetrics::CallFinished(const Call& call) {
     const int code = static_cast<int>(call.code);
     RequestsFor(series, call.method, code >= 0 && code < kCodes ? code : 2).Increment();
     const double seconds = absl::ToDoubleSeconds(call.latency);
-    (series != nullptr ? *series->latency : latency_.WithLabels({std::string(call.method)})).Observe(seconds);
+    LatencyFor(series, call.method).Observe(seconds);
     if (call.code == absl::StatusCode::kOk && call.version > 0) {
       model_requests_.WithLabels({std::string(model), absl::StrCat(call.version)}).Increment();
     }

@@ -55,8 +55,9 @@ class ServerMetrics {
 
   ServerMetrics(ServerCore* core, Options options);
 
-  // Latency histogram bounds, seconds: 50 us to ~52 s by factors of 2 (Encode b=1 takes ~0.1-0.2 ms here).
-  static std::vector<double> LatencyBuckets() { return metrics::ExponentialBuckets(50e-6, 2, 21); }
+  // Latency histogram bounds, seconds: 50 us to ~6.6 s by factors of 2 (Encode b=1 takes ~0.1-0.2 ms here; a Train
+  // call lasts its job and lands in +Inf).
+  static std::vector<double> LatencyBuckets() { return metrics::ExponentialBuckets(50e-6, 2, 18); }
 
   void CallStarted();
   void CallFinished(const Call& call);
@@ -64,6 +65,8 @@ class ServerMetrics {
   void OnTrainEvent(const TrainingJob& job, const TrainEvent* event, const absl::Status& outcome);
 
   bool counting() const { return options_.count_calls; }
+  // True when calls are logged: only then do they need a request id, a peer and the echo.
+  bool logging() const { return options_.log.has_value(); }
   // The /metrics body.
   std::string Exposition() const { return registry_.Exposition(); }
   metrics::Registry& registry() { return registry_; }
@@ -71,11 +74,13 @@ class ServerMetrics {
  private:
   static constexpr int kCodes = 17;  // absl/gRPC status codes 0..16
   struct MethodSeries {
+    // Created on first use, so that /metrics lists only what was called.
     std::array<std::atomic<metrics::Counter*>, kCodes> by_code{};
-    metrics::Histogram* latency = nullptr;
+    std::atomic<metrics::Histogram*> latency{nullptr};
   };
   void Collect();
   metrics::Counter& RequestsFor(MethodSeries* series, absl::string_view method, int code);
+  metrics::Histogram& LatencyFor(MethodSeries* series, absl::string_view method);
 
   ServerCore* const core_;
   const Options options_;

@@ -180,6 +180,7 @@ void VaeServiceImpl::Report(grpc::ServerContextBase* context, const char* method
           response->version().version() > 0 ? response->version().version() : response->version().generation();
     }
   }
+  if (!metrics_->logging()) return metrics_->CallFinished(call);
   // The caller's request id, or a new one; either way echoed in the response's initial metadata.
   std::string request_id;
   const auto& metadata = context->client_metadata();

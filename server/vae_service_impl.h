@@ -60,7 +60,7 @@ class VaeServiceImpl final : public VaeServiceBase {
 
   // Calls are authenticated with core->options()' auth tokens (server/auth.h; none: every call is admitted).
   // `metrics` (not owned; null: none) gets every finished call, refused ones too, for /metrics and the request log;
-  // then each call's x-request-id metadata (or a new id) is echoed in its initial metadata.
+  // when it logs, each call's x-request-id metadata (or a new id) is echoed in its initial metadata.
   explicit VaeServiceImpl(ServerCore* core, ServerMetrics* metrics = nullptr);
 
   // Calls admitted and not finished yet (VaeServer's shutdown waits for 0). Refused calls do not count.
