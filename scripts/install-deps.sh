@@ -13,7 +13,7 @@ PACKAGES=(
   libopencv-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
-  libcpp-httplib-dev
+  libcpp-httplib-dev chromium
   prometheus python3-prometheus-client
   libblas-dev libopenblas0-openmp
   dataset-fashion-mnist

@@ -199,7 +199,7 @@ httplib::Server::HandlerResponse HttpServer::Admit(const httplib::Request& req, 
     const bool has = req.has_header("Authorization");
     const std::string value = has ? req.get_header_value("Authorization") : std::string();
     const absl::string_view view(value);
-    if (absl::Status status = authorize_(has ? &view : nullptr); !status.ok()) {
+    if (absl::Status status = authorize_(has ? &view : nullptr, req); !status.ok()) {
       if (status.code() == absl::StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
       SetError(status, res);
       return HandlerResponse::Handled;
@@ -278,7 +278,8 @@ void HttpServer::SetError(const absl::Status& status, httplib::Response& res) {
   res.status = HttpStatusOf(status.code());
   nlohmann::json body = {
       {"error", {{"code", absl::StatusCodeToString(status.code())}, {"message", std::string(status.message())}}}};
-  res.set_content(body.dump() + "\n", "application/json");
+  // A message may quote a cut-off piece of the request: invalid UTF-8 is replaced, never thrown over.
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
 }
 
 }  // namespace vae::server

@@ -10,9 +10,10 @@
 // before they are read. TLS with the gRPC port's certificate and key (and, with a client CA, client certificates).
 //
 // Authentication (`authorize` set): every request but the open paths (kOpenPaths: probes and metrics, which carry no
-// secret and must work for Kubernetes and Prometheus without one) needs "Authorization: Bearer <token>"; without a
-// valid one it gets 401 and a JSON error body, before its route runs. Those requests also get an X-Request-Id response
-// header: the request's own (up to 128 bytes) or a new one.
+// secret and must work for Kubernetes and Prometheus without one; the web page, static HTML whose API calls carry the
+// token typed into it) needs "Authorization: Bearer <token>"; without a valid one it gets 401 and a JSON error body,
+// before its route runs. Those requests also get an X-Request-Id response header: the request's own (up to 128
+// bytes) or a new one.
 //
 // Lifetime and threads: construct, Handle() routes, Start() (binds, serves on its own threads), StartDraining()
 // (readyz 503, every route but the open ones 503), Stop() (waits for requests in flight, then closes). Handle and
@@ -43,7 +44,7 @@ class Registry;
 class HttpServer {
  public:
   // Paths open without a token.
-  static constexpr const char* kOpenPaths[] = {"/healthz", "/readyz", "/metrics"};
+  static constexpr const char* kOpenPaths[] = {"/healthz", "/readyz", "/metrics", "/"};
 
   struct Options {
     std::string host = "127.0.0.1";
@@ -60,8 +61,10 @@ class HttpServer {
     std::string tls_client_ca_file;
   };
 
-  // OK, or UNAUTHENTICATED / PERMISSION_DENIED for the "Authorization" header's value (nullptr: none sent).
-  using Authorize = std::function<absl::Status(const absl::string_view* authorization)>;
+  // OK, or UNAUTHENTICATED / PERMISSION_DENIED for the "Authorization" header's value (nullptr: none sent) on
+  // `request` (its method and path tell what access it needs: POST /v1/train the full token).
+  using Authorize =
+      std::function<absl::Status(const absl::string_view* authorization, const httplib::Request& request)>;
   // True when the server is ready to serve (a model loaded and warmed up, not draining).
   using Ready = std::function<bool()>;
   // The /metrics body (Prometheus text format 0.0.4).

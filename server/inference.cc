@@ -211,6 +211,12 @@ absl::Status InputRules::CheckResponseSize(const char* op, int64_t n, int64_t by
                             n * bytes_per_item);
 }
 
+absl::Status InputRules::CheckOutputSize(const char* op, const VaeOptions& model, int64_t n, int format,
+                                         int64_t other_bytes) const {
+  if (n < 1 || n > max_batch_) return absl::OkStatus();
+  return CheckResponseSize(op, n, (WantsTensor(format) ? model.input_dim() * 4 : 0) + other_bytes);
+}
+
 InferenceEngine::InferenceEngine(InputRules rules, int intra_op_threads, BatchingOptions batching)
     : rules_(std::move(rules)),
       intra_op_threads_(intra_op_threads < 1 ? 1 : intra_op_threads),

@@ -33,8 +33,12 @@
 
 namespace vae::server {
 
-// The largest vae.v1.ImageFormat value: formats are 0 (unspecified = tensor) to this (the service static_asserts it).
-inline constexpr int kMaxImageFormat = 3;
+// vae.v1.ImageFormat's values, which every transport's `format` field uses: 0 (unspecified) means kImageFormatTensor.
+// The gRPC service static_asserts that they match the enum.
+inline constexpr int kImageFormatTensor = 1;
+inline constexpr int kImageFormatPng = 2;
+inline constexpr int kImageFormatTensorAndPng = 3;
+inline constexpr int kMaxImageFormat = kImageFormatTensorAndPng;  // the largest: formats are 0 to this
 
 // InputRules: every rule a request's input must meet, in one place. The InferenceEngine owns one (built from
 // ServerOptions, where every default and bound is); the tensor codec (server/tensor_codec.h) is handed it for the
@@ -72,6 +76,17 @@ class InputRules {
   static absl::Status CheckImageFormat(int format);
   absl::Status CheckResponseSize(const char* op, int64_t n, int64_t bytes_per_item) const;
   absl::Status CheckResponseBytes(const std::string& what, int64_t bytes) const;
+
+  // What a (checked) `format` asks the response to carry: the float32 image tensor, one PNG per image.
+  static bool WantsTensor(int format) { return format != kImageFormatPng; }
+  static bool WantsPng(int format) { return format == kImageFormatPng || format == kImageFormatTensorAndPng; }
+  // Before the work: a response of `op` with `n` rows, each `model`'s image as `format` asks (its float32 tensor;
+  // PNGs are checked once encoded, by CheckResponseBytes) plus `other_bytes` of other tensors (z, mu/sigma, ...).
+  // Row counts the engine refuses anyway (n < 1 or over max_batch) pass here, left to its clearer message.
+  absl::Status CheckOutputSize(const char* op, const VaeOptions& model, int64_t n, int format,
+                               int64_t other_bytes) const;
+  // Sample's temperature as the request gives it: 0 (unset) means 1.
+  static double TemperatureOrDefault(double temperature) { return temperature == 0.0 ? 1.0 : temperature; }
 
  private:
   absl::Status CheckBatch(int64_t n, const char* op, const char* field) const;

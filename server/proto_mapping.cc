@@ -89,4 +89,14 @@ void ToProto(const Snapshot& snapshot, v1::ModelInfo* out) {
   out->set_train_json(snapshot.train_json);
 }
 
+void ToProto(const ServerCore& core, const Snapshot& snapshot, v1::ModelInfo* out) {
+  ToProto(snapshot, out);
+  if (const auto job = core.training().Running()) {
+    out->set_training(true);
+    out->set_training_job_id(job->id());
+  }
+  for (const auto& name : PresetNames()) out->add_presets(name);
+  out->set_max_batch(static_cast<int32_t>(core.inference().max_batch()));
+}
+
 }  // namespace vae::server

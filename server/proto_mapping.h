@@ -6,6 +6,7 @@
 
 #include "model/trainer.h"
 #include "server/model_slot.h"
+#include "server/server_core.h"
 #include "server/training_job.h"
 #include "vae/v1/vae_service.pb.h"
 
@@ -22,6 +23,9 @@ void ToProto(const TrainEvent& event, v1::TrainProgress* out);
 // What the snapshot knows of itself: options, parameter count, version, metrics, device, checkpoint and train_json.
 // The server-wide fields (training, training_job_id, presets, max_batch) are the caller's.
 void ToProto(const Snapshot& snapshot, v1::ModelInfo* out);
+// The whole ModelInfo of `snapshot` served by `core`: the above plus the server-wide fields (GetModelInfo, and the
+// HTTP API's GET /v1/models/{name}).
+void ToProto(const ServerCore& core, const Snapshot& snapshot, v1::ModelInfo* out);
 
 }  // namespace vae::server
 

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "server/auth.h"
+#include "server/http_api.h"
 #include "server/request_log.h"
 #include "server/server_core.h"
 #include "server/server_metrics.h"
@@ -89,13 +90,16 @@ VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
         metrics->OnTrainEvent(job, event, outcome);
       });
   if (options_.http_port > 0) {
-    // The same tokens as gRPC; any valid one (full or read-only) may use the HTTP routes.
+    // The same tokens as gRPC; any valid one (full or read-only) may use the HTTP routes, but starting a training
+    // job (POST /v1/train) needs the full one, as Train does.
     HttpServer::Authorize authorize;
     if (!options_.auth_token.empty()) {
-      authorize =
-          [auth = Authenticator(options_.auth_token, options_.auth_readonly_token)](const absl::string_view* header) {
-            return auth.CheckHeader(header, "HTTP", Authenticator::Access::kRead);
-          };
+      authorize = [auth = Authenticator(options_.auth_token, options_.auth_readonly_token)](
+                      const absl::string_view* header, const httplib::Request& request) {
+        return auth.CheckHeader(header, "HTTP",
+                                StartsTraining(request.method, request.path) ? Authenticator::Access::kTrain
+                                                                             : Authenticator::Access::kRead);
+      };
     }
     HttpServer::Exposition exposition;
     if (options_.metrics) exposition = [metrics = metrics_.get()] { return metrics->Exposition(); };
@@ -109,6 +113,8 @@ VaeServer::VaeServer(ServerOptions options, std::unique_ptr<ServerCore> core)
                                      res.get_header_value("X-Request-Id"));
       });
     }
+    // The HTTP/JSON API and the web page (its handlers hold the core, which outlives the HTTP port).
+    HttpApi(core_.get(), int64_t{options_.http_max_body_mb} << 20, "--http_max_body_mb").Mount(http_.get());
   }
 }
 
@@ -195,10 +201,10 @@ absl::StatusOr<int> VaeServer::Start() {
                 : options_.auth_readonly_token.empty() ? ", bearer token required"
                                                        : ", bearer token required (full or read-only)");
   if (http_ != nullptr) {
-    // Routes of the HTTP API and the web page are registered on http_ here, before the port opens.
     auto http_port = http_->Start();
     if (!http_port.ok()) return http_port.status();
-    LOG(INFO) << "serving HTTP (/healthz /readyz /metrics) on " << JoinHostPort(options_.host, *http_port)
+    LOG(INFO) << "serving HTTP (/v1/models, /v1/train, the web page at /, /healthz /readyz /metrics) on "
+              << JoinHostPort(options_.host, *http_port)
               << (options_.tls_cert_file.empty() ? " (plaintext)" : " (TLS)");
   }
   return port_;

@@ -36,6 +36,7 @@ class ServerCore {
 
   const InferenceEngine& inference() const { return inference_; }
   TrainingManager& training() { return *training_; }
+  const TrainingManager& training() const { return *training_; }  // Running(), Latest()
   const ServerOptions& options() const { return options_; }
   const c10::Device& device() const { return device_; }
 

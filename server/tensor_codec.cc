@@ -71,8 +71,8 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const std::string& bytes, const std::
 
 // One encoded image -> uint8 [C, H, W] tensor (RGB order for C = 3).
 absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOptions& model, bool resize,
-                                       const InputRules& rules, int index) {
-  const std::string field = absl::StrCat("images.encoded[", index, "]");
+                                       const InputRules& rules, const EncodedImagesFields& fields, size_t index) {
+  const std::string field = absl::StrCat(fields.files, "[", index, "]");
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty; expected a PNG or JPEG file"));
   // The header is checked before OpenCV sees the bytes: it allocates the whole declared image before decoding, so a
   // small file declaring a huge size (a decompression bomb) would cost its full size in memory.
@@ -92,7 +92,7 @@ absl::StatusOr<at::Tensor> DecodeImage(const std::string& bytes, const VaeOption
       if (!resize) {
         return absl::InvalidArgumentError(absl::StrCat(field, " is ", image.cols, "x", image.rows,
                                                        " (WxH), the model expects ", model.width, "x", model.height,
-                                                       "; set images.resize to resize it"));
+                                                       "; set ", fields.resize, " to resize it"));
       }
       cv::Mat resized;
       cv::resize(image, resized, cv::Size(static_cast<int>(model.width), static_cast<int>(model.height)), 0, 0,
@@ -148,15 +148,22 @@ absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const Va
     if (tensor->scalar_type() == at::kByte) return tensor->to(at::kFloat).div_(255.0f);
     return tensor;
   }
-  if (absl::Status too_many = rules.CheckEncodedCount(batch.encoded_size()); !too_many.ok()) return too_many;
+  return ImagesFromEncoded(batch.encoded(), batch.resize(), model, rules, EncodedImagesFields{});
+}
+
+absl::StatusOr<at::Tensor> ImagesFromEncoded(const google::protobuf::RepeatedPtrField<std::string>& files, bool resize,
+                                             const VaeOptions& model, const InputRules& rules,
+                                             const EncodedImagesFields& fields) {
+  if (absl::Status too_many = rules.CheckEncodedCount(files.size()); !too_many.ok()) return too_many;
   if (model.channels != 1 && model.channels != 3) {
-    return absl::InvalidArgumentError(absl::StrCat("images.encoded: the model has ", model.channels,
-                                                   " channels; encoded images work for 1 or 3, send images.tensor"));
+    return absl::InvalidArgumentError(absl::StrCat(fields.files, ": the model has ", model.channels,
+                                                   " channels; encoded images work for 1 or 3, send ",
+                                                   fields.tensor_instead));
   }
   std::vector<at::Tensor> images;
-  images.reserve(batch.encoded_size());
-  for (int i = 0; i < batch.encoded_size(); ++i) {
-    auto image = DecodeImage(batch.encoded(i), model, batch.resize(), rules, i);
+  images.reserve(files.size());
+  for (int i = 0; i < files.size(); ++i) {
+    auto image = DecodeImage(files.Get(i), model, resize, rules, fields, i);
     if (!image.ok()) return image.status();
     images.push_back(std::move(*image));
   }

@@ -56,6 +56,21 @@ absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& bytes, const std:
 absl::StatusOr<at::Tensor> ImagesFromProto(const v1::ImageBatch& batch, const VaeOptions& model,
                                            const InputRules& rules);
 
+// How errors name the fields of encoded images: the list (an item is "<files>[i]"), the resize switch, and what to
+// send instead when the model's channels cannot be encoded. The defaults are vae.v1.ImageBatch's.
+struct EncodedImagesFields {
+  std::string files = "images.encoded";
+  std::string resize = "images.resize";
+  std::string tensor_instead = "images.tensor";
+};
+
+// The encoded branch of ImagesFromProto, for any transport (the HTTP API builds the list from base64 strings):
+// PNG/JPEG `files` -> float32 [N, C, H, W] in [0, 1] under `rules`, errors naming `fields`. N >= 1 is the caller's
+// check (an empty list is refused by the count rule only when over the limit).
+absl::StatusOr<at::Tensor> ImagesFromEncoded(const google::protobuf::RepeatedPtrField<std::string>& files, bool resize,
+                                             const VaeOptions& model, const InputRules& rules,
+                                             const EncodedImagesFields& fields);
+
 // One 8-bit PNG per image of `images` (float [N, C, H, W] in [0, 1]; C = 1 grayscale, 3 RGB or 4 RGBA).
 absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images);
 

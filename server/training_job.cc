@@ -69,9 +69,16 @@ std::string TrainingJob::Position() const {
   return position_;
 }
 
+TrainingJob::View TrainingJob::Observe() const {
+  absl::MutexLock lock(&mu_);
+  return View{{history_.begin(), history_.end()}, finished_, status_};
+}
+
 void TrainingJob::Push(TrainEvent event) {
   if (observer_) observer_(*this, &event, absl::OkStatus());
   absl::MutexLock lock(&mu_);
+  history_.push_back(event);
+  if (history_.size() > kHistory) history_.pop_front();
   const Progress& p = event.progress;
   position_ = absl::StrCat("epoch ", p.epoch, "/", p.epochs, ", step ", p.step_in_epoch, "/", p.steps_per_epoch);
   if (p.kind == Progress::Kind::kStep && !events_.empty() && events_.back().progress.kind == Progress::Kind::kStep) {
@@ -186,6 +193,11 @@ std::shared_ptr<TrainingJob> TrainingManager::Running() const {
   return job_;
 }
 
+std::shared_ptr<TrainingJob> TrainingManager::Latest() const {
+  absl::MutexLock lock(&mu_);
+  return job_ != nullptr ? job_ : latest_;
+}
+
 absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainSpec& spec) {
   std::shared_ptr<TrainingJob> job;
   std::thread previous;
@@ -228,6 +240,7 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainS
   p.global_step = state.global_step;
   started.version = slot_->Current()->version;
   job->Push(std::move(started));
+  latest_ = job;
   LOG(INFO) << "training job " << job->id() << " started: dataset '" << spec.dataset << "', "
             << (*prepared)->data->train.size() << " training images, up to epoch "
             << (*prepared)->trainer->options().epochs << (spec.resume ? " (resumed)" : " (fresh model)");

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -107,6 +108,17 @@ class TrainingJob {
   // Where the job stands (for FAILED_PRECONDITION messages and GetModelInfo), e.g. "epoch 2/5, step 10/40".
   std::string Position() const;
 
+  // For observers other than the reader (the HTTP API's training view): the job's recent events as pushed, before
+  // any merging for a slow reader, at most kHistory (the oldest dropped), and whether it has finished (and how).
+  // Reading this takes nothing from the reader's queue.
+  static constexpr size_t kHistory = 1000;
+  struct View {
+    std::vector<TrainEvent> history;  // oldest first; the last one is where the job stands
+    bool finished = false;
+    absl::Status status;  // once finished: status()
+  };
+  View Observe() const;
+
  private:
   friend class TrainingManager;
   TrainingJob(std::string id, std::string dataset) : id_(std::move(id)), dataset_(std::move(dataset)) {}
@@ -121,6 +133,7 @@ class TrainingJob {
   std::atomic<int> cancel_reason_{-1};  // a CancelReason once cancelled, set before cancel_
   mutable absl::Mutex mu_;
   std::deque<TrainEvent> events_ ABSL_GUARDED_BY(mu_);
+  std::deque<TrainEvent> history_ ABSL_GUARDED_BY(mu_);  // Observe()'s, independent of events_
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   std::string position_ ABSL_GUARDED_BY(mu_);
@@ -145,6 +158,8 @@ class TrainingManager {
 
   // The running job, or null.
   std::shared_ptr<TrainingJob> Running() const;
+  // The running job, else the last one that started (finished, kept for its history), else null.
+  std::shared_ptr<TrainingJob> Latest() const;
 
   // Every job started afterwards reports to `observer`. Set before the first Start.
   void SetObserver(TrainObserver observer) { observer_ = std::move(observer); }
@@ -168,6 +183,7 @@ class TrainingManager {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool reserved_ ABSL_GUARDED_BY(mu_) = false;  // a Start is preparing or a job is running
   std::shared_ptr<TrainingJob> job_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<TrainingJob> latest_ ABSL_GUARDED_BY(mu_);  // Latest()
   std::thread thread_ ABSL_GUARDED_BY(mu_);
   int64_t jobs_started_ ABSL_GUARDED_BY(mu_) = 0;
 };

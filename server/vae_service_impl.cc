@@ -29,20 +29,13 @@ CallContext Arrive(const grpc::ServerContextBase& context, const ServerCore& cor
   return core.inference().Arrive([&context] { return context.IsCancelled(); });
 }
 
-bool WantsTensor(v1::ImageFormat f) { return f != v1::IMAGE_FORMAT_PNG; }
-bool WantsPng(v1::ImageFormat f) { return f == v1::IMAGE_FORMAT_PNG || f == v1::IMAGE_FORMAT_TENSOR_AND_PNG; }
-
-// Every input rule is InputRules' (server/inference.h), the format field's too: its range is the enum's.
+// Every input rule is InputRules' (server/inference.h), the format field's too: its values are the enum's.
 static_assert(v1::ImageFormat_MIN == 0 && v1::ImageFormat_MAX == kMaxImageFormat);
+static_assert(v1::IMAGE_FORMAT_TENSOR == kImageFormatTensor && v1::IMAGE_FORMAT_PNG == kImageFormatPng &&
+              v1::IMAGE_FORMAT_TENSOR_AND_PNG == kImageFormatTensorAndPng);
 
-// Float32 bytes of one output image of `model` in `format` (0 when only PNGs are asked for).
-int64_t TensorImageBytes(v1::ImageFormat format, const Snapshot& model) {
-  return WantsTensor(format) ? model.options.input_dim() * 4 : 0;
-}
-
-// Rows of a request worth checking the response size for: sizes the engine rejects anyway are left to its clearer
-// message.
-int64_t RowsToCheck(int64_t n, const ServerCore& core) { return n > 0 && n <= core.inference().max_batch() ? n : 0; }
+// The rows of a request's tensor (0 for a scalar: the engine refuses it).
+int64_t Rows(const at::Tensor& t) { return t.dim() > 0 ? t.size(0) : 0; }
 
 // The request's images for `model` (tensor_codec.h), under the engine's input rules (batch and image-size limits).
 absl::StatusOr<at::Tensor> RequestImages(const v1::ImageBatch& batch, const Snapshot& model, const ServerCore& core) {
@@ -79,8 +72,8 @@ grpc::Status SerializeResponse(const Response& response, grpc::ByteBuffer* out, 
 // Sets `response`'s images and/or png fields, as `format` asks (and only those: an unset field stays unset).
 template <typename Response>
 absl::Status WriteImages(const at::Tensor& images, v1::ImageFormat format, Response* response) {
-  if (WantsTensor(format)) TensorToProto(images, response->mutable_images());
-  if (WantsPng(format)) {
+  if (InputRules::WantsTensor(format)) TensorToProto(images, response->mutable_images());
+  if (InputRules::WantsPng(format)) {
     VAE_ASSIGN_OR_RETURN(std::vector<std::string> files, EncodePngs(images));
     for (auto& file : files) response->add_png(std::move(file));
   }
@@ -351,9 +344,9 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
   auto model = core_->Current();
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
-  const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
-  // mu and sigma: 2 x J float32 per image.
-  if (auto status = core_->inference().rules().CheckResponseSize("encode", n, 8 * model->options.latent_dim);
+  // mu and sigma: 2 x J float32 per image, no image.
+  if (auto status = core_->inference().rules().CheckOutputSize("encode", model->options, Rows(*images), kImageFormatPng,
+                                                               8 * model->options.latent_dim);
       !status.ok()) {
     return finish(status);
   }
@@ -375,8 +368,7 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
   if (!z.ok()) return finish(z.status());
   if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
-  const int64_t n = RowsToCheck(z->dim() > 0 ? z->size(0) : 0, *core_);
-  if (auto status = core_->inference().rules().CheckResponseSize("decode", n, TensorImageBytes(format, *model));
+  if (auto status = core_->inference().rules().CheckOutputSize("decode", model->options, Rows(*z), format, 0);
       !status.ok()) {
     return finish(status);
   }
@@ -395,12 +387,11 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
   const auto model = core_->Current();
   VAE_RETURN_IF_ERROR(InputRules::CheckImageFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
-  VAE_RETURN_IF_ERROR(core_->inference().rules().CheckResponseSize(
-      "sample", RowsToCheck(request.count(), *core_),
-      TensorImageBytes(request.format(), *model) + 4 * model->options.latent_dim));
+  VAE_RETURN_IF_ERROR(core_->inference().rules().CheckOutputSize("sample", model->options, request.count(),
+                                                                 request.format(), 4 * model->options.latent_dim));
   std::optional<uint64_t> seed;
   if (request.has_seed()) seed = request.seed();
-  const double temperature = request.temperature() == 0.0f ? 1.0 : request.temperature();
+  const double temperature = InputRules::TemperatureOrDefault(request.temperature());
   VAE_ASSIGN_OR_RETURN(SampleResult result,
                        core_->inference().Sample(*model, request.count(), seed, temperature, DeadlineOf(context)));
   VAE_RETURN_IF_ERROR(WriteImages(result.images, request.format(), response));
@@ -419,9 +410,7 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   // The images as asked, and each image's recon_nll and kl (float32).
-  const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
-  if (auto status =
-          core_->inference().rules().CheckResponseSize("reconstruct", n, TensorImageBytes(format, *model) + 8);
+  if (auto status = core_->inference().rules().CheckOutputSize("reconstruct", model->options, Rows(*images), format, 8);
       !status.ok()) {
     return finish(status);
   }
@@ -438,14 +427,6 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
       });
 }
 
-void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) {
-  ToProto(*core_->Current(), response);
-  if (const auto job = core_->training().Running()) {
-    response->set_training(true);
-    response->set_training_job_id(job->id());
-  }
-  for (const auto& name : PresetNames()) response->add_presets(name);
-  response->set_max_batch(static_cast<int32_t>(core_->inference().max_batch()));
-}
+void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) { ToProto(*core_, *core_->Current(), response); }
 
 }  // namespace vae::server

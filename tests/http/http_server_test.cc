@@ -24,7 +24,7 @@ namespace {
 using ::testing::HasSubstr;
 
 HttpServer::Authorize TokenCheck(std::string token) {
-  return [token](const absl::string_view* header) {
+  return [token](const absl::string_view* header, const httplib::Request&) {
     if (header == nullptr) return absl::UnauthenticatedError("no authorization header");
     if (*header != "Bearer " + token) return absl::UnauthenticatedError("wrong token");
     return absl::OkStatus();
