@@ -32,11 +32,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/process_stats.h"
+#include "common/tool_flags.h"
 #include "common/train_defaults.h"
 #include "model/dataset.h"
 #include "model/loss.h"
@@ -533,8 +532,10 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = vae::ParseToolFlags(
+      argc, argv,
+      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.",
+       "bench/vae_bench.cc"});
   if (args.size() < 2) {
     std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
     return 2;

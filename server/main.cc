@@ -15,14 +15,11 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/tool_flags.h"
 #include "server/auth.h"
 #include "server/server.h"
 #include "server/server_options.h"
@@ -99,15 +96,11 @@ int main(int argc, char** argv) {
   // Debian's abseil is built without NDEBUG, so every absl::Mutex acquisition also updates a global lock-order graph
   // for deadlock detection (GraphCycles showed in the server's profile). That is a debugging aid: off in the server.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  absl::SetProgramUsageMessage(
-      "serves a Variational Autoencoder over gRPC (vae.v1.VaeService)\n"
-      "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]");
-  absl::FlagsUsageConfig usage;
-  usage.version_string = [] { return std::string("vae-server 0.1.0\n"); };
-  // --help lists the flags defined here (absl's default matches files named like the program: "vae-server").
-  usage.contains_help_flags = [](absl::string_view path) { return absl::EndsWith(path, "server/main.cc"); };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+  vae::ParseToolFlags(argc, argv,
+                      {"vae-server",
+                       "serves a Variational Autoencoder over gRPC (vae.v1.VaeService)\n"
+                       "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]",
+                       "server/main.cc"});
 
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
