@@ -22,6 +22,11 @@
 //       a 127.0.0.1 TCP connection, each blocked in read() until the other writes, with the threads free to run on
 //       any CPU and then both pinned to one CPU (no cross-CPU wake-up).
 //
+//   vae-bench png [--checkpoint=ckpt-N.vae] [--count=64] --json
+//       PNG bytes/image and encode CPU time/image of a Sample answer with OpenCV (levels 0-9 x zlib strategies),
+//       libspng and server/png_writer.h (libdeflate levels x row filters), and the server's EncodePngs: see
+//       bench/png_bench.cc.
+//
 // Every mode prints one JSON object as the last line of stdout.
 #include <algorithm>
 #include <chrono>
@@ -34,6 +39,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/png_bench.h"
 #include "bench/process_stats.h"
 #include "common/tool_flags.h"
 #include "common/train_defaults.h"
@@ -534,10 +540,10 @@ int RunLoopback() {
 int main(int argc, char** argv) {
   std::vector<char*> args = vae::ParseToolFlags(
       argc, argv,
-      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.",
-       "bench/vae_bench.cc"});
+      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, infer, grpc, loopback or png. See BENCHMARKS.md.",
+       "bench/"});
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|infer|grpc|loopback|png [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
@@ -545,6 +551,7 @@ int main(int argc, char** argv) {
   if (mode == "infer") return RunInfer();
   if (mode == "grpc") return RunGrpc();
   if (mode == "loopback") return RunLoopback();
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc or loopback)\n";
+  if (mode == "png") return vae::bench::RunPng(absl::GetFlag(FLAGS_preset));
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc, loopback or png)\n";
   return 2;
 }

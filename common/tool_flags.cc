@@ -15,8 +15,8 @@ std::vector<char*> ParseToolFlags(int argc, char** argv, const ToolUsage& tool) 
   absl::FlagsUsageConfig config;
   // absl keeps the std::function objects for the life of the process: capture copies, not the caller's views.
   config.version_string = [version = absl::StrCat(tool.name, " ", VAE_PROJECT_VERSION, "\n")] { return version; };
-  config.contains_help_flags = [file = std::string(tool.flags_file)](absl::string_view path) {
-    return absl::EndsWith(path, file);
+  config.contains_help_flags = [part = std::string(tool.flags_path)](absl::string_view path) {
+    return absl::StrContains(path, part);
   };
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);

@@ -15,8 +15,8 @@ namespace vae {
 struct ToolUsage {
   absl::string_view name;        // the program, e.g. "vae-bench" (--version prints it with the project's version)
   absl::string_view usage;       // the usage message printed first by --help
-  absl::string_view flags_file;  // the tail of the path of the source file that defines its flags,
-                                 // e.g. "bench/vae_bench.cc": --help and --helpshort list exactly those flags
+  absl::string_view flags_path;  // a part of the paths of the source files that define its flags, e.g.
+                                 // "server/main.cc" or "bench/": --help and --helpshort list exactly those flags
 };
 
 // Sets absl's program usage message and usage config from `tool`, then parses argv as absl::ParseCommandLine does
