@@ -13,6 +13,8 @@ BUILD="${BUILD_DIR:-${ROOT}/build}"
 ROUNDS="${1:-3}"
 SECS="${2:-3}"
 PY=/usr/bin/python3  # Debian's python3-torch and python3-grpcio
+# shellcheck source=bench/h2load-lib.sh
+source "${ROOT}/bench/h2load-lib.sh"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -24,9 +26,7 @@ trap cleanup EXIT
 free_port() { "${PY}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Stubs for the Python side.
-mkdir -p "${work}/gen"
-protoc -I "${ROOT}/proto" --python_out="${work}/gen" --grpc_out="${work}/gen" \
-  --plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin "${ROOT}/proto/vae/v1/vae_service.proto"
+h2load_stubs "${work}/gen"
 
 # The checkpoint both serve.
 mkdir -p "${work}/models"
@@ -57,18 +57,7 @@ grep -q "listening" "${work}/py.log" || { cat "${work}/py.log" >&2; exit 1; }
 python="127.0.0.1:${py_port}"
 
 # Request bodies, for the model's shape.
-read -r shape latent < <("${PY}" - "${work}/gen" "${cpp}" <<'PYEOF'
-import sys
-sys.path.insert(0, sys.argv[1])
-import grpc
-from vae.v1 import vae_service_pb2 as pb, vae_service_pb2_grpc as pb_grpc
-info = pb_grpc.VaeServiceStub(grpc.insecure_channel(sys.argv[2])).GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
-print(",".join(map(str, info.input_shape)), info.latent_dim)
-PYEOF
-)
-mkdir -p "${work}/req"
-"${PY}" "${ROOT}/bench/python_server/make_requests.py" --gen="${work}/gen" --out="${work}/req" --shape="${shape}" \
-  --latent_dim="${latent}"
+h2load_requests "${work}/gen" "${cpp}" "${work}/req"
 
 # Every body gets an OK answer from both servers before anything is timed (h2load sees HTTP 200 either way).
 "${PY}" - "${work}/req" "${cpp}" "${python}" <<'PYEOF'
@@ -92,17 +81,6 @@ workloads=(
   "sample64_png_c8|Sample|sample64_png|8"
 )
 
-# run ADDRESS METHOD BODY CONNECTIONS LOG -> "req/s p50_us"
-run() {
-  h2load -n 100000000 -D "${SECS}" --warm-up-time=1 -c "$4" -m 1 -t 1 -d "${work}/req/$3" \
-    -H "content-type: application/grpc" -H "te: trailers" --log-file="$5" \
-    "http://$1/vae.v1.VaeService/$2" >"$5.out" 2>&1 || true
-  local rps p50
-  rps="$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i ~ /req\/s/) { v = $(i - 1); gsub(",", "", v); print v } }' "$5.out")"
-  p50="$(awk -F'\t' '$2 == 200 { print $3 }' "$5" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }')"
-  echo "${rps:-0} ${p50}"
-}
-
 declare -A results
 for round in $(seq "${ROUNDS}"); do
   for w in "${workloads[@]}"; do
@@ -110,14 +88,14 @@ for round in $(seq "${ROUNDS}"); do
     for side in cpp python; do
       address="${cpp}"
       [[ "${side}" == python ]] && address="${python}"
-      read -r rps p50 < <(run "${address}" "${method}" "${body}" "${conns}" "${work}/${side}_${name}_${round}.log")
+      read -r rps p50 _ < <(h2load_run "${address}" "${method}" "${work}/req/${body}" "${conns}" "${SECS}" \
+        "${work}/${side}_${name}_${round}.log")
       results["${side}|${name}|${round}"]="${rps} ${p50}"
       echo "round ${round} ${name} ${side}: ${rps} req/s, p50 ${p50} us" >&2
     done
   done
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 printf "%-18s %28s %28s %12s\n" workload "vae-server req/s (p50 us)" "python req/s (p50 us)" "ratio"
 for w in "${workloads[@]}"; do
   IFS='|' read -r name _ _ _ <<<"${w}"
