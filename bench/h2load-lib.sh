@@ -36,7 +36,7 @@ h2load_run() {
   local rps pct
   rps="$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i ~ /req\/s/) { v = $(i - 1); gsub(",", "", v); print v } }' "$6.out")"
   pct="$(awk -F'\t' '$2 == 200 { print $3 }' "$6" 2>/dev/null | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)], v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]; else print 0, 0 }')"
+    awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; if (NR) print v[int((NR + 1) / 2)], v[i]; else print 0, 0 }')"
   echo "${rps:-0} ${pct}"
 }
 

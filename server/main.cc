@@ -47,6 +47,20 @@ void BlockShutdownSignals(int, char**, char**) {
 __attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(int, char**,
                                                                                 char**) = &BlockShutdownSignals;
 
+// OpenMP threads that wait for work sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE) unless the environment says
+// otherwise. libgomp reads the variable once, in its initialiser, before main() and before anything main() could
+// set (a .preinit_array setenv is undone when libc sets up environ), so without it in the environment the server
+// sets it and re-executes itself (same PID; the blocked and pending signals carry over execve). Measured on the
+// 2-core VM with other processes busy (load ~12; BENCHMARKS.md §9): a Train of the mnist preset ran at 300-500
+// images/s with libgomp's default spinning (its 2-thread team spun on cores the other processes held) and at
+// 21-29k images/s with PASSIVE (1 training thread: 7-8k).
+void ReexecWithPassiveOpenMp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1);
+  execv("/proc/self/exe", argv);
+  // execv failed (no /proc?): carry on with libgomp's default.
+}
+
 // True when a shutdown signal has arrived (it stays pending while blocked).
 bool ShutdownRequested() {
   sigset_t pending;
@@ -90,6 +104,7 @@ ABSL_FLAG(std::string, auth_readonly_token_file, "",
           "file holding a second, read-only token: every call but Train (default: $VAE_AUTH_READONLY_TOKEN)");
 
 int main(int argc, char** argv) {
+  ReexecWithPassiveOpenMp(argv);
   // glibc gives each of the many gRPC handler threads its own malloc arena; two bound the peak RSS under load
   // (64 clients x 256 images on 2 cores: 652 MB -> 481 MB) at no measurable cost. MALLOC_ARENA_MAX overrides.
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
