@@ -35,7 +35,7 @@ encode="${work}/req/encode_b1"
 
 # train EPOCHS LOG: a training job in the background, each stdout line stamped with the time it arrived.
 train() {
-  "${BUILD}/client/vae-client" --server="${address}" train --dataset=mnist --epochs="$1" \
+  stdbuf -oL "${BUILD}/client/vae-client" --server="${address}" train --dataset=mnist --epochs="$1" \
     --max_train_images="${TRAIN_IMAGES}" > >(while IFS= read -r line; do echo "$(date +%s.%N) ${line}"; done >"$2") \
     2>/dev/null &
   train_pid=$!
@@ -54,8 +54,9 @@ wait "${train_pid}" || true
 train_pid=""
 alone="$(epoch_rates "${work}/alone.log" 0 9e18 | median)"
 
-train 100000 "${work}/loaded.log"
-for _ in $(seq 600); do grep -q "img/s" "${work}/loaded.log" 2>/dev/null && break; sleep 0.1; done  # epoch 1 done
+train 1000 "${work}/loaded.log"
+for _ in $(seq 1200); do grep -q "img/s" "${work}/loaded.log" 2>/dev/null && break; sleep 0.1; done  # epoch 1 done
+grep -q "img/s" "${work}/loaded.log" || { echo "the training job did not finish an epoch in 120 s" >&2; exit 1; }
 read -r busy_c1_rps busy_p50 busy_p99 < <(h2load_run "${address}" Encode "${encode}" 1 "${SECS}" "${work}/busy_c1")
 # The epochs that ended at least 1.5 s (warm-up + a margin) into the 32-connection load and before its end.
 load_start="$(date +%s.%N)"

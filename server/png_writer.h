@@ -21,7 +21,7 @@ namespace vae::server {
 enum class PngFilter { kNone, kSub, kUp, kAverage, kPaeth, kAdaptive };
 
 struct PngOptions {
-  int level = 1;  // libdeflate compression level: 0 (stored) to 12 (smallest, slowest)
+  int level = 0;  // libdeflate compression level: 0 (stored) to 12 (smallest, slowest)
   PngFilter filter = PngFilter::kNone;
 };
 
