@@ -21,10 +21,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "bench/process_stats.h"
+#include "common/tool_flags.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, api, "callback", "serve: callback or async (one thread, one completion queue)");
@@ -157,8 +156,9 @@ int Call() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-grpc-floor serve --api=callback|async | call --server=HOST:PORT");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = vae::ParseToolFlags(
+      argc, argv,
+      {"vae-grpc-floor", "vae-grpc-floor serve --api=callback|async | call --server=HOST:PORT", "bench/grpc_floor.cc"});
   const std::string mode = args.size() > 1 ? args[1] : "";
   if (mode == "serve") return Serve();
   if (mode == "call") return Call();

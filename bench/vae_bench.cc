@@ -30,6 +30,11 @@
 //       a 127.0.0.1 TCP connection, each blocked in read() until the other writes, with the threads free to run on
 //       any CPU and then both pinned to one CPU (no cross-CPU wake-up).
 //
+//   vae-bench png [--checkpoint=ckpt-N.vae] [--count=64] --json
+//       PNG bytes/image and encode CPU time/image of a Sample answer with OpenCV (levels 0-9 x zlib strategies),
+//       libspng and server/png_writer.h (libdeflate levels x row filters), and the server's EncodePngs: see
+//       bench/png_bench.cc.
+//
 // Every mode prints one JSON object as the last line of stdout.
 #include <algorithm>
 #include <chrono>
@@ -40,11 +45,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/png_bench.h"
 #include "bench/process_stats.h"
+#include "common/tool_flags.h"
 #include "common/train_defaults.h"
 #include "model/dataset.h"
 #include "model/loss.h"
@@ -673,11 +678,12 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "vae-bench MODE [--flags]; MODE is train, infer, grpc, grpc_ab or loopback. See BENCHMARKS.md.");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = vae::ParseToolFlags(
+      argc, argv,
+      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, infer, grpc, grpc_ab, loopback or png. See BENCHMARKS.md.",
+       "bench/"});
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|infer|grpc|grpc_ab|loopback|png [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
@@ -687,6 +693,7 @@ int main(int argc, char** argv) {
   if (mode == "grpc_ab") return RunGrpcAB();
   if (mode == "metrics_cost") return RunMetricsCost();
   if (mode == "loopback") return RunLoopback();
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc or loopback)\n";
+  if (mode == "png") return vae::bench::RunPng(absl::GetFlag(FLAGS_preset));
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc, grpc_ab, loopback or png)\n";
   return 2;
 }

@@ -74,6 +74,14 @@ MlpInference::MlpInference(const Vae& model) : options_(model->options()) {
 
 void MlpInference::Affine(const Layer& layer, int64_t out, const float* x, int64_t rows, float* y) {
   for (int64_t r = 0; r < rows; ++r) std::copy_n(layer.bias.data_ptr<float>(), out, y + r * out);
+  if (rows == 1) {
+    // One row: y = W x + y as a matrix-vector product. sgemm would first pack (copy) all of W into its panel layout,
+    // on every call: `perf record` of vae-server under a b=1 Encode loop had OpenBLAS's sgemm_incopy at 23 % of the
+    // server's samples, more than the multiply itself (BENCHMARKS.md §11).
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(layer.in), 1.0f,
+                layer.weight.data_ptr<float>(), static_cast<int>(layer.in), x, 1, 1.0f, y, 1);
+    return;
+  }
   // Row-major y = x W^T + y: the call ATen's addmm makes for a Linear layer (sgemm "T","N" on the column-major view).
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(out),
               static_cast<int>(layer.in), 1.0f, x, static_cast<int>(layer.in), layer.weight.data_ptr<float>(),

@@ -10,7 +10,7 @@ PACKAGES=(
   libtorch-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
-  libopencv-dev
+  libopencv-dev libdeflate-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   libcpp-httplib-dev chromium
@@ -18,6 +18,7 @@ PACKAGES=(
   libblas-dev libopenblas0-openmp
   dataset-fashion-mnist
   python3 python3-numpy python3-grpcio python3-protobuf python3-torch
+  libspng-dev nghttp2-client linux-perf
 )
 
 if [ "$(id -u)" -ne 0 ]; then

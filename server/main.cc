@@ -15,14 +15,11 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/tool_flags.h"
 #include "server/auth.h"
 #include "server/server.h"
 #include "server/server_options.h"
@@ -49,6 +46,20 @@ void BlockShutdownSignals(int, char**, char**) {
 }
 __attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(int, char**,
                                                                                 char**) = &BlockShutdownSignals;
+
+// OpenMP threads that wait for work sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE) unless the environment says
+// otherwise. libgomp reads the variable once, in its initialiser, before main() and before anything main() could
+// set (a .preinit_array setenv is undone when libc sets up environ), so without it in the environment the server
+// sets it and re-executes itself (same PID; the blocked and pending signals carry over execve). Measured on the
+// 2-core VM with other processes busy (load ~12; BENCHMARKS.md §9): a Train of the mnist preset ran at 300-500
+// images/s with libgomp's default spinning (its 2-thread team spun on cores the other processes held) and at
+// 21-29k images/s with PASSIVE (1 training thread: 7-8k).
+void ReexecWithPassiveOpenMp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1);
+  execv("/proc/self/exe", argv);
+  // execv failed (no /proc?): carry on with libgomp's default.
+}
 
 // True when a shutdown signal has arrived (it stays pending while blocked).
 bool ShutdownRequested() {
@@ -110,21 +121,18 @@ ABSL_FLAG(std::string, log_format, kDefaults.log_format,
 ABSL_FLAG(bool, log_requests, kDefaults.log_requests, "log one line per call");
 
 int main(int argc, char** argv) {
+  ReexecWithPassiveOpenMp(argv);
   // glibc gives each of the many gRPC handler threads its own malloc arena; two bound the peak RSS under load
   // (64 clients x 256 images on 2 cores: 652 MB -> 481 MB) at no measurable cost. MALLOC_ARENA_MAX overrides.
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   // Debian's abseil is built without NDEBUG, so every absl::Mutex acquisition also updates a global lock-order graph
   // for deadlock detection (GraphCycles showed in the server's profile). That is a debugging aid: off in the server.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  absl::SetProgramUsageMessage(
-      "serves a Variational Autoencoder over gRPC (vae.v1.VaeService)\n"
-      "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]");
-  absl::FlagsUsageConfig usage;
-  usage.version_string = [] { return std::string("vae-server 0.1.0\n"); };
-  // --help lists the flags defined here (absl's default matches files named like the program: "vae-server").
-  usage.contains_help_flags = [](absl::string_view path) { return absl::EndsWith(path, "server/main.cc"); };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+  vae::ParseToolFlags(argc, argv,
+                      {"vae-server",
+                       "serves a Variational Autoencoder over gRPC (vae.v1.VaeService)\n"
+                       "  vae-server --model_dir=models --data_dir=data [--port=50051] [--preset=mnist]",
+                       "server/main.cc"});
 
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);

@@ -2,12 +2,15 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/idle_helpers.h"
 
 namespace vae::server {
 namespace {
@@ -170,43 +173,47 @@ absl::StatusOr<at::Tensor> ImagesFromEncoded(const google::protobuf::RepeatedPtr
   return at::stack(images).to(at::kFloat).div_(255.0f);
 }
 
-absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images) {
+absl::StatusOr<std::vector<std::string>> EncodePngs(const at::Tensor& images, const PngEncoding& encoding) {
   if (images.dim() != 4) {
     return absl::InvalidArgumentError(absl::StrCat("png: images have ", images.dim(), " dims, expected [N, C, H, W]"));
   }
-  const int64_t c = images.size(1);
+  const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
   if (c != 1 && c != 3 && c != 4) {
     return absl::InvalidArgumentError(absl::StrCat("format: PNG output needs 1, 3 or 4 channels, the model has ", c,
                                                    "; ask for IMAGE_FORMAT_TENSOR"));
   }
-  // [0, 1] -> 0..255 rounded to nearest, as [N, H, W, C] bytes.
-  const at::Tensor bytes = images.to(at::kCPU, at::kFloat)
-                               .clamp(0.0, 1.0)
-                               .mul(255.0)
-                               .round()
-                               .to(at::kByte)
-                               .permute({0, 2, 3, 1})
-                               .contiguous();
-  const int h = static_cast<int>(images.size(2)), w = static_cast<int>(images.size(3));
-  std::vector<std::string> pngs;
-  pngs.reserve(images.size(0));
-  try {
-    for (int64_t i = 0; i < images.size(0); ++i) {
-      cv::Mat image(h, w, CV_8UC(static_cast<int>(c)), bytes[i].data_ptr());
-      cv::Mat bgr;
-      if (c == 3) {
-        cv::cvtColor(image, bgr, cv::COLOR_RGB2BGR);
-      } else if (c == 4) {
-        cv::cvtColor(image, bgr, cv::COLOR_RGBA2BGRA);
-      } else {
-        bgr = image;
+  // Held by value: a helper may still be producing a (dropped) duplicate after this call returns (IdleHelpers).
+  const at::Tensor planes = images.to(at::kCPU, at::kFloat).contiguous();
+  const PngOptions png = encoding.png;
+  auto encode_one = [planes, png, c, h, w](int64_t i) -> absl::StatusOr<std::string> {
+    // [C, H, W] floats in [0, 1] -> interleaved [H, W, C] bytes, value = round-half-to-even(clamp(v, 0, 1) * 255)
+    // (what at::round does; NaN -> 0), then one PNG.
+    thread_local std::vector<uint8_t> pixels;
+    pixels.resize(static_cast<size_t>(c * h * w));
+    const float* in = planes.data_ptr<float>() + i * c * h * w;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float* plane = in + ch * h * w;
+      uint8_t* out = pixels.data() + ch;
+      for (int64_t p = 0; p < h * w; ++p) {
+        const float v = plane[p];
+        const float clamped = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;  // NaN fails v > 0: 0
+        out[p * c] = static_cast<uint8_t>(std::nearbyint(clamped * 255.0f));
       }
-      std::vector<uchar> buffer;
-      if (!cv::imencode(".png", bgr, buffer)) return absl::InternalError("png: OpenCV could not encode an image");
-      pngs.emplace_back(buffer.begin(), buffer.end());
     }
-  } catch (const cv::Exception& e) {
-    return absl::InternalError(absl::StrCat("png: ", e.what()));
+    return WritePng(pixels.data(), w, h, static_cast<int>(c), png);
+  };
+  std::vector<absl::StatusOr<std::string>> files;
+  if (encoding.helpers != nullptr && n * c * h * w >= encoding.min_parallel_bytes) {
+    files = encoding.helpers->Map<absl::StatusOr<std::string>>(n, encode_one);
+  } else {
+    files.reserve(n);
+    for (int64_t i = 0; i < n; ++i) files.push_back(encode_one(i));
+  }
+  std::vector<std::string> pngs;
+  pngs.reserve(n);
+  for (auto& file : files) {
+    if (!file.ok()) return file.status();
+    pngs.push_back(std::move(*file));
   }
   return pngs;
 }
