@@ -9,7 +9,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -86,6 +88,16 @@ v1::TrainRequest Request(const std::string& model, int epochs, const std::string
   r.set_batch_size(100);
   r.set_log_every_steps(100);
   return r;
+}
+
+// The largest |a - b| over two float32 tensors of the same length, as the wire carries them.
+double MaxAbsDiff(const v1::Tensor& a, const std::string& b) {
+  if (a.data().size() != b.size()) return 1e30;
+  const auto* x = reinterpret_cast<const float*>(a.data().data());
+  const auto* y = reinterpret_cast<const float*>(b.data());
+  double diff = 0;
+  for (size_t i = 0; i < b.size() / sizeof(float); ++i) diff = std::max(diff, std::abs(double{x[i]} - y[i]));
+  return diff;
 }
 
 // VmRSS of a process, bytes.
@@ -194,7 +206,7 @@ TEST_F(RepositoryIntegrationTest, TrainingOneModelNeverChangesWhatAnotherServes)
   const std::string expected = Encode(Spec("mnist")).mu().data();
 
   std::atomic<bool> stop{false};
-  std::atomic<int> calls{0}, failures{0}, changed{0};
+  std::atomic<int> calls{0}, failures{0}, other_version{0}, changed{0};
   auto client = [&] {
     auto stub = servers_.back()->NewStub();
     while (!stop.load()) {
@@ -205,10 +217,11 @@ TEST_F(RepositoryIntegrationTest, TrainingOneModelNeverChangesWhatAnotherServes)
         continue;
       }
       ++calls;
-      if (response.version().model() != "mnist" || response.version().version() != 1 ||
-          response.mu().data() != expected) {
-        ++changed;
-      }
+      if (response.version().model() != "mnist" || response.version().version() != 1) ++other_version;
+      // Not bitwise: a request that shared a batched model call with others went through BLAS with more rows,
+      // whose kernels may round the last bit differently (server/batcher.h). Another version's weights, or a
+      // half-updated model, would move mu by far more than 1e-5.
+      if (MaxAbsDiff(response.mu(), expected) > 1e-5) ++changed;
     }
   };
   std::vector<std::thread> clients;
@@ -223,6 +236,7 @@ TEST_F(RepositoryIntegrationTest, TrainingOneModelNeverChangesWhatAnotherServes)
   EXPECT_EQ(run.done().version().version(), 2);
   EXPECT_GT(calls.load(), 0);
   EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(other_version.load(), 0);
   EXPECT_EQ(changed.load(), 0);
   EXPECT_EQ(Versions(List(*stub_, "mnist")), std::vector<int64_t>({1}));
   EXPECT_EQ(List(*stub_, "fashion").preset(), "fashion");
@@ -386,7 +400,8 @@ TEST_F(RepositoryIntegrationTest, UnderABudgetSmallerThanTwoVersionsPinnedReques
     for (int64_t v = 1; v <= 6; ++v) EXPECT_EQ(Encode(Spec("big", v)).version().version(), v);
   }
   int loaded = 0;
-  for (const auto& v : List(*stub_, "big").versions()) loaded += v.loaded() ? 1 : 0;
+  const v1::ModelEntry entry = List(*stub_, "big");
+  for (const auto& v : entry.versions()) loaded += v.loaded() ? 1 : 0;
   EXPECT_EQ(loaded, 1);  // only the newest loaded one fits the budget
 
   // The bound: the baseline, plus the budget (the cache), plus one version's bytes (a version being loaded while
