@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
+#include "common/status_macros.h"
 #include "model/checkpoint.h"
 #include "model/options.h"
 
@@ -347,14 +348,24 @@ absl::Status ModelRepository::NotFoundModel(const std::string& name) const {
                                  : absl::StrCat("model '", name, "' not found; models: ", Keys(models_)));
 }
 
+absl::Status ModelRepository::NoVersion(const std::string& name, const Model& model, int64_t version,
+                                        absl::string_view prefix) {
+  return absl::NotFoundError(absl::StrCat(prefix, "model '", name, "' has no version ", version, "; ",
+                                          model.versions.empty() ? std::string("it has no versions")
+                                                                 : absl::StrCat("versions: ", Keys(model.versions))));
+}
+
+absl::StatusOr<std::string> ModelRepository::ModelName(const std::string& name, absl::string_view field) const {
+  if (name.empty()) return options_.default_model;
+  VAE_RETURN_IF_ERROR(ValidateName(name, field));
+  return name;
+}
+
 absl::StatusOr<int64_t> ModelRepository::VersionFor(const std::string& name, const Model& model,
                                                     const ModelRef& ref) const {
-  auto versions = [&] {
-    return model.versions.empty() ? std::string("it has no versions") : absl::StrCat("versions: ", Keys(model.versions));
-  };
   if (ref.version > 0) {
     if (model.versions.count(ref.version) > 0) return ref.version;
-    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version ", ref.version, "; ", versions()));
+    return NoVersion(name, model, ref.version, "");
   }
   const std::string& label = ref.label.empty() ? model.default_label : ref.label;
   if (label == kLatestLabel) {
@@ -368,8 +379,7 @@ absl::StatusOr<int64_t> ModelRepository::VersionFor(const std::string& name, con
                                             model.labels.empty() ? "" : ", ", Keys(model.labels)));
   }
   if (model.versions.count(it->second) == 0) {
-    return absl::NotFoundError(absl::StrCat("label '", label, "' of model '", name, "' names version ", it->second,
-                                            ", which is not in the repository; ", versions()));
+    return NoVersion(name, model, it->second, absl::StrCat("label '", label, "': "));
   }
   return it->second;
 }
@@ -383,13 +393,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> ModelRepository::Resolve(const M
     return absl::InvalidArgumentError(absl::StrCat("model_spec: version (", ref.version, ") and label ('", ref.label,
                                                    "') are both set; set one of them"));
   }
-  if (!ref.name.empty()) {
-    if (auto status = ValidateName(ref.name, "model_spec.name"); !status.ok()) return status;
-  }
-  if (!ref.label.empty()) {
-    if (auto status = ValidateName(ref.label, "model_spec.label"); !status.ok()) return status;
-  }
-  const std::string& name = ref.name.empty() ? options_.default_model : ref.name;
+  if (!ref.label.empty()) VAE_RETURN_IF_ERROR(ValidateName(ref.label, "model_spec.label"));
+  VAE_ASSIGN_OR_RETURN(const std::string name, ModelName(ref.name, "model_spec.name"));
   std::shared_ptr<Loading> loading;
   bool leader = false;
   std::string path;
@@ -631,7 +636,7 @@ absl::StatusOr<bool> ModelRepository::Promote(const std::string& name, const std
     Model& m = model->second;
     const auto candidate = m.versions.find(version);
     if (candidate == m.versions.end()) {
-      return absl::NotFoundError(absl::StrCat("model '", name, "' has no version ", version));
+      return NoVersion(name, m, version, "");
     }
     const auto current = m.labels.find(label);
     if (current != m.labels.end()) {
@@ -702,14 +707,11 @@ std::pair<std::vector<std::string>, std::string> ModelRepository::LabelsOf(const
 
 absl::StatusOr<int64_t> ModelRepository::SetLabel(const std::string& name, const std::string& label,
                                                   int64_t version, bool make_default) {
-  if (!name.empty()) {
-    if (auto status = ValidateName(name, "model"); !status.ok()) return status;
-  }
-  if (auto status = ValidateName(label, "label"); !status.ok()) return status;
+  VAE_ASSIGN_OR_RETURN(const std::string model_name, ModelName(name, "model"));
+  VAE_RETURN_IF_ERROR(ValidateName(label, "label"));
   if (label == kLatestLabel) {
     return absl::InvalidArgumentError("label: 'latest' always names the newest version and cannot be set");
   }
-  const std::string& model_name = name.empty() ? options_.default_model : name;
   absl::MutexLock write_lock(&write_mu_);
   std::string text;
   int64_t previous = 0;
@@ -719,9 +721,7 @@ absl::StatusOr<int64_t> ModelRepository::SetLabel(const std::string& name, const
     if (model == models_.end()) return NotFoundModel(model_name);
     Model& m = model->second;
     if (m.versions.count(version) == 0) {
-      return absl::NotFoundError(absl::StrCat("version: model '", model_name, "' has no version ", version, "; ",
-                                              m.versions.empty() ? std::string("it has no versions")
-                                                                 : absl::StrCat("versions: ", Keys(m.versions))));
+      return NoVersion(model_name, m, version, "version: ");
     }
     if (auto it = m.labels.find(label); it != m.labels.end()) previous = it->second;
     m.labels[label] = version;
@@ -737,10 +737,7 @@ absl::StatusOr<int64_t> ModelRepository::SetLabel(const std::string& name, const
 
 absl::StatusOr<std::vector<std::string>> ModelRepository::DeleteVersion(const std::string& name, int64_t version,
                                                                         bool force) {
-  if (!name.empty()) {
-    if (auto status = ValidateName(name, "model"); !status.ok()) return status;
-  }
-  const std::string& model_name = name.empty() ? options_.default_model : name;
+  VAE_ASSIGN_OR_RETURN(const std::string model_name, ModelName(name, "model"));
   absl::MutexLock write_lock(&write_mu_);
   std::string text, path;
   std::vector<std::string> removed;
@@ -751,9 +748,7 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::DeleteVersion(const st
     Model& m = model->second;
     const auto v = m.versions.find(version);
     if (v == m.versions.end()) {
-      return absl::NotFoundError(absl::StrCat("version: model '", model_name, "' has no version ", version, "; ",
-                                              m.versions.empty() ? std::string("it has no versions")
-                                                                 : absl::StrCat("versions: ", Keys(m.versions))));
+      return NoVersion(model_name, m, version, "version: ");
     }
     if (training_ == model_name && m.versions.rbegin()->first == version) {
       return absl::FailedPreconditionError(absl::StrCat("version ", version, " of model '", model_name,
@@ -787,10 +782,7 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::DeleteVersion(const st
 }
 
 absl::StatusOr<int64_t> ModelRepository::DeleteModel(const std::string& name, bool force) {
-  if (!name.empty()) {
-    if (auto status = ValidateName(name, "model"); !status.ok()) return status;
-  }
-  const std::string& model_name = name.empty() ? options_.default_model : name;
+  VAE_ASSIGN_OR_RETURN(const std::string model_name, ModelName(name, "model"));
   absl::MutexLock write_lock(&write_mu_);
   std::vector<std::string> paths;
   {

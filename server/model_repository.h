@@ -216,6 +216,10 @@ class ModelRepository {
   void CacheLocked(const Key& key, std::shared_ptr<const Snapshot> snapshot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLocked(const std::string& name, int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status NotFoundModel(const std::string& name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND: `model` has no `version`, naming the versions it has; the message starts with `prefix`.
+  static absl::Status NoVersion(const std::string& name, const Model& model, int64_t version, absl::string_view prefix);
+  // `name`, or the default model's when empty; INVALID_ARGUMENT naming `field` for a bad name.
+  absl::StatusOr<std::string> ModelName(const std::string& name, absl::string_view field) const;
 
   const RepositoryOptions options_;
   const c10::Device device_;

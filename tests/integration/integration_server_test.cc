@@ -174,13 +174,15 @@ class IntegrationTest : public ::testing::Test {
     }
     return false;
   }
-  // A checkpoint of a seeded untrained "mnist" model, as the server's own training would name it.
+  // A checkpoint of a seeded untrained "mnist" model, as the server's own training would name it: the next version
+  // of the default model.
   std::string WriteCheckpoint(uint64_t seed, int64_t epochs, int64_t steps) {
     Vae model = server::NewSeededVae(*Preset("mnist"), seed);
     TrainState state;
     state.epochs_done = epochs;
     state.global_step = steps;
-    const std::string path = NextCheckpointPath(model_dir_.path());
+    std::filesystem::create_directories(model_dir_.file("default"));
+    const std::string path = NextCheckpointPath(model_dir_.file("default"));
     EXPECT_TRUE(SaveCheckpoint(path, model, nullptr, state).ok());
     return path;
   }
@@ -486,7 +488,7 @@ TEST_F(IntegrationTest, BadInputNeverCrashesOrChangesState) {
       {"preset", train([](auto& r) { r.set_dataset("faces"), r.set_preset("nope"); }), C::INVALID_ARGUMENT,
        "unknown preset 'nope'"},
       {"resume", train([](auto& r) { r.set_dataset("faces"), r.set_resume(true); }), C::FAILED_PRECONDITION,
-       "no valid checkpoint"},
+       "resume = true but model 'default' has no loadable version"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -692,9 +694,8 @@ TEST_F(IntegrationTest, ATornNewestCheckpointIsSkipped) {
   const std::string torn = WriteCheckpoint(2, 2, 20);
   std::filesystem::resize_file(torn, std::filesystem::file_size(torn) - 100);
   StartServer();
-  // The flat layout of an older server was moved into the default model; the torn file never became a version.
-  const std::string moved = model_dir_.file("default/" + std::filesystem::path(good).filename().string());
-  EXPECT_EQ(Info().checkpoint_path(), moved);
+  // The torn file never became a version: the newest complete one serves.
+  EXPECT_EQ(Info().checkpoint_path(), good);
   EXPECT_EQ(Info().version().global_step(), 10);
   EXPECT_EQ(Info().version().version(), 1);
   EXPECT_THAT(server_->log(), HasSubstr("model 'default': not serving"));

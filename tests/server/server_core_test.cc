@@ -18,18 +18,10 @@ namespace vae::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::vae::testing::SameWeights;
 using ::vae::testing::TempDir;
 using ::vae::testing::TinyOptions;
 using ::vae::testing::TinySnapshot;
-
-bool SameWeights(const Vae& a, const Vae& b) {
-  const auto pa = a->parameters(), pb = b->parameters();
-  if (pa.size() != pb.size()) return false;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    if (!at::equal(pa[i].cpu(), pb[i].cpu())) return false;
-  }
-  return true;
-}
 
 TEST(SnapshotTest, SnapshotsAreDeepCopiesInEvalMode) {
   Vae source = NewSeededVae(TinyOptions(), 5);

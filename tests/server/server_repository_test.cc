@@ -24,21 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::vae::testing::SameWeights;
 using ::vae::testing::TempDir;
 using ::vae::testing::TinyOptions;
 
 // A model spec; ModelRef{name, version, label} spelled with defaults.
 ModelRef Ref(std::string name = "", int64_t version = 0, std::string label = "") {
   return ModelRef{std::move(name), version, std::move(label)};
-}
-
-bool SameWeights(const Vae& a, const Vae& b) {
-  const auto pa = a->parameters(), pb = b->parameters();
-  if (pa.size() != pb.size()) return false;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    if (!at::equal(pa[i].cpu(), pb[i].cpu())) return false;
-  }
-  return true;
 }
 
 class RepositoryTest : public ::testing::Test {

@@ -26,6 +26,16 @@ inline std::shared_ptr<server::Snapshot> TinySnapshot(uint64_t seed = 3, VaeOpti
   return server::SnapshotOfModel(server::NewSeededVae(options, seed), at::kCPU);
 }
 
+// True when both models have bitwise equal parameters.
+inline bool SameWeights(const Vae& a, const Vae& b) {
+  const auto pa = a->parameters(), pb = b->parameters();
+  if (pa.size() != pb.size()) return false;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (!at::equal(pa[i].cpu(), pb[i].cpu())) return false;
+  }
+  return true;
+}
+
 // `n` images of shape [n, C, H, W] with values uniform in [0, 1), from a generator seeded with `seed`.
 inline at::Tensor RandomImages(int64_t n, uint64_t seed, const VaeOptions& o = TinyOptions()) {
   return at::rand({n, o.channels, o.height, o.width}, MakeGenerator(seed));
