@@ -248,7 +248,7 @@ TEST_F(IntegrationTest, EveryRpcMatchesTheCheckpointLoadedInProcess) {
   EXPECT_THAT(encoded.mu().shape(), ::testing::ElementsAre(8, 20));
   EXPECT_LT(MaxAbsDiff(FromProto(encoded.mu()), mu), 1e-5);
   EXPECT_LT(MaxAbsDiff(FromProto(encoded.sigma()), at::exp(0.5 * logvar)), 1e-5);
-  EXPECT_EQ(encoded.version().version(), 0);
+  EXPECT_EQ(encoded.version().version(), 1);  // the checkpoint ckpt-1 is version 1
   EXPECT_EQ(Encode(PngBatch(x)).mu().data(), encoded.mu().data());
 
   // Decode mu: the Bernoulli mean image sigmoid(logits).
