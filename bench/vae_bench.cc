@@ -517,7 +517,8 @@ int RunGrpc() {
       SequentialLoop("spec_ratio", std::max<int64_t>(1, n / 5), 0, sink, [&] { encode(*stub, req); });
       return sink["spec_ratio_p50_us"].get<double>();
     };
-    ratio("encode_b1_p50_spec_vs_none", [&] { return p50(spec_req); }, [&] { return p50(req1); });
+    ratio(
+        "encode_b1_p50_spec_vs_none", [&] { return p50(spec_req); }, [&] { return p50(req1); });
     ratio(
         "c32_b1_spec_vs_none",
         [&] {
@@ -627,7 +628,8 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc, load or loopback. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage(
+      "vae-bench MODE [--flags]; MODE is train, infer, grpc, load or loopback. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << "usage: vae-bench train|infer|grpc|load|loopback [--flags] (--help lists them)\n";

@@ -41,7 +41,7 @@ struct TrainOptions {
   // are deleted. Set (the server's model repository, which numbers versions and keeps its own policy): the path it
   // returns, and nothing is pruned; an error fails the checkpoint like a write error.
   std::function<absl::StatusOr<std::string>()> checkpoint_path;
-  int64_t max_steps = -1;              // stop (like a cancel, with a checkpoint) after N steps of this run
+  int64_t max_steps = -1;  // stop (like a cancel, with a checkpoint) after N steps of this run
   // Train MLP + Bernoulli models on the CPU with the hand-written step (model/mlp_step.h) instead of autograd:
   // the same gradients (up to float rounding), ~1.3x faster for the mnist preset. Other models always use autograd.
   bool fast_mlp_step = true;

@@ -87,9 +87,9 @@ absl::Status ValidateName(absl::string_view name, absl::string_view field) {
     return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   });
   if (name.empty() || name.size() > kMaxModelNameLength || !chars_ok || name.front() == '.') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " is '", absl::CEscape(name.substr(0, 2 * kMaxModelNameLength)), "', expected 1 to ",
-        kMaxModelNameLength, " letters, digits, '-', '_' or '.', not starting with '.'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is '", absl::CEscape(name.substr(0, 2 * kMaxModelNameLength)), "', expected 1 to ",
+                     kMaxModelNameLength, " letters, digits, '-', '_' or '.', not starting with '.'"));
   }
   return absl::OkStatus();
 }
@@ -108,8 +108,7 @@ ModelRepository::~ModelRepository() {
   if (watch_.joinable()) watch_.join();
 }
 
-absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Open(RepositoryOptions options,
-                                                                       c10::Device device) {
+absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Open(RepositoryOptions options, c10::Device device) {
   if (options.root.empty()) return absl::InvalidArgumentError("model_dir is empty; expected a folder");
   if (auto status = ValidateName(options.default_model, "default_model"); !status.ok()) return status;
   if (options.keep_versions < 1) {
@@ -127,7 +126,8 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Open(Repositor
   std::unique_ptr<ModelRepository> repo(new ModelRepository(std::move(options), device));
   repo->MigrateFlatLayout();
   repo->Rescan();
-  if (repo->options_.poll_interval > absl::ZeroDuration()) repo->watch_ = std::thread([r = repo.get()] { r->WatchLoop(); });
+  if (repo->options_.poll_interval > absl::ZeroDuration())
+    repo->watch_ = std::thread([r = repo.get()] { r->WatchLoop(); });
   return repo;
 }
 
@@ -350,9 +350,9 @@ absl::Status ModelRepository::NotFoundModel(const std::string& name) const {
 
 absl::Status ModelRepository::NoVersion(const std::string& name, const Model& model, int64_t version,
                                         absl::string_view prefix) {
-  return absl::NotFoundError(absl::StrCat(prefix, "model '", name, "' has no version ", version, "; ",
-                                          model.versions.empty() ? std::string("it has no versions")
-                                                                 : absl::StrCat("versions: ", Keys(model.versions))));
+  return absl::NotFoundError(absl::StrCat(
+      prefix, "model '", name, "' has no version ", version, "; ",
+      model.versions.empty() ? std::string("it has no versions") : absl::StrCat("versions: ", Keys(model.versions))));
 }
 
 absl::StatusOr<std::string> ModelRepository::ModelName(const std::string& name, absl::string_view field) const {
@@ -428,8 +428,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> ModelRepository::Resolve(const M
   absl::StatusOr<std::shared_ptr<const Snapshot>> result;
   auto checkpoint = LoadCheckpoint(path, device_);
   if (!checkpoint.ok()) {
-    result = absl::Status(checkpoint.status().code(), absl::StrCat("model '", name, "' version ", version, ": ",
-                                                                   checkpoint.status().message()));
+    result = absl::Status(checkpoint.status().code(),
+                          absl::StrCat("model '", name, "' version ", version, ": ", checkpoint.status().message()));
   } else {
     try {
       std::shared_ptr<Snapshot> snapshot = SnapshotOfCheckpoint(std::move(*checkpoint), device_);
@@ -690,7 +690,7 @@ absl::StatusOr<std::vector<ModelListing>> ModelRepository::List(const std::strin
 }
 
 std::pair<std::vector<std::string>, std::string> ModelRepository::LabelsOf(const std::string& name,
-                                                                          int64_t version) const {
+                                                                           int64_t version) const {
   absl::MutexLock lock(&mu_);
   const auto model = models_.find(name);
   if (model == models_.end()) return {{}, kLatestLabel};
@@ -705,8 +705,8 @@ std::pair<std::vector<std::string>, std::string> ModelRepository::LabelsOf(const
   return {labels, m.default_label};
 }
 
-absl::StatusOr<int64_t> ModelRepository::SetLabel(const std::string& name, const std::string& label,
-                                                  int64_t version, bool make_default) {
+absl::StatusOr<int64_t> ModelRepository::SetLabel(const std::string& name, const std::string& label, int64_t version,
+                                                  bool make_default) {
   VAE_ASSIGN_OR_RETURN(const std::string model_name, ModelName(name, "model"));
   VAE_RETURN_IF_ERROR(ValidateName(label, "label"));
   if (label == kLatestLabel) {
@@ -794,9 +794,8 @@ absl::StatusOr<int64_t> ModelRepository::DeleteModel(const std::string& name, bo
           absl::StrCat("model '", model_name, "' is being trained; cancel the job or wait for it first"));
     }
     if (!model->second.labels.empty() && !force) {
-      return absl::FailedPreconditionError(absl::StrCat("model '", model_name, "' has labels ",
-                                                        Keys(model->second.labels),
-                                                        "; remove them first, or set force"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", model_name, "' has labels ", Keys(model->second.labels), "; remove them first, or set force"));
     }
     for (const auto& [number, v] : model->second.versions) {
       paths.push_back(v.path);

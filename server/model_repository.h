@@ -92,10 +92,10 @@ struct ModelListing {
 };
 
 struct RepositoryOptions {
-  std::string root;                           // --model_dir
-  std::string default_model = "default";      // --default_model
-  int keep_versions = 3;                      // >= 1
-  int64_t max_loaded_bytes = 0;               // 0: no limit
+  std::string root;                                     // --model_dir
+  std::string default_model = "default";                // --default_model
+  int keep_versions = 3;                                // >= 1
+  int64_t max_loaded_bytes = 0;                         // 0: no limit
   absl::Duration poll_interval = absl::ZeroDuration();  // 0: no watch thread
 };
 
@@ -169,7 +169,7 @@ class ModelRepository {
  private:
   struct Version {
     std::string path;
-    VersionListing meta;     // version, counters, metrics, time, size (labels/loaded filled by List)
+    VersionListing meta;      // version, counters, metrics, time, size (labels/loaded filled by List)
     bool meta_known = false;  // from model.json or a load; else from the file only
   };
   struct Model {

@@ -86,8 +86,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(const ServerOptio
   const auto warm = core->inference_.Reconstruct(*snapshot, at::zeros({1, o.channels, o.height, o.width}),
                                                  /*sample_z=*/false, 0, absl::InfiniteFuture());
   if (!warm.ok()) return absl::InternalError(absl::StrCat("warm-up failed: ", warm.status().message()));
-  LOG(INFO) << "serving model '" << snapshot->version.model << "' version " << snapshot->version.version
-            << " on " << device.str();
+  LOG(INFO) << "serving model '" << snapshot->version.model << "' version " << snapshot->version.version << " on "
+            << device.str();
   return core;
 }
 

@@ -1,6 +1,6 @@
 // ServerCore: everything vae-server is, minus gRPC. It owns the model repository (the served models and versions), the
-// InferenceEngine, the datasets and the TrainingManager; the gRPC service (vae_service_impl.h) is a thin mapping onto these calls, and
-// tests drive the core directly.
+// InferenceEngine, the datasets and the TrainingManager; the gRPC service (vae_service_impl.h) is a thin mapping onto
+// these calls, and tests drive the core directly.
 //
 // Lifetime: Create() -> serve -> Shutdown() (or the destructor). Threads: every method may be called from any thread
 // after Create returns; the members it hands out are thread-safe as their headers describe.

@@ -132,7 +132,8 @@ absl::Status ValidateTrainSpec(const TrainSpec& s) {
   if (!s.promote_label.empty()) {
     VAE_RETURN_IF_ERROR(ValidateName(s.promote_label, "train: promote_label"));
     if (s.promote_label == kLatestLabel) {
-      return absl::InvalidArgumentError("train: promote_label cannot be 'latest', which always names the newest version");
+      return absl::InvalidArgumentError(
+          "train: promote_label cannot be 'latest', which always names the newest version");
     }
   }
   return absl::OkStatus();
@@ -268,8 +269,8 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   if (existing.ok() && requested && comparable(*requested) != comparable(*existing)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "train: model '", model, "' exists with options ", ToJson(*existing), ", and the request's ",
-        spec.options_json.empty() ? absl::StrCat("preset '", spec.preset, "'") : std::string("options_json"),
-        " gives ", ToJson(*requested), "; an existing model keeps its options: train a new model name instead"));
+        spec.options_json.empty() ? absl::StrCat("preset '", spec.preset, "'") : std::string("options_json"), " gives ",
+        ToJson(*requested), "; an existing model keeps its options: train a new model name instead"));
   }
   VaeOptions options;
   std::optional<Checkpoint> checkpoint;
@@ -336,7 +337,8 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   // This process is the repository's only trainer and no job runs: every checkpoint temp file in the model's folder
   // was left by a process killed mid-write (kill -9, OOM, power loss) and would hold its disk space forever.
   const int removed = RemoveStaleTempFiles(train.checkpoint_dir);
-  if (removed > 0) LOG(WARNING) << "removed " << removed << " stale checkpoint temp file(s) from " << train.checkpoint_dir;
+  if (removed > 0)
+    LOG(WARNING) << "removed " << removed << " stale checkpoint temp file(s) from " << train.checkpoint_dir;
   try {
     if (checkpoint) {
       // A copy, so that Resume's writes into the trainer's module cannot alias the checkpoint's own weights.

@@ -1,8 +1,8 @@
 // Training on request, one job at a time, while the server keeps serving.
 //
 // TrainingManager::Start validates a TrainSpec, builds the job's own model (fresh, or resumed from the newest
-// version of the model it trains), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything that
-// can be wrong with a request is reported by Start itself, before any state changes. The job:
+// version of the model it trains), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything
+// that can be wrong with a request is reported by Start itself, before any state changes. The job:
 //   - streams TrainEvents (STARTED, STEP every log_every_steps steps, EPOCH_END, DONE) into a queue that one reader
 //     (the Train RPC) drains with TrainingJob::Next. The queue is bounded however slowly it is read: a STEP pushed
 //     behind a STEP the reader has not taken yet is merged into it (the mean over both windows), so it holds at most
@@ -18,9 +18,9 @@
 //     labelled version's (ModelRepository::Promote).
 //
 // Threads and locks: Start/Running/Shutdown from any thread (manager mutex, never held while training or loading);
-// the training thread calls ModelRepository::ReserveVersionPath/Publish and the job's queue (job mutex). Ownership: the manager owns the
-// training thread and joins it in Shutdown() or before the next job starts; a TrainingJob is shared by the manager,
-// the training thread and the RPC handler, and outlives all three as needed.
+// the training thread calls ModelRepository::ReserveVersionPath/Publish and the job's queue (job mutex). Ownership: the
+// manager owns the training thread and joins it in Shutdown() or before the next job starts; a TrainingJob is shared by
+// the manager, the training thread and the RPC handler, and outlives all three as needed.
 #ifndef VAE_SERVER_TRAINING_JOB_H_
 #define VAE_SERVER_TRAINING_JOB_H_
 
@@ -53,11 +53,11 @@ struct TrainSpec {
   int64_t batch_size = kDefaultBatchSize;       // 1 .. kMaxBatchSize
   double learning_rate = kDefaultLearningRate;  // Adam step size, (0, kMaxLearningRate]
   uint64_t seed =
-      kDefaultTrainSeed;     // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
-  bool resume = false;       // continue the model's newest version, else train fresh weights
-  std::string preset;        // a new model (or a check of an existing one's): a preset name
-  std::string options_json;  // likewise, explicit VaeOptions (wins over preset); both empty: the model's options
-  std::string model;         // the model to train; empty: the repository's default model
+      kDefaultTrainSeed;      // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
+  bool resume = false;        // continue the model's newest version, else train fresh weights
+  std::string preset;         // a new model (or a check of an existing one's): a preset name
+  std::string options_json;   // likewise, explicit VaeOptions (wins over preset); both empty: the model's options
+  std::string model;          // the model to train; empty: the repository's default model
   std::string promote_label;  // moved to the final version on improvement (ModelRepository::Promote); empty: none
   int64_t log_every_steps = kDefaultLogEverySteps;  // a STEP event every N steps, >= 1
   int64_t max_train_images = 0;                     // use the first N training images; 0: all
@@ -74,9 +74,9 @@ struct TrainEvent {
   std::string job_id;
   std::string dataset;
   Progress progress;
-  int64_t mean_steps = 0;  // kStep: the optimizer steps progress.train is the mean of
-  double eta_sec = 0;      // estimated seconds to the end of the job
-  ModelVersion version;    // kEpochEnd/kDone: the model's newest version after this event
+  int64_t mean_steps = 0;    // kStep: the optimizer steps progress.train is the mean of
+  double eta_sec = 0;        // estimated seconds to the end of the job
+  ModelVersion version;      // kEpochEnd/kDone: the model's newest version after this event
   bool label_moved = false;  // kDone: promote_label was moved to the final version
 };
 
@@ -138,8 +138,9 @@ class TrainingManager {
   ~TrainingManager();  // Shutdown()
 
   // Starts a job, or returns why not: FAILED_PRECONDITION while another job runs (naming it), for resume without a
-  // version, or for an existing model whose options differ from the spec's preset/options_json; INVALID_ARGUMENT / PERMISSION_DENIED / NOT_FOUND for the spec; UNAVAILABLE after Shutdown(). The
-  // first event in the returned job's queue is kStarted.
+  // version, or for an existing model whose options differ from the spec's preset/options_json; INVALID_ARGUMENT /
+  // PERMISSION_DENIED / NOT_FOUND for the spec; UNAVAILABLE after Shutdown(). The first event in the returned job's
+  // queue is kStarted.
   absl::StatusOr<std::shared_ptr<TrainingJob>> Start(const TrainSpec& spec);
 
   // The running job, or null.

@@ -1,7 +1,8 @@
 // VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler first
 // checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, resolves the
-// request's model spec to one snapshot (ModelRepository::Resolve), turns the request's bytes into tensors (tensor_codec.h), calls the core,
-// writes the result (proto_mapping.h maps the core's other types), and converts the absl::Status once (grpc_status.h).
+// request's model spec to one snapshot (ModelRepository::Resolve), turns the request's bytes into tensors
+// (tensor_codec.h), calls the core, writes the result (proto_mapping.h maps the core's other types), and converts the
+// absl::Status once (grpc_status.h).
 //
 // Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
 // vae.v1.XRequest get INVALID_ARGUMENT saying so (grpc++'s generated handlers answer UNIMPLEMENTED or INTERNAL with an
@@ -114,11 +115,11 @@ class VaeServiceImpl final : public VaeServiceBase {
   grpc::Status StreamTrain(grpc::ServerContext* context, TrainWriter* writer);
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
                        TrainStream* stream);
-  // Admits the call (UNAVAILABLE once draining), authenticates `method` for `access` and parses `raw` into a new UnaryCall and
-  // hands it to `start` (request, response, finish), or finishes the call with UNAUTHENTICATED / PERMISSION_DENIED
-  // (server/auth.h), or with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from
-  // any thread: it serialises the response into `out` (refusing one over the message limit) and finishes the call,
-  // which counts in active_calls() until then.
+  // Admits the call (UNAVAILABLE once draining), authenticates `method` for `access` and parses `raw` into a new
+  // UnaryCall and hands it to `start` (request, response, finish), or finishes the call with UNAUTHENTICATED /
+  // PERMISSION_DENIED (server/auth.h), or with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called
+  // exactly once, from any thread: it serialises the response into `out` (refusing one over the message limit) and
+  // finishes the call, which counts in active_calls() until then.
   template <typename Request, typename Response, typename Start>
   grpc::ServerUnaryReactor* Unary(const grpc::CallbackServerContext* context, const char* method,
                                   const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start,

@@ -283,7 +283,7 @@ class AuthServiceTest : public ::testing::Test {
     return statuses;
   }
 
-  static constexpr const char* kMethods[] = {"Encode",   "Decode",        "Sample",      "Reconstruct", "GetModelInfo",
+  static constexpr const char* kMethods[] = {"Encode",     "Decode",   "Sample",        "Reconstruct", "GetModelInfo",
                                              "ListModels", "SetLabel", "DeleteVersion", "DeleteModel", "Train"};
   static constexpr size_t kReadMethods = 6;  // the first six; the others change the repository or train
 

@@ -17,9 +17,9 @@
 #include "absl/time/clock.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
+#include "server/model_repository.h"
 #include "server/server.h"
 #include "server/server_core.h"
-#include "server/model_repository.h"
 #include "server/training_job.h"
 #include "tests/common/disk_limits.h"
 #include "tests/common/synthetic_mnist.h"
@@ -552,7 +552,7 @@ TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavail
   const grpc::Status status = reader->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("shutting down and this stream's client stopped reading"));
-  EXPECT_LT(messages, 3000);                                // it did stop reading: the rest was never sent
+  EXPECT_LT(messages, 3000);                                         // it did stop reading: the rest was never sent
   EXPECT_FALSE(ListCheckpoints(model_dir.file("default")).empty());  // the job was stopped with a checkpoint
 }
 
