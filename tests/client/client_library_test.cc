@@ -237,7 +237,10 @@ TEST_F(ClientLibraryTest, TrainCancelledFromAnotherThreadStopsAndKeepsServing) {
   ASSERT_TRUE(before.ok()) << before.status();
   const auto checkpoints = [&] {
     int n = 0;
-    for (const auto& e : std::filesystem::directory_iterator(model_dir_->path())) n += e.is_regular_file();
+    // The default model's versions: ckpt-*.vae next to its model.json.
+    for (const auto& e : std::filesystem::directory_iterator(model_dir_->path() + "/default")) {
+      n += e.path().extension() == ".vae";
+    }
     return n;
   };
   const int checkpoints_before = checkpoints();
@@ -268,7 +271,7 @@ TEST_F(ClientLibraryTest, TrainCancelledFromAnotherThreadStopsAndKeepsServing) {
   EXPECT_EQ(result->last.kind, Kind::kStep);  // the stream ends without DONE when the client cancels
   EXPECT_EQ(result->last.epoch, 1);
 
-  // The server stops the job before its next step and checkpoints it; the published weights keep serving.
+  // The server stops the job before its next step, checkpoints it and publishes that checkpoint as a new version.
   bool stopped = false;
   for (int i = 0; i < 100 && !stopped; ++i) {
     auto info = client().GetModelInfo();
@@ -279,7 +282,7 @@ TEST_F(ClientLibraryTest, TrainCancelledFromAnotherThreadStopsAndKeepsServing) {
   ASSERT_TRUE(stopped) << "the job still runs 10 s after the cancel";
   auto after = client().GetModelInfo();
   ASSERT_TRUE(after.ok());
-  EXPECT_EQ(after->version.generation, before->version.generation);
+  EXPECT_EQ(after->version.generation, before->version.generation + 1);
   EXPECT_EQ(checkpoints(), checkpoints_before + 1);
   EXPECT_EQ(*client().Health(), client::ServingStatus::kServing);
 }
