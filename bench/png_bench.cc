@@ -31,7 +31,7 @@
 #include "model/options.h"
 #include "server/idle_helpers.h"
 #include "server/inference.h"
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 #include "server/png_writer.h"
 #include "server/tensor_codec.h"
 

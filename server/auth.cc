@@ -76,10 +76,10 @@ absl::Status Authenticator::CheckHeader(const absl::string_view* authorization, 
   if (full) return absl::OkStatus();
   if (!readonly) return absl::UnauthenticatedError(absl::StrCat(method, ": wrong token"));
   if (access == Access::kTrain) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        method,
-        ": the token presented has the read-only role, which may call everything but Train; training needs "
-        "the full token"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(method,
+                     ": the token presented has the read-only role, which may call everything but Train, SetLabel, "
+                     "DeleteVersion and DeleteModel; these need the full token"));
   }
   return absl::OkStatus();
 }

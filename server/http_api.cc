@@ -294,11 +294,23 @@ std::string TensorText(const at::Tensor& tensor) {
   return out;
 }
 
+// A message in proto3's JSON mapping (field names as in the .proto, 64-bit integers as strings, zeros printed).
+absl::StatusOr<std::string> ProtoJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) {
+    return absl::InternalError(absl::StrCat(message.GetTypeName(), " could not be written as JSON"));
+  }
+  return out;
+}
+
 json VersionJson(const Snapshot& model) {
   const ModelVersion& v = model.version;
-  return {{"name", kDefaultModelName},
-          {"version", v.generation},
-          {"generation", v.generation},
+  return {{"name", v.model},
+          {"version", v.version},
+          {"generation", v.version},
           {"epochs_trained", v.epochs_trained},
           {"global_step", v.global_step}};
 }
@@ -361,7 +373,7 @@ json EventJson(const TrainEvent& e) {
             {"eta_sec", e.eta_sec}};
   if (p.kind != Progress::Kind::kStarted) j["train"] = MetricsJson(p.train);
   if (p.has_test) j["test"] = MetricsJson(p.test);
-  if (p.kind == Progress::Kind::kEpochEnd || p.kind == Progress::Kind::kDone) j["version"] = e.version.generation;
+  if (p.kind == Progress::Kind::kEpochEnd || p.kind == Progress::Kind::kDone) j["version"] = e.version.version;
   return j;
 }
 
@@ -371,12 +383,12 @@ json StatusJson(const absl::Status& status) {
 
 // An inference call: content type and JSON body, the model, then `run` (body, snapshot) -> answer.
 template <typename Run>
-httplib::Server::Handler Call(const ServerCore* core, Run run) {
+httplib::Server::Handler Call(ServerCore* core, Run run) {
   return [core, run](const Request& req, Response& res) {
     int http = 0;
     absl::StatusOr<std::string> answer = [&]() -> absl::StatusOr<std::string> {
       VAE_ASSIGN_OR_RETURN(json body, ParseBody(req, &http));
-      VAE_ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> model, ResolveModel(*core, RefOf(req)));
+      VAE_ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> model, ResolveModel(core, RefOf(req)));
       return run(body, model, req.matches[4].str());
     }();
     if (!answer.ok()) return WriteError(res, answer.status(), http);
@@ -397,23 +409,8 @@ httplib::Server::Handler NotAllowed(const char* allowed) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(const ServerCore& core, const ModelRef& ref) {
-  if (ref.name != kDefaultModelName) {
-    return absl::NotFoundError(
-        absl::StrCat("model '", ref.name, "' not found; this server serves one model, '", kDefaultModelName, "'"));
-  }
-  std::shared_ptr<const Snapshot> model = core.Current();
-  if (model == nullptr) return absl::UnavailableError("no model is loaded yet; retry shortly");
-  const int64_t current = model->version.generation;
-  if (ref.version != 0 && ref.version != current) {
-    return absl::NotFoundError(absl::StrCat("model '", ref.name, "' has no version ", ref.version,
-                                            "; it serves version ", current, " (earlier versions are not kept)"));
-  }
-  if (!ref.label.empty() && ref.label != "latest") {
-    return absl::NotFoundError(absl::StrCat("model '", ref.name, "' has no label '", ref.label,
-                                            "'; its labels: latest (version ", current, ")"));
-  }
-  return model;
+absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(ServerCore* core, const ModelRef& ref) {
+  return core->Resolve(ref);
 }
 
 bool StartsTraining(absl::string_view method, absl::string_view path) {
@@ -512,39 +509,32 @@ void HttpApi::Mount(HttpServer* http) const {
            }));
 
   http->Handle(Method::kGet, kModelsRoute, [core](const Request&, Response& res) {
-    const std::shared_ptr<const Snapshot> model = core->Current();
-    if (model == nullptr) return WriteError(res, absl::UnavailableError("no model is loaded yet; retry shortly"));
-    json version = VersionJson(*model);
-    version.erase("name");
-    version["state"] = "AVAILABLE";
-    const json entry = {{"name", kDefaultModelName},
-                        {"default", true},
-                        {"default_label", "latest"},
-                        {"labels", {{"latest", model->version.generation}}},
-                        {"versions", json::array({version})}};
-    res.set_content(json{{"models", json::array({entry})}}.dump(), "application/json");
+    // ListModels' answer, in proto3's JSON mapping: one mapping for both transports.
+    absl::StatusOr<std::vector<ModelListing>> listings = core->repository().List("");
+    if (!listings.ok()) return WriteError(res, listings.status());
+    v1::ListModelsResponse list;
+    for (const ModelListing& listing : *listings) ToProto(listing, list.add_models());
+    list.set_default_model(core->repository().default_model());
+    absl::StatusOr<std::string> text = ProtoJson(list);
+    if (!text.ok()) return WriteError(res, text.status());
+    res.set_content(*text, "application/json");
   });
 
   http->Handle(Method::kGet, kModelRoute, [core](const Request& req, Response& res) {
-    auto model = ResolveModel(*core, RefOf(req));
+    auto model = ResolveModel(core, RefOf(req));
     if (!model.ok()) return WriteError(res, model.status());
     // GetModelInfo's answer, in proto3's JSON mapping (64-bit integers as strings): one mapping for both transports.
     v1::ModelInfo info;
     ToProto(*core, **model, &info);
-    std::string info_json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    options.always_print_primitive_fields = true;
-    if (!google::protobuf::util::MessageToJsonString(info, &info_json, options).ok()) {
-      return WriteError(res, absl::InternalError("model info could not be written as JSON"));
-    }
+    absl::StatusOr<std::string> info_json = ProtoJson(info);
+    if (!info_json.ok()) return WriteError(res, info_json.status());
     // TF Serving's model status shape, and the info.
-    const int64_t version = (*model)->version.generation;
+    const int64_t version = (*model)->version.version;
     json answer = {{"model", VersionJson(**model)},
                    {"model_version_status", json::array({{{"version", std::to_string(version)},
                                                           {"state", "AVAILABLE"},
                                                           {"status", {{"error_code", "OK"}, {"error_message", ""}}}}})},
-                   {"info", json::parse(info_json)}};
+                   {"info", json::parse(*info_json)}};
     res.set_content(answer.dump(), "application/json");
   });
 

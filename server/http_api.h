@@ -35,22 +35,11 @@ namespace vae::server {
 class HttpServer;
 class ServerCore;
 struct Snapshot;
+struct ModelRef;
 
-// The model a request names: /v1/models/{name}, optionally /versions/{version} or /labels/{label}.
-struct ModelRef {
-  std::string name;
-  int64_t version = 0;  // 0: not pinned
-  std::string label;    // "": the default label
-};
-
-// The name under which the server's one model is served today.
-inline constexpr char kDefaultModelName[] = "default";
-
-// The one place that turns a ModelRef into the weights to answer with (the model repository will plug in here).
-// Today the server holds one model, named kDefaultModelName, and serves only its current version: `version` must be
-// the current version number (ModelVersion.generation) and `label` "latest"; anything else is NOT_FOUND naming what
-// exists.
-absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(const ServerCore& core, const ModelRef& ref);
+// The one place that turns a ModelRef (/v1/models/{name}, optionally /versions/{version} or /labels/{label}) into
+// the weights to answer with: the model repository's Resolve, as for gRPC.
+absl::StatusOr<std::shared_ptr<const Snapshot>> ResolveModel(ServerCore* core, const ModelRef& ref);
 
 // True for the request that starts a training job (POST /v1/train): it needs the full token, as gRPC's Train does;
 // every other route takes the read-only one too.

@@ -28,8 +28,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/batcher.h"
-#include "server/model_slot.h"
 #include "server/server_options.h"
+#include "server/snapshot.h"
 
 namespace vae::server {
 

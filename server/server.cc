@@ -219,7 +219,8 @@ void VaeServer::SetServing(bool serving) {
   }
 }
 
-bool VaeServer::Ready() const { return serving() && core_->Current() != nullptr; }
+// The core exists only once its default model is loaded and warmed up (ServerCore::Create).
+bool VaeServer::Ready() const { return serving() && core_ != nullptr; }
 
 void VaeServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;

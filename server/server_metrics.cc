@@ -247,7 +247,8 @@ void ServerMetrics::OnTrainEvent(const TrainingJob& job, const TrainEvent* event
                          {"train_loss", p.train.loss},
                          {"test_loss", p.has_test ? p.test.loss : std::nan("")},
                          {"images_per_sec", p.images_per_sec},
-                         {"version", event->version.generation},
+                         {"model", event->version.model},
+                         {"version", event->version.version},
                          {"checkpoint", p.checkpoint_path}});
   }
 }
@@ -262,10 +263,16 @@ void ServerMetrics::Collect() {
 
   model_loaded_.Clear();
   model_parameters_.Clear();
-  if (const auto model = core_->Current()) {
-    const std::string version = absl::StrCat(model->version.generation);
-    model_loaded_.WithLabels({options_.default_model, version}).Set(1);
-    model_parameters_.WithLabels({options_.default_model, version}).Set(static_cast<double>(model->parameter_count));
+  if (const auto listings = core_->repository().List(""); listings.ok()) {
+    for (const ModelListing& model : *listings) {
+      const double parameters = model.options ? static_cast<double>(CountParameters(*model.options)) : 0;
+      for (const VersionListing& v : model.versions) {
+        if (!v.loaded) continue;
+        const std::string version = absl::StrCat(v.version);
+        model_loaded_.WithLabels({model.name, version}).Set(1);
+        model_parameters_.WithLabels({model.name, version}).Set(parameters);
+      }
+    }
   }
   train_running_.Set(core_->training().Running() != nullptr ? 1 : 0);
 

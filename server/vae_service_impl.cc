@@ -133,7 +133,8 @@ VaeServiceImpl::VaeServiceImpl(ServerCore* core, ServerMetrics* metrics)
 
 template <typename Request, typename Response, typename Start>
 grpc::ServerUnaryReactor* VaeServiceImpl::Unary(grpc::CallbackServerContext* context, const char* method,
-                                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
+                                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start,
+                                                Authenticator::Access access) {
   const absl::Time arrived = metrics_ != nullptr ? absl::Now() : absl::InfinitePast();
   if (metrics_ != nullptr) metrics_->CallStarted();
   auto* call = new UnaryCall<Request, Response>(out);
@@ -151,7 +152,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(grpc::CallbackServerContext* con
     active_calls_.fetch_sub(1);
   };
   // Authenticated before anything of the request is read: a caller without the token learns nothing about it.
-  if (absl::Status admitted = auth_.Check(*context, method, Authenticator::Access::kRead); !admitted.ok()) {
+  if (absl::Status admitted = auth_.Check(*context, method, access); !admitted.ok()) {
     finish(admitted);
   } else if (absl::Status parsed = ParseRequest(*raw, &call->request); !parsed.ok()) {
     finish(parsed);
@@ -291,11 +292,54 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
-  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(context, "GetModelInfo", request, response,
-                                                       [this](const auto&, auto* resp, FinishFn finish) {
-                                                         DoGetModelInfo(resp);
-                                                         finish(absl::OkStatus());
-                                                       });
+  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(
+      context, "GetModelInfo", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) { finish(DoGetModelInfo(req, resp)); });
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::ListModelsRequest, v1::ListModelsResponse>(
+      context, "ListModels", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) { finish(DoListModels(req, resp)); });
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::SetLabel(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::SetLabelRequest, v1::SetLabelResponse>(
+      context, "SetLabel", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto previous = core_->repository().SetLabel(req.model(), req.label(), req.version(), req.make_default());
+        if (previous.ok()) resp->set_previous_version(*previous);
+        finish(previous.status());
+      },
+      Authenticator::Access::kTrain);
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::DeleteVersion(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::DeleteVersionRequest, v1::DeleteVersionResponse>(
+      context, "DeleteVersion", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto removed = core_->repository().DeleteVersion(req.model(), req.version(), req.force());
+        if (removed.ok()) {
+          for (const auto& label : *removed) resp->add_removed_labels(label);
+        }
+        finish(removed.status());
+      },
+      Authenticator::Access::kTrain);
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::DeleteModel(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::DeleteModelRequest, v1::DeleteModelResponse>(
+      context, "DeleteModel", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto deleted = core_->repository().DeleteModel(req.model(), req.force());
+        if (deleted.ok()) resp->set_versions_deleted(*deleted);
+        finish(deleted.status());
+      },
+      Authenticator::Access::kTrain);
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
@@ -341,7 +385,9 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
 void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                                  v1::EncodeResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   // mu and sigma: 2 x J float32 per image, no image.
@@ -363,7 +409,9 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
 void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
                                  v1::DecodeResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   auto z = TensorFromProto(request.z(), "z");
   if (!z.ok()) return finish(z.status());
   if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
@@ -384,7 +432,8 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
 
 absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                                       v1::SampleResponse* response) {
-  const auto model = core_->Current();
+  VAE_ASSIGN_OR_RETURN(const std::shared_ptr<const Snapshot> model,
+                       core_->Resolve(ModelRefFromProto(request.model_spec())));
   VAE_RETURN_IF_ERROR(InputRules::CheckImageFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
   VAE_RETURN_IF_ERROR(core_->inference().rules().CheckOutputSize("sample", model->options, request.count(),
@@ -404,7 +453,9 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
 void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
                                       v1::ReconstructResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
   auto images = RequestImages(request.images(), *model, *core_);
@@ -427,6 +478,18 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
       });
 }
 
-void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) { ToProto(*core_, *core_->Current(), response); }
+absl::Status VaeServiceImpl::DoGetModelInfo(const v1::GetModelInfoRequest& request, v1::ModelInfo* response) {
+  VAE_ASSIGN_OR_RETURN(const std::shared_ptr<const Snapshot> model,
+                       core_->Resolve(ModelRefFromProto(request.model_spec())));
+  ToProto(*core_, *model, response);
+  return absl::OkStatus();
+}
+absl::Status VaeServiceImpl::DoListModels(const v1::ListModelsRequest& request, v1::ListModelsResponse* response) {
+  if (!request.name().empty()) VAE_RETURN_IF_ERROR(ValidateName(request.name(), "name"));
+  VAE_ASSIGN_OR_RETURN(const std::vector<ModelListing> listings, core_->repository().List(request.name()));
+  for (const auto& listing : listings) ToProto(listing, response->add_models());
+  response->set_default_model(core_->repository().default_model());
+  return absl::OkStatus();
+}
 
 }  // namespace vae::server

@@ -121,8 +121,11 @@ TEST_F(CliTest, InfoJsonMatchesGetModelInfo) {
   EXPECT_EQ(j["version"]["generation"], info->version.generation);
   EXPECT_EQ(j["version"]["epochs_trained"], info->version.epochs_trained);
   EXPECT_EQ(j["version"]["global_step"], info->version.global_step);
-  ASSERT_TRUE(info->last_test.has_value());
-  EXPECT_DOUBLE_EQ(j["last_test"]["loss"].get<double>(), info->last_test->loss);
+  // A version published by a cancelled job (another test of this server may have made one) has no test metrics.
+  EXPECT_EQ(j["last_test"].is_null(), !info->last_test.has_value());
+  if (info->last_test) {
+    EXPECT_DOUBLE_EQ(j["last_test"]["loss"].get<double>(), info->last_test->loss);
+  }
   EXPECT_EQ(j["checkpoint_path"], info->checkpoint_path);
   EXPECT_EQ(j["max_batch"], kMaxBatch);
   EXPECT_EQ(j["training"], false);

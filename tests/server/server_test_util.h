@@ -8,7 +8,7 @@
 
 #include "model/options.h"
 #include "model/vae.h"
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 
 namespace vae::testing {
 
@@ -24,6 +24,16 @@ inline VaeOptions TinyOptions() {
 // A published-style snapshot of a model with seeded random weights.
 inline std::shared_ptr<server::Snapshot> TinySnapshot(uint64_t seed = 3, VaeOptions options = TinyOptions()) {
   return server::SnapshotOfModel(server::NewSeededVae(options, seed), at::kCPU);
+}
+
+// True when both models have bitwise equal parameters.
+inline bool SameWeights(const Vae& a, const Vae& b) {
+  const auto pa = a->parameters(), pb = b->parameters();
+  if (pa.size() != pb.size()) return false;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (!at::equal(pa[i].cpu(), pb[i].cpu())) return false;
+  }
+  return true;
 }
 
 // `n` images of shape [n, C, H, W] with values uniform in [0, 1), from a generator seeded with `seed`.
