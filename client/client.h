@@ -180,8 +180,9 @@ class Client {
   // Runs a training job on the server and blocks until its stream ends, calling `on_progress` (may be empty) for each
   // message. TrainOptions::model names the model (new versions of it; other models are untouched) and
   // promote_label the label to move on improvement (the kDone message's label_moved). `cancellation` (may be null)
-  // stops it from another thread; a cancelled job returns OK with TrainResult::cancelled set. Errors: the server's (FAILED_PRECONDITION when a job is already running,
-  // INVALID_ARGUMENT, NOT_FOUND / PERMISSION_DENIED for datasets), or unreachable.
+  // stops it from another thread; a cancelled job returns OK with TrainResult::cancelled set. Errors: the server's
+  // (FAILED_PRECONDITION when a job is already running, INVALID_ARGUMENT, NOT_FOUND / PERMISSION_DENIED for datasets),
+  // or unreachable.
   absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainProgressCallback& on_progress = nullptr,
                                     TrainCancellation* cancellation = nullptr);
 

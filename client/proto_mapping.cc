@@ -109,7 +109,6 @@ ModelList FromProto(const v1::ListModelsResponse& list) {
   return out;
 }
 
-
 void ToProto(const TrainOptions& options, v1::TrainRequest* out) {
   out->set_dataset(options.dataset);
   out->set_epochs(options.epochs);

@@ -85,7 +85,7 @@ struct ModelInfo {
   std::string training_job_id;
   std::vector<std::string> presets;
   std::string train_json;
-  int32_t max_batch = 0;  // the most images or codes one request may carry
+  int32_t max_batch = 0;            // the most images or codes one request may carry
   std::vector<std::string> labels;  // the labels that name this version ("latest" included)
   std::string default_label;        // the label a request without a version uses for this model
 };
@@ -95,8 +95,8 @@ struct VersionInfo {
   int64_t version = 0;
   int64_t epochs_trained = 0;
   int64_t global_step = 0;
-  std::optional<Metrics> train;  // the last training epoch's mean, when known
-  std::optional<Metrics> test;   // the test-set metrics the version was published with, when known
+  std::optional<Metrics> train;            // the last training epoch's mean, when known
+  std::optional<Metrics> test;             // the test-set metrics the version was published with, when known
   absl::Time created = absl::UnixEpoch();  // when its checkpoint was written
   std::vector<std::string> labels;         // labels naming it ("latest" included)
   bool loaded = false;                     // in the server's memory now (others are loaded on demand)

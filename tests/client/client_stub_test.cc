@@ -615,8 +615,8 @@ TEST(ClientStubTest, DeleteVersionSendsForceAndReturnsTheRemovedLabels) {
   response.add_removed_labels("canary");
   response.add_removed_labels("stable");
   EXPECT_CALL(*f.vae, DeleteVersion(_, _, _))
-      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                    "version 3 of \"mnist\" is labelled canary, stable")))
+      .WillOnce(Return(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "version 3 of \"mnist\" is labelled canary, stable")))
       .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
   absl::StatusOr<DeleteVersionResult> r = f.client->DeleteVersion("mnist", 3);
   ASSERT_FALSE(r.ok());
