@@ -251,7 +251,7 @@ class Cli {
     };
     const std::vector<std::pair<std::string, std::string>> rows = {
         {"server", client_->target()},
-        {"model", i.version.model},
+        {"model", i.version.model.empty() ? "-" : i.version.model},
         {"preset", i.preset},
         {"architecture", i.architecture},
         {"likelihood", i.likelihood},
@@ -454,11 +454,10 @@ class Cli {
     const std::optional<client::ModelSpec> spec = SpecFromFlags();
     if (!spec.has_value() || !Connect()) return kExitUsage;
     client::SampleOptions options;
-    options.model = *spec;
     options.count = count;
     options.seed = absl::GetFlag(FLAGS_seed);
     options.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-    auto result = client_->Sample(options);
+    auto result = client_->Sample(options, *spec);
     if (!result.ok()) return Rpc(result.status());
     auto written = WriteImages(result->images, output);
     if (!written.ok()) return Report(LocalFailure("sample", kExitError, written.status()));
@@ -480,13 +479,12 @@ class Cli {
     client::ReconstructOptions options;
     options.sample_z = absl::GetFlag(FLAGS_sample_z);
     options.seed = absl::GetFlag(FLAGS_seed).value_or(0);
-    options.model = loaded.pinned;
     std::vector<at::Tensor> parts;
     std::vector<float> recon, kl;
     client::ModelVersion version;
     absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
       VAE_ASSIGN_OR_RETURN(client::ReconstructResult r,
-                           client_->Reconstruct(client::ImageInput::FromTensor(chunk), options));
+                           client_->Reconstruct(client::ImageInput::FromTensor(chunk), options, loaded.pinned));
       parts.push_back(r.images);
       recon.insert(recon.end(), r.recon_nll.begin(), r.recon_nll.end());
       kl.insert(kl.end(), r.kl.begin(), r.kl.end());

@@ -236,13 +236,13 @@ absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z, const ModelSpec
   return result;
 }
 
-absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
+absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options, const ModelSpec& model) {
   v1::SampleRequest request;
   request.set_count(options.count);
   if (options.seed.has_value()) request.set_seed(*options.seed);
   request.set_temperature(options.temperature);
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
-  SetModelSpec(options.model, &request);
+  SetModelSpec(model, &request);
   v1::SampleResponse response;
   VAE_RETURN_IF_ERROR(
       Unary([&](grpc::ClientContext* context) { return stubs_->vae->Sample(context, request, &response); }));
@@ -254,13 +254,14 @@ absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
   return result;
 }
 
-absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, const ReconstructOptions& options) {
+absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, const ReconstructOptions& options,
+                                                      const ModelSpec& model) {
   v1::ReconstructRequest request;
   VAE_RETURN_IF_ERROR(ToProto(images, request.mutable_images()));
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
   request.set_sample_z(options.sample_z);
   request.set_seed(options.seed);
-  SetModelSpec(options.model, &request);
+  SetModelSpec(model, &request);
   v1::ReconstructResponse response;
   VAE_RETURN_IF_ERROR(
       Unary([&](grpc::ClientContext* context) { return stubs_->vae->Reconstruct(context, request, &response); }));

@@ -138,10 +138,10 @@ class Client {
   // "vae.v1.VaeService"). NOT_FOUND when the server does not know `service`.
   absl::StatusOr<ServingStatus> Health(const std::string& service = "");
 
-  // Every inference call takes a ModelSpec (client/types.h): which model and version answers. The default is the
-  // server's default model at its default label. The result's ModelVersion names the model and version that
-  // answered. An unknown model, version or label is NOT_FOUND naming what exists; version and label together are
-  // INVALID_ARGUMENT.
+  // Every inference call takes a ModelSpec (client/types.h) as its last parameter: which model and version answers.
+  // The default is the server's default model at its default label. The result's ModelVersion names the model and
+  // version that answered. An unknown model, version or label is NOT_FOUND naming what exists; version and label
+  // together are INVALID_ARGUMENT.
 
   // What a model version is, and how it was trained.
   absl::StatusOr<ModelInfo> GetModelInfo(const ModelSpec& model = {});
@@ -153,11 +153,10 @@ class Client {
   // codes with the version that encoded them (EncodeResult::version): other versions have other latent spaces.
   absl::StatusOr<DecodeResult> Decode(const at::Tensor& z, const ModelSpec& model = {});
 
-  // SampleOptions::model chooses the version.
-  absl::StatusOr<SampleResult> Sample(const SampleOptions& options);
+  absl::StatusOr<SampleResult> Sample(const SampleOptions& options, const ModelSpec& model = {});
 
-  // ReconstructOptions::model chooses the version.
-  absl::StatusOr<ReconstructResult> Reconstruct(const ImageInput& images, const ReconstructOptions& options = {});
+  absl::StatusOr<ReconstructResult> Reconstruct(const ImageInput& images, const ReconstructOptions& options = {},
+                                                const ModelSpec& model = {});
 
   // The model repository: every model (`name` empty) or one (NOT_FOUND when missing), each with its versions
   // (oldest first; metrics, creation time, labels, whether loaded, checkpoint size), its labels and default label.

@@ -36,10 +36,10 @@ struct ClientOptions {
 };
 
 // Which model, and which of its versions, answers a request (ModelSpec in the proto). Every inference call takes
-// one; the default (all fields empty) is the server's default model at that model's default label ("latest" unless
-// set), which is what a request of a client written before model versions gets. A pinned version answers bitwise
-// the same results for the same input and seed until it is deleted, whatever is trained meanwhile: pin one (and
-// store it with every latent code you keep) when codes from different calls must be comparable.
+// one as its last parameter; the default (all fields empty) is the server's default model at that model's default label
+// ("latest" unless set), which is what a request of a client written before model versions gets. A pinned version
+// answers bitwise the same results for the same input and seed until it is deleted, whatever is trained meanwhile: pin
+// one (and store it with every latent code you keep) when codes from different calls must be comparable.
 struct ModelSpec {
   std::string name;     // a model in the server's repository; empty: the server's default model (--default_model)
   int64_t version = 0;  // a version number (>= 1) of that model; 0: not pinned
@@ -140,13 +140,11 @@ struct SampleOptions {
   int32_t count = 1;             // 1 .. ModelInfo::max_batch
   std::optional<uint64_t> seed;  // unset: the server picks one (returned in SampleResult::seed)
   float temperature = 1.0f;      // z ~ N(0, temperature^2 I); (0, 10]
-  ModelSpec model;               // which model version samples (default: the default model's default label)
 };
 
 struct ReconstructOptions {
   bool sample_z = false;  // false: decode z = mu; true: decode one z ~ q(z|x) drawn with `seed`
   uint64_t seed = 0;
-  ModelSpec model;  // which model version answers (default: the default model's default label)
 };
 
 // A Train request. Zeros mean the server's defaults; those and the bounds the server checks are defined once, in

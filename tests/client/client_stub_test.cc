@@ -455,9 +455,7 @@ TEST(ClientStubTest, EveryInferenceCallSendsItsModelSpecAndReadsTheAnsweringVers
   *sampled.mutable_version() = Version("fashion", 7);
   EXPECT_CALL(*f.vae, Sample(_, _, _))
       .WillOnce(DoAll(SaveArg<1>(&sample_sent), SetArgPointee<2>(sampled), Return(grpc::Status::OK)));
-  SampleOptions sample_options;
-  sample_options.model = pinned;
-  absl::StatusOr<SampleResult> sr = f.client->Sample(sample_options);
+  absl::StatusOr<SampleResult> sr = f.client->Sample(SampleOptions{}, pinned);
   ASSERT_TRUE(sr.ok()) << sr.status();
   ExpectSpec(sample_sent.model_spec(), "fashion", 7, "");
   EXPECT_EQ(sr->version.version, 7);
@@ -468,10 +466,8 @@ TEST(ClientStubTest, EveryInferenceCallSendsItsModelSpecAndReadsTheAnsweringVers
   *reconstructed.mutable_version() = Version("mnist", 3);
   EXPECT_CALL(*f.vae, Reconstruct(_, _, _))
       .WillOnce(DoAll(SaveArg<1>(&reconstruct_sent), SetArgPointee<2>(reconstructed), Return(grpc::Status::OK)));
-  ReconstructOptions reconstruct_options;
-  reconstruct_options.model = labelled;
   absl::StatusOr<ReconstructResult> rr =
-      f.client->Reconstruct(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1})), reconstruct_options);
+      f.client->Reconstruct(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1})), ReconstructOptions{}, labelled);
   ASSERT_TRUE(rr.ok()) << rr.status();
   ExpectSpec(reconstruct_sent.model_spec(), "mnist", 0, "stable");
   EXPECT_EQ(rr->version.model, "mnist");
