@@ -512,11 +512,7 @@ TEST_F(CliRepoTest, TrainSendsModelAndPromoteLabelAndSaysWhetherTheLabelMoved) {
 // --- usage errors: before any call ----------------------------------------------------------------------------------
 
 TEST(CliRepoUsageTest, ConflictingOrMalformedArgumentsAreUsageErrors) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string err;
-  };
-  const std::vector<Case> cases = {
+  ExpectUsageErrors({
       {{"sample", "--version=2", "--label=stable", "--output=s.png"},
        "vae-client sample: --version=2 and --label=stable: give one of them (see vae-client sample --help)\n"},
       {{"info", "--version=-1"},
@@ -536,15 +532,7 @@ TEST(CliRepoUsageTest, ConflictingOrMalformedArgumentsAreUsageErrors) {
        "vae-client health: --model does not apply to health (see vae-client health --help)\n"},
       {{"label", "mnist", "stable", "1", "--force"},
        "vae-client label: --force does not apply to label (see vae-client label --help)\n"},
-  };
-  for (const Case& c : cases) {
-    std::vector<std::string> args = c.args;
-    args.push_back("--server=127.0.0.1:1");  // never contacted: every case fails before connecting
-    const CliRun r = RunInProcess(args);
-    EXPECT_EQ(r.exit_code, 2) << c.args[0];
-    EXPECT_EQ(r.err, c.err);
-    EXPECT_EQ(r.out, "");
-  }
+  });
 }
 
 TEST(CliRepoUsageTest, VersionAloneStillPrintsTheProgramsVersion) {

@@ -483,11 +483,7 @@ TEST(CliOfflineTest, HealthExitsThreeWhenNotServing) {
 }
 
 TEST(CliOfflineTest, UsageErrorsExitTwoWithOneLine) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string err;
-  };
-  const std::vector<Case> cases = {
+  ExpectUsageErrors({
       {{"frobnicate"},
        "vae-client: unknown command \"frobnicate\"; expected one of health, info, train, encode, decode, sample, "
        "reconstruct, models, label, delete (see vae-client --help)\n"},
@@ -522,15 +518,7 @@ TEST(CliOfflineTest, UsageErrorsExitTwoWithOneLine) {
       {{"health", "extra"}, "vae-client health: unexpected argument \"extra\" (see vae-client health --help)\n"},
       {{"health", "--timeout=0s"},
        "vae-client health: --timeout=0: expected a positive duration (see vae-client health --help)\n"},
-  };
-  for (const Case& c : cases) {
-    std::vector<std::string> args = c.args;
-    args.push_back("--server=127.0.0.1:1");  // never contacted: every case fails before connecting
-    const auto r = RunInProcess(args);
-    EXPECT_EQ(r.exit_code, 2) << c.args[0];
-    EXPECT_EQ(r.err, c.err);
-    EXPECT_EQ(r.out, "");
-  }
+  });
   // No command at all: the usage on stderr.
   const auto none = RunInProcess({});
   EXPECT_EQ(none.exit_code, 2);
