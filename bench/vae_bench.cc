@@ -17,6 +17,16 @@
 //       this client's own), which says where a round trip's time goes. --clients and --batches pick the grid (e.g.
 //       --batches=1 for a model whose 256-image requests would not fit in memory).
 //
+//       With --spec_ratio, it first trains the server's default model for one epoch (version 1, on --dataset's first
+//       1000 images) and then measures, side by side, Encode b=1 with a model spec on every request ({default, 1})
+//       against the same request without one: the p50 latency ratio (encode_b1_p50_spec_vs_none) and the C=32
+//       throughput ratio (c32_b1_spec_vs_none), each a median of --ratio_rounds rounds.
+//
+//   vae-bench load --preset=mnist --load_rounds=5 --json
+//       How long a version of --preset takes to load on demand: two versions in a fresh model repository (a temp
+//       folder), a memory budget that fits one, and alternating pinned Resolve calls, each of which loads its version
+//       from disk (read, CRC, torch archive, snapshot). Median and max seconds over --load_rounds loads.
+//
 //   vae-bench loopback --latency_calls=20000 --json
 //       The kernel's floor under any RPC on this machine: round trips of a 64-byte message between two threads over
 //       a 127.0.0.1 TCP connection, each blocked in read() until the other writes, with the threads free to run on
@@ -38,12 +48,14 @@
 #include "absl/strings/str_cat.h"
 #include "bench/process_stats.h"
 #include "common/train_defaults.h"
+#include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/loss.h"
 #include "model/runtime.h"
 #include "model/trainer.h"
 #include "server/inference.h"
-#include "server/model_slot.h"
+#include "server/model_repository.h"
+#include "server/snapshot.h"
 #include "server/tensor_codec.h"
 #include "vae/v1/vae_service.grpc.pb.h"
 
@@ -58,6 +70,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -83,6 +96,9 @@ ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"1", "8",
           "grpc: concurrent client counts of the throughput grid");
 ABSL_FLAG(int64_t, ratio_rounds, 5,
           "grpc: rounds of back-to-back measurements behind each ratio (c32_b1_encode_vs_info, c8_b256_vs_inproc)");
+ABSL_FLAG(bool, spec_ratio, false,
+          "grpc: train the default model's version 1, then measure Encode b=1 with a model spec vs without");
+ABSL_FLAG(int64_t, load_rounds, 5, "load: on-demand loads timed");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "256"}),
           "grpc: images per Encode request of the throughput grid");
 
@@ -316,6 +332,51 @@ int64_t PeakRssKb(int64_t pid) {
   return -1;
 }
 
+int RunLoad() {
+  vae::ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  auto options = vae::Preset(absl::GetFlag(FLAGS_preset));
+  if (!options.ok()) return Fail(options.status());
+  char pattern[] = "/tmp/vae-bench-load-XXXXXX";
+  if (::mkdtemp(pattern) == nullptr) return Fail(absl::InternalError("mkdtemp failed"));
+  const std::string root = pattern;
+  nlohmann::json out = {{"mode", "load"}, {"preset", options->preset}};
+  {
+    // Two versions (the same weights twice: what is timed does not depend on their values).
+    vae::Vae model = vae::server::NewSeededVae(*options, 1);
+    out["parameters"] = model->parameter_count();
+    for (int64_t v = 1; v <= 2; ++v) {
+      const std::string dir = root + "/m";
+      std::filesystem::create_directories(dir);
+      const std::string path = dir + "/" + vae::CheckpointFileName(v);
+      const absl::Status saved = vae::SaveCheckpoint(path, model, nullptr, vae::TrainState());
+      if (!saved.ok()) return Fail(saved);
+      out["file_bytes"] = std::filesystem::file_size(path);
+    }
+  }
+  vae::server::RepositoryOptions ro;
+  ro.root = root;
+  ro.max_loaded_bytes = 1;  // holds only the version loaded last
+  std::vector<double> seconds;
+  {
+    auto repo = vae::server::ModelRepository::Open(ro, torch::kCPU);
+    if (!repo.ok()) return Fail(repo.status());
+    for (int64_t i = 0; i < std::max<int64_t>(1, absl::GetFlag(FLAGS_load_rounds)); ++i) {
+      const auto t = Clock::now();
+      auto snapshot = (*repo)->Resolve(vae::server::ModelRef{"m", 1 + i % 2, ""});
+      if (!snapshot.ok()) return Fail(snapshot.status());
+      seconds.push_back(SecondsSince(t));
+      std::fprintf(stderr, "load %lld: version %lld in %.3f s\n", static_cast<long long>(i + 1),
+                   static_cast<long long>(1 + i % 2), seconds.back());
+    }
+  }
+  std::filesystem::remove_all(root);
+  out["load_seconds_median"] = Median(seconds);
+  out["load_seconds_max"] = *std::max_element(seconds.begin(), seconds.end());
+  out["load_seconds"] = seconds;
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
 int RunGrpc() {
   const std::string target = absl::GetFlag(FLAGS_server);
   const double seconds = absl::GetFlag(FLAGS_seconds);
@@ -333,6 +394,20 @@ int RunGrpc() {
   auto options = vae::OptionsFromJson(info.options_json());
   if (!options.ok()) return Fail(options.status());
   nlohmann::json out = {{"mode", "grpc"}, {"server", target}, {"preset", options->preset}, {"bench_threads", threads}};
+  if (absl::GetFlag(FLAGS_spec_ratio)) {
+    // Version 1 of the default model, so that a spec can pin it (the fresh model is version 0, not pinnable).
+    vae::v1::TrainRequest train;
+    train.set_dataset(absl::GetFlag(FLAGS_dataset));
+    train.set_max_train_images(1000);
+    grpc::ClientContext ctx;
+    auto reader = stub->Train(&ctx, train);
+    vae::v1::TrainProgress progress;
+    while (reader->Read(&progress)) {
+    }
+    const grpc::Status s = reader->Finish();
+    if (!s.ok()) return Fail(absl::InternalError(absl::StrCat("spec_ratio: training version 1: ", s.error_message())));
+    out["spec_ratio_version"] = progress.version().version();
+  }
 
   // 1. Sequential Encode b=1 latency, then the same loop with GetModelInfo (no tensors, no model: the transport floor).
   const int64_t server_pid = absl::GetFlag(FLAGS_server_pid);
@@ -430,6 +505,25 @@ int RunGrpc() {
           out["inproc_encode_b256_images_per_sec"] = inproc;
           return inproc;
         });
+  }
+  if (absl::GetFlag(FLAGS_spec_ratio)) {
+    // The same version either way: the spec names what a request without one resolves to.
+    auto spec_req = req1;
+    spec_req.mutable_model_spec()->set_name("default");
+    spec_req.mutable_model_spec()->set_version(1);
+    if (!encode(*stub, spec_req)) return Fail(absl::InternalError("encode with model spec {default, 1} failed"));
+    auto p50 = [&](const vae::v1::EncodeRequest& req) {
+      nlohmann::json sink;
+      SequentialLoop("spec_ratio", std::max<int64_t>(1, n / 5), 0, sink, [&] { encode(*stub, req); });
+      return sink["spec_ratio_p50_us"].get<double>();
+    };
+    ratio("encode_b1_p50_spec_vs_none", [&] { return p50(spec_req); }, [&] { return p50(req1); });
+    ratio(
+        "c32_b1_spec_vs_none",
+        [&] {
+          return ClosedLoop(target, 32, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, spec_req); });
+        },
+        [&] { return ClosedLoop(target, 32, seconds, [&](vae::v1::VaeService::Stub& s) { return encode(s, req1); }); });
   }
   if (server_pid > 0) {
     out["server_peak_rss_mb"] = PeakRssKb(server_pid) / 1024.0;
@@ -533,10 +627,10 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc or loopback. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, infer, grpc, load or loopback. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train|infer|grpc|loopback [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|infer|grpc|load|loopback [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
@@ -544,6 +638,7 @@ int main(int argc, char** argv) {
   if (mode == "infer") return RunInfer();
   if (mode == "grpc") return RunGrpc();
   if (mode == "loopback") return RunLoopback();
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc or loopback)\n";
+  if (mode == "load") return RunLoad();
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc, load or loopback)\n";
   return 2;
 }

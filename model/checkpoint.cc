@@ -57,19 +57,6 @@ absl::StatusOr<absl::string_view> Payload(const std::string& path, const std::st
   return absl::string_view(payload, length);
 }
 
-// The sequence number of a checkpoint file name "ckpt-<digits>.vae", any number of digits that fits an int64 (the
-// writer pads to 12, and a 13th digit appears after 10^12 - 1); nullopt for any other name.
-std::optional<int64_t> Sequence(absl::string_view name) {
-  constexpr absl::string_view kPrefix = "ckpt-", kSuffix = ".vae";
-  if (!absl::ConsumePrefix(&name, kPrefix) || !absl::ConsumeSuffix(&name, kSuffix)) return std::nullopt;
-  int64_t sequence = 0;
-  if (name.empty() || name.find_first_not_of("0123456789") != absl::string_view::npos ||
-      !absl::SimpleAtoi(name, &sequence)) {
-    return std::nullopt;
-  }
-  return sequence;
-}
-
 }  // namespace
 
 absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::Adam* optimizer, const TrainState& state,
@@ -183,13 +170,25 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::
   return ckpt;
 }
 
+// Any number of digits that fits an int64 (the writer pads to 12, and a 13th digit appears after 10^12 - 1).
+std::optional<int64_t> CheckpointSequence(absl::string_view name) {
+  constexpr absl::string_view kPrefix = "ckpt-", kSuffix = ".vae";
+  if (!absl::ConsumePrefix(&name, kPrefix) || !absl::ConsumeSuffix(&name, kSuffix)) return std::nullopt;
+  int64_t sequence = 0;
+  if (name.empty() || name.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(name, &sequence)) {
+    return std::nullopt;
+  }
+  return sequence;
+}
+
 std::string CheckpointFileName(int64_t sequence) { return absl::StrFormat("ckpt-%012d.vae", sequence); }
 
 std::string NextCheckpointPath(const std::string& dir) {
   int64_t next = 1;
   auto existing = ListCheckpoints(dir);
   if (!existing.empty()) {
-    const int64_t newest = *Sequence(std::filesystem::path(existing.front()).filename().string());
+    const int64_t newest = *CheckpointSequence(std::filesystem::path(existing.front()).filename().string());
     // Saturates instead of overflowing: the newest is then replaced atomically (needs a hand-made file name).
     next = newest == std::numeric_limits<int64_t>::max() ? newest : newest + 1;
   }
@@ -201,7 +200,7 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const auto sequence = Sequence(it->path().filename().string());
+    const auto sequence = CheckpointSequence(it->path().filename().string());
     std::error_code type_ec;
     if (sequence.has_value() && it->is_regular_file(type_ec)) found.emplace_back(*sequence, it->path().string());
   }

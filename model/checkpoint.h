@@ -13,10 +13,12 @@
 #include <torch/serialize/input-archive.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/vae.h"
 
 namespace vae {
@@ -55,6 +57,9 @@ absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::A
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::Device& device);
 
 std::string CheckpointFileName(int64_t sequence);
+// The sequence number of a checkpoint file name ("ckpt-000000000042.vae" -> 42); nullopt for any other name (temp
+// files "ckpt-*.vae.tmp.*" included).
+std::optional<int64_t> CheckpointSequence(absl::string_view file_name);
 // dir/ckpt-<one more than the highest sequence in dir>.vae
 std::string NextCheckpointPath(const std::string& dir);
 // Paths of ckpt-<digits>.vae files in `dir` (any number of digits that fits an int64), newest (highest sequence)

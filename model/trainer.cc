@@ -160,7 +160,12 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   if (test != nullptr) metrics["test"] = MetricsJson(*test);
   state_.metrics_json = metrics.dump();
   state_.rng_state = generator_.get_state();
-  const std::string path = NextCheckpointPath(options_.checkpoint_dir);
+  std::string path;
+  if (options_.checkpoint_path) {
+    VAE_ASSIGN_OR_RETURN(path, options_.checkpoint_path());
+  } else {
+    path = NextCheckpointPath(options_.checkpoint_dir);
+  }
   const absl::Status saved = SaveCheckpoint(path, serving_model(), optimizer_.get(), state_, ema_ ? &model_ : nullptr);
   if (!saved.ok()) {
     return absl::Status(saved.code(), absl::StrCat("checkpoint at step ", state_.global_step,
@@ -168,7 +173,7 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
                                                    "were not published (the last checkpoint stays served): ",
                                                    saved.message()));
   }
-  PruneCheckpoints(options_.checkpoint_dir, options_.keep_checkpoints);
+  if (!options_.checkpoint_path) PruneCheckpoints(options_.checkpoint_dir, options_.keep_checkpoints);
   return path;
 }
 

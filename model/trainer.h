@@ -37,6 +37,10 @@ struct TrainOptions {
   std::string checkpoint_dir;          // where checkpoints go; empty: none are written
   int64_t checkpoint_every_steps = 0;  // also checkpoint every N steps inside an epoch (0: at epoch ends only)
   int keep_checkpoints = 3;            // older checkpoints in checkpoint_dir are deleted
+  // Where each checkpoint goes. Unset: NextCheckpointPath(checkpoint_dir), then all but the newest keep_checkpoints
+  // are deleted. Set (the server's model repository, which numbers versions and keeps its own policy): the path it
+  // returns, and nothing is pruned; an error fails the checkpoint like a write error.
+  std::function<absl::StatusOr<std::string>()> checkpoint_path;
   int64_t max_steps = -1;              // stop (like a cancel, with a checkpoint) after N steps of this run
   // Train MLP + Bernoulli models on the CPU with the hand-written step (model/mlp_step.h) instead of autograd:
   // the same gradients (up to float rounding), ~1.3x faster for the mnist preset. Other models always use autograd.

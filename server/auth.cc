@@ -78,8 +78,8 @@ absl::Status Authenticator::CheckHeader(const absl::string_view* authorization, 
   if (access == Access::kTrain) {
     return absl::PermissionDeniedError(absl::StrCat(
         method,
-        ": the token presented has the read-only role, which may call everything but Train; training needs "
-        "the full token"));
+        ": the token presented has the read-only role, which may call everything but Train, SetLabel, "
+        "DeleteVersion and DeleteModel; these need the full token"));
   }
   return absl::OkStatus();
 }

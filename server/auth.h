@@ -2,7 +2,8 @@
 //
 // With a token configured (ServerOptions::auth_token), every VaeService call must carry the metadata
 // "authorization: Bearer <token>"; a missing, malformed or wrong token gets UNAUTHENTICATED. An optional second,
-// read-only token (ServerOptions::auth_readonly_token) may call everything but Train, which answers it with
+// read-only token (ServerOptions::auth_readonly_token) may call everything but Train and the repository's admin calls
+// (SetLabel, DeleteVersion, DeleteModel), which answer it with
 // PERMISSION_DENIED. Tokens are compared in constant time. grpc.health.v1.Health and server reflection are not
 // VaeService methods and stay open: probes need no secret, and reflection only describes the public schema.
 //
@@ -47,7 +48,7 @@ absl::Status ValidateTokens(absl::string_view token, absl::string_view readonly_
 class Authenticator {
  public:
   // What a call may do.
-  enum class Access { kRead, kTrain };
+  enum class Access { kRead, kTrain };  // kTrain: Train and the calls that change the repository
 
   // Both empty: authentication is off and Check admits every call.
   Authenticator(std::string token, std::string readonly_token)

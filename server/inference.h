@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/batcher.h"
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 #include "server/server_options.h"
 
 namespace vae::server {

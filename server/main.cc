@@ -61,9 +61,10 @@ bool ShutdownRequested() {
 ABSL_FLAG(std::string, host, kDefaults.host, "address to listen on (0.0.0.0 or :: for all interfaces)");
 ABSL_FLAG(int32_t, port, kDefaults.port, "TCP port; 0 picks a free one (printed on stdout)");
 ABSL_FLAG(std::string, model_dir, kDefaults.model_dir,
-          "checkpoint folder: the newest valid checkpoint is served at start, training writes new ones here");
+          "the model repository: one folder per model (<name>/model.json and its versions ckpt-<N>.vae); training "
+          "writes here (one training server per repository)");
 ABSL_FLAG(std::string, data_dir, kDefaults.data_dir, "root of the datasets a Train call may name");
-ABSL_FLAG(std::string, preset, kDefaults.preset, "model to serve when model_dir has no valid checkpoint");
+ABSL_FLAG(std::string, preset, kDefaults.preset, "the default model's fresh weights while it has no version");
 ABSL_FLAG(uint64_t, seed, kDefaults.seed, "initial weights of that fresh model");
 ABSL_FLAG(std::string, device, kDefaults.device, "auto, cpu, cuda or cuda:N");
 ABSL_FLAG(int32_t, threads, kDefaults.threads, "torch intra-op threads of training; 0: one per core");
@@ -74,7 +75,14 @@ ABSL_FLAG(int32_t, max_batch, kDefaults.max_batch, "most images or codes per req
 ABSL_FLAG(int64_t, max_image_pixels, kDefaults.max_image_pixels,
           "largest encoded image a request may carry, as width x height declared in its header; 0: 16x the model's "
           "H x W, at least 1048576 (1024x1024)");
-ABSL_FLAG(int32_t, keep_checkpoints, kDefaults.keep_checkpoints, "checkpoints kept in model_dir");
+ABSL_FLAG(std::string, default_model, kDefaults.default_model,
+          "the model requests without a model name use (a flat model_dir's checkpoints become its versions)");
+ABSL_FLAG(int32_t, keep_versions, kDefaults.keep_versions,
+          "versions kept per model on publication: the newest N, plus every labelled one");
+ABSL_FLAG(int64_t, max_loaded_mb, kDefaults.max_loaded_mb,
+          "MiB of model versions kept in memory (least recently used dropped, reloaded on demand); 0: no limit");
+ABSL_FLAG(double, poll_interval_s, kDefaults.poll_interval_s,
+          "seconds between rescans of model_dir for versions written or deleted by another process; 0: off");
 ABSL_FLAG(bool, enable_batching, kDefaults.enable_batching,
           "coalesce concurrent Encode/Decode/Reconstruct calls into one model call");
 ABSL_FLAG(int64_t, batch_timeout_us, kDefaults.batch_timeout_us,
@@ -129,7 +137,10 @@ int main(int argc, char** argv) {
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-  options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  options.default_model = absl::GetFlag(FLAGS_default_model);
+  options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  options.max_loaded_mb = absl::GetFlag(FLAGS_max_loaded_mb);
+  options.poll_interval_s = absl::GetFlag(FLAGS_poll_interval_s);
   options.enable_batching = absl::GetFlag(FLAGS_enable_batching);
   options.batch_timeout_us = absl::GetFlag(FLAGS_batch_timeout_us);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);

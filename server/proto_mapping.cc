@@ -34,11 +34,17 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
   if (r.log_every_steps() != 0) spec.log_every_steps = r.log_every_steps();
   spec.max_train_images = r.max_train_images();
   spec.binarize = r.binarize();
+  spec.model = r.model();
+  spec.promote_label = r.promote_label();
   return spec;
 }
 
+ModelRef ModelRefFromProto(const v1::ModelSpec& spec) { return ModelRef{spec.name(), spec.version(), spec.label()}; }
+
 void ToProto(const ModelVersion& version, v1::ModelVersion* out) {
-  out->set_generation(version.generation);
+  out->set_generation(version.version);
+  out->set_model(version.model);
+  out->set_version(version.version);
   out->set_epochs_trained(version.epochs_trained);
   out->set_global_step(version.global_step);
 }
@@ -68,6 +74,7 @@ void ToProto(const TrainEvent& event, v1::TrainProgress* out) {
   out->set_cancelled(p.cancelled);
   out->set_checkpoint_path(p.checkpoint_path);
   ToProto(event.version, out->mutable_version());
+  out->set_label_moved(event.label_moved);
 }
 
 void ToProto(const Snapshot& snapshot, v1::ModelInfo* out) {
@@ -87,6 +94,32 @@ void ToProto(const Snapshot& snapshot, v1::ModelInfo* out) {
   out->set_device(snapshot.device.str());
   out->set_checkpoint_path(snapshot.checkpoint_path);
   out->set_train_json(snapshot.train_json);
+}
+
+void ToProto(const ModelListing& listing, v1::ModelEntry* out) {
+  out->set_name(listing.name);
+  if (listing.options) {
+    out->set_preset(listing.options->preset);
+    out->set_options_json(ToJson(*listing.options));
+    out->set_parameter_count(CountParameters(*listing.options));
+  }
+  out->set_default_label(listing.default_label);
+  for (const auto& [label, version] : listing.labels) (*out->mutable_labels())[label] = version;
+  for (const VersionListing& v : listing.versions) {
+    v1::VersionInfo* info = out->add_versions();
+    info->set_version(v.version);
+    info->set_epochs_trained(v.epochs_trained);
+    info->set_global_step(v.global_step);
+    info->set_has_train_metrics(v.train.has_value());
+    if (v.train) ToProto(*v.train, info->mutable_train());
+    info->set_has_test_metrics(v.test.has_value());
+    if (v.test) ToProto(*v.test, info->mutable_test());
+    info->set_create_time_unix_ms(v.create_time_unix_ms);
+    for (const auto& label : v.labels) info->add_labels(label);
+    info->set_loaded(v.loaded);
+    info->set_size_bytes(v.size_bytes);
+  }
+  out->set_training(listing.training);
 }
 
 }  // namespace vae::server

@@ -12,9 +12,12 @@ namespace vae::server {
 struct ServerOptions {
   std::string host = "127.0.0.1";    // address to listen on ("0.0.0.0" / "::" for all interfaces)
   int port = 50051;                  // TCP port; 0 picks a free one (VaeServer::Start returns it)
-  std::string model_dir = "models";  // checkpoints: the newest valid one is loaded at start; training writes here
+  // The model repository: one folder per model, <model_dir>/<name>/ with model.json and its versions ckpt-<N>.vae
+  // (server/model_repository.h). Training writes here; one training server per repository, any number of readers.
+  std::string model_dir = "models";
+  std::string default_model = "default";  // the model a request without a model name uses (and a flat model_dir's)
   std::string data_dir = "data";     // root of the datasets a TrainRequest may name
-  std::string preset = "mnist";      // model built when model_dir holds no valid checkpoint
+  std::string preset = "mnist";      // the default model's fresh weights when it has no version yet
   uint64_t seed = 1;                 // initial weights of that fresh model
   std::string device = "auto";       // auto | cpu | cuda | cuda:N
   int threads = 0;                   // torch intra-op threads of training (process-wide); 0: one per core
@@ -24,7 +27,13 @@ struct ServerOptions {
   // Largest encoded (PNG/JPEG) image a request may carry, as width x height declared in its header, checked before
   // anything is decoded. 0: derived from the served model (AutoMaxImagePixels below).
   int64_t max_image_pixels = 0;
-  int keep_checkpoints = 3;  // training deletes all but the newest N checkpoints in model_dir
+  int keep_versions = 3;  // publishing a version deletes the model's versions older than the newest N, unless labelled
+  // In-memory versions (their weights), MiB; the least recently used ones are dropped beyond it and loaded again on
+  // demand. A version in use stays alive until its requests finish, and the newest one loaded always stays. 0: no limit.
+  int64_t max_loaded_mb = 4096;
+  // Seconds between rescans of model_dir (versions and model.json written by another process become servable,
+  // deleted ones are unloaded). 0: no rescans.
+  double poll_interval_s = 2;
   // Dynamic batching: concurrent Encode/Decode/Reconstruct calls on the same weights share one model call (see
   // server/batcher.h). A lone request never waits; a batch waits at most batch_timeout_us for requests already
   // being decoded. Requests of 64+ rows are a batch already and run on their own. Queued requests hold no thread
@@ -42,7 +51,8 @@ struct ServerOptions {
   // Bearer-token authentication (server/auth.h). The tokens themselves, not paths: main.cc reads them from
   // --auth_token_file / --auth_readonly_token_file or $VAE_AUTH_TOKEN / $VAE_AUTH_READONLY_TOKEN. Empty: no
   // authentication. With auth_token, every VaeService call needs "authorization: Bearer <auth_token>";
-  // auth_readonly_token (needs auth_token) may call everything but Train. Health and reflection stay open.
+  // auth_readonly_token (needs auth_token) may call everything but Train and the
+  // repository's admin calls (SetLabel, DeleteVersion, DeleteModel). Health and reflection stay open.
   std::string auth_token;
   std::string auth_readonly_token;
 };

@@ -128,6 +128,13 @@ absl::Status ValidateTrainSpec(const TrainSpec& s) {
         "train: preset and options_json only apply to a fresh model (resume = false); a resumed model keeps the "
         "options of its checkpoint");
   }
+  if (!s.model.empty()) VAE_RETURN_IF_ERROR(ValidateName(s.model, "train: model"));
+  if (!s.promote_label.empty()) {
+    VAE_RETURN_IF_ERROR(ValidateName(s.promote_label, "train: promote_label"));
+    if (s.promote_label == kLatestLabel) {
+      return absl::InvalidArgumentError("train: promote_label cannot be 'latest', which always names the newest version");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -159,23 +166,15 @@ int64_t CountParameters(const VaeOptions& o) {
 // TrainingManager
 
 struct TrainingManager::Prepared {
+  std::string model;  // the repository model the job trains
+  std::string promote_label;
   std::unique_ptr<Trainer> trainer;
   std::shared_ptr<const TrainTestSplit> data;
   int64_t steps_per_epoch = 0;
 };
 
-TrainingManager::TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std::string model_dir, c10::Device device,
-                                 int keep_checkpoints)
-    : slot_(slot),
-      datasets_(datasets),
-      model_dir_(std::move(model_dir)),
-      device_(device),
-      keep_checkpoints_(keep_checkpoints < 1 ? 1 : keep_checkpoints) {
-  // No job runs yet, and the manager is model_dir's only writer: every checkpoint temp file there was left by a
-  // process killed mid-write (kill -9, OOM, power loss) and would hold its disk space forever.
-  const int removed = RemoveStaleTempFiles(model_dir_);
-  if (removed > 0) LOG(WARNING) << "removed " << removed << " stale checkpoint temp file(s) from " << model_dir_;
-}
+TrainingManager::TrainingManager(ModelRepository* repository, DatasetRegistry* datasets, c10::Device device)
+    : repository_(repository), datasets_(datasets), device_(device) {}
 
 TrainingManager::~TrainingManager() { Shutdown(); }
 
@@ -223,11 +222,13 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingManager::Start(const TrainS
   p.step_in_epoch = state.step_in_epoch;
   p.steps_per_epoch = (*prepared)->steps_per_epoch;
   p.global_step = state.global_step;
-  started.version = slot_->Current()->version;
+  started.version = repository_->LatestVersion((*prepared)->model).value_or(ModelVersion{(*prepared)->model});
   job->Push(std::move(started));
   LOG(INFO) << "training job " << job->id() << " started: dataset '" << spec.dataset << "', "
             << (*prepared)->data->train.size() << " training images, up to epoch "
-            << (*prepared)->trainer->options().epochs << (spec.resume ? " (resumed)" : " (fresh model)");
+            << (*prepared)->trainer->options().epochs << " of model '" << (*prepared)->model << "'"
+            << (spec.resume ? " (resumed)" : " (fresh weights)");
+  repository_->SetTraining((*prepared)->model);
   thread_ = std::thread(&TrainingManager::Run, this, job, std::move(*prepared));
   return job;
 }
@@ -236,29 +237,66 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   VAE_RETURN_IF_ERROR(ValidateTrainSpec(spec));
   VAE_RETURN_IF_ERROR(datasets_->Resolve(spec.dataset).status());
 
-  VaeOptions options;
-  std::optional<Checkpoint> checkpoint;
-  if (spec.resume) {
-    auto loaded = LoadNewestCheckpoint(model_dir_, device_);
-    if (!loaded.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("train: resume = true but there is no valid checkpoint in --model_dir ", model_dir_,
-                       "; train with resume = false first"));
-    }
-    checkpoint = std::move(*loaded);
-    options = checkpoint->options;
-  } else if (!spec.options_json.empty()) {
+  const std::string model = spec.model.empty() ? repository_->default_model() : spec.model;
+  // The options the request asks for, if any (options_json wins over preset).
+  std::optional<VaeOptions> requested;
+  if (!spec.options_json.empty()) {
     auto parsed = OptionsFromJson(spec.options_json);
     if (!parsed.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("train: options_json: ", parsed.status().message()));
     }
-    options = *parsed;
+    requested = *parsed;
   } else if (!spec.preset.empty()) {
     auto preset = Preset(spec.preset);
     if (!preset.ok()) return absl::InvalidArgumentError(absl::StrCat("train: ", preset.status().message()));
-    options = *preset;
+    requested = *preset;
+  }
+  // A model exists once it has a version; until then (a fresh server's default model, a job that failed before its
+  // first epoch) any options may start it.
+  const std::optional<ModelVersion> latest = repository_->LatestVersion(model);
+  absl::StatusOr<VaeOptions> existing = absl::NotFoundError("no version");
+  if (latest.has_value() && latest->version > 0) {
+    existing = repository_->OptionsOf(model);
+    if (!existing.ok()) return existing.status();
+  }
+  // An existing model keeps its options: a request for others is a different model. The preset name is only a
+  // label of the options, so it does not take part in the comparison.
+  auto comparable = [](VaeOptions o) {
+    o.preset = "";
+    return ToJson(o);
+  };
+  if (existing.ok() && requested && comparable(*requested) != comparable(*existing)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "train: model '", model, "' exists with options ", ToJson(*existing), ", and the request's ",
+        spec.options_json.empty() ? absl::StrCat("preset '", spec.preset, "'") : std::string("options_json"),
+        " gives ", ToJson(*requested), "; an existing model keeps its options: train a new model name instead"));
+  }
+  VaeOptions options;
+  std::optional<Checkpoint> checkpoint;
+  if (spec.resume) {
+    auto path = repository_->NewestCheckpoint(model);
+    auto loaded = path.ok() ? LoadCheckpoint(*path, device_) : absl::StatusOr<Checkpoint>(path.status());
+    if (!loaded.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("train: resume = true but model '", model,
+                                                        "' has no loadable version (", loaded.status().message(),
+                                                        "); train with resume = false first"));
+    }
+    checkpoint = std::move(*loaded);
+    options = checkpoint->options;
+  } else if (existing.ok()) {
+    options = *existing;
+  } else if (requested) {
+    options = *requested;
   } else {
-    options = slot_->Current()->options;
+    // A new model without options: the default model's.
+    auto defaults = repository_->OptionsOf(repository_->default_model());
+    if (!defaults.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("train: model '", model,
+                                                        "' is new and the request names no preset or options_json, "
+                                                        "and the default model has none to copy: ",
+                                                        defaults.status().message()));
+    }
+    options = *defaults;
   }
   if (!spec.resume && CountParameters(options) > kMaxParameters) {
     return absl::InvalidArgumentError(absl::StrCat("train: the model would have ", CountParameters(options),
@@ -278,6 +316,8 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   }
 
   auto prepared = std::make_unique<Prepared>();
+  prepared->model = model;
+  prepared->promote_label = spec.promote_label;
   VAE_ASSIGN_OR_RETURN(prepared->data, datasets_->Load(spec.dataset, options, spec.max_train_images));
   prepared->steps_per_epoch = (prepared->data->train.size() + spec.batch_size - 1) / spec.batch_size;
 
@@ -288,8 +328,15 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   train.seed = spec.seed;
   train.log_every_steps = spec.log_every_steps;
   train.binarize = spec.binarize;
-  train.checkpoint_dir = model_dir_;
-  train.keep_checkpoints = keep_checkpoints_;
+  train.checkpoint_dir = repository_->ModelDir(model);
+  // The repository numbers versions (never reusing one) and prunes by its own policy.
+  train.checkpoint_path = [repository = repository_, model, options] {
+    return repository->ReserveVersionPath(model, options);
+  };
+  // This process is the repository's only trainer and no job runs: every checkpoint temp file in the model's folder
+  // was left by a process killed mid-write (kill -9, OOM, power loss) and would hold its disk space forever.
+  const int removed = RemoveStaleTempFiles(train.checkpoint_dir);
+  if (removed > 0) LOG(WARNING) << "removed " << removed << " stale checkpoint temp file(s) from " << train.checkpoint_dir;
   try {
     if (checkpoint) {
       // A copy, so that Resume's writes into the trainer's module cannot alias the checkpoint's own weights.
@@ -312,6 +359,24 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
   std::optional<TrainEvent> done;             // held back until the job slot is free (see below)
   int64_t previous_report_step = first_step;  // global step of the previous event
 
+  std::string published_path;  // the checkpoint of the last version this job published
+  int64_t final_version = 0;   // and its number
+  // Publishes a deep copy of `model` as the version p.checkpoint_path holds: the trainer goes on mutating `model`,
+  // serving reads only the copy.
+  auto publish = [&](const Progress& p, const Vae& model) {
+    auto snapshot = SnapshotOfModel(model, device_);
+    snapshot->version.epochs_trained = p.epoch;
+    snapshot->version.global_step = p.global_step;
+    if (!std::isnan(p.train.loss)) snapshot->last_train = p.train;
+    if (p.has_test) snapshot->last_test = p.test;
+    snapshot->checkpoint_path = p.checkpoint_path;
+    snapshot->train_json = trainer.state().train_json;
+    published_path = p.checkpoint_path;
+    const ModelVersion version = repository_->Publish(prepared->model, std::move(snapshot));
+    final_version = version.version;
+    return version;
+  };
+
   auto on_progress = [&](const Progress& p, const Vae& model) {
     TrainEvent e;
     e.job_id = job->id();
@@ -332,30 +397,34 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
         e.mean_steps = p.global_step - window_start;
         job->Push(std::move(e));
         break;
-      case Progress::Kind::kEpochEnd: {
+      case Progress::Kind::kEpochEnd:
         // The Trainer reports kEpochEnd only for finite weights and test metrics that are already checkpointed (see
         // ProgressCallback): a diverged epoch or a failed checkpoint ends the job with an error instead, and the
-        // previous generation keeps serving. Publish a deep copy: the trainer goes on mutating `model`, serving
-        // reads only the copy.
-        auto snapshot = SnapshotOfModel(model, device_);
-        snapshot->version.epochs_trained = p.epoch;
-        snapshot->version.global_step = p.global_step;
-        if (!std::isnan(p.train.loss)) snapshot->last_train = p.train;
-        if (p.has_test) snapshot->last_test = p.test;
-        snapshot->checkpoint_path = p.checkpoint_path;
-        snapshot->train_json = trainer.state().train_json;
-        e.version = slot_->Publish(std::move(snapshot));
+        // previous version stays the newest.
+        e.version = publish(p, model);
         LOG(INFO) << "training job " << job->id() << ": epoch " << p.epoch << "/" << p.epochs << " train loss "
-                  << p.train.loss << ", test loss " << p.test.loss << "; published generation " << e.version.generation;
+                  << p.train.loss << ", test loss " << p.test.loss << "; published model '" << e.version.model
+                  << "' version " << e.version.version;
         job->Push(std::move(e));
         break;
-      }
       case Progress::Kind::kDone:
         if (p.cancelled) {
           // The trainer reports DONE at its last finished epoch with a full epoch of steps; a stopped job reports
           // where it stopped: the epoch it was in and the steps done there.
           e.progress.epoch = trainer.state().epochs_done + 1;
           e.progress.step_in_epoch = trainer.state().step_in_epoch;
+          // The checkpoint of the steps since the last epoch is a version too (its weights are checked finite
+          // before they are written).
+          if (!p.checkpoint_path.empty() && p.checkpoint_path != published_path) {
+            Progress partial = p;
+            partial.epoch = trainer.state().epochs_done;
+            partial.has_test = false;
+            publish(partial, model);
+          }
+        } else if (!prepared->promote_label.empty() && final_version > 0) {
+          auto moved = repository_->Promote(prepared->model, prepared->promote_label, final_version);
+          if (!moved.ok()) LOG(ERROR) << "training job " << job->id() << ": promote_label: " << moved.status();
+          e.label_moved = moved.value_or(false);
         }
         done = std::move(e);
         break;
@@ -376,7 +445,9 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     status = absl::Status(status.code(), absl::StrCat("train: job ", job->id(), " failed: ", status.message()));
     LOG(ERROR) << status;
   }
+  const std::string model = prepared->model;
   prepared.reset();  // free the trainer's model, optimizer state and data reference before the next job
+  repository_->SetTraining("");
 
   // Free the job slot before the reader sees DONE, so that a client may start its next job as soon as it has read
   // DONE. The thread itself is joined by the next Start or by Shutdown.
@@ -386,7 +457,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     job_.reset();
   }
   if (done.has_value()) {
-    done->version = slot_->Current()->version;
+    done->version = repository_->LatestVersion(model).value_or(ModelVersion{model});
     LOG(INFO) << "training job " << job->id() << " done at step " << done->progress.global_step
               << (done->progress.cancelled ? " (cancelled)" : "") << ", checkpoint " << done->progress.checkpoint_path;
     job->Push(*done);

@@ -1,21 +1,24 @@
 // Training on request, one job at a time, while the server keeps serving.
 //
 // TrainingManager::Start validates a TrainSpec, builds the job's own model (fresh, or resumed from the newest
-// checkpoint in model_dir), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything that
+// version of the model it trains), loads the dataset, and starts a vae::Trainer on a dedicated std::thread. Everything that
 // can be wrong with a request is reported by Start itself, before any state changes. The job:
 //   - streams TrainEvents (STARTED, STEP every log_every_steps steps, EPOCH_END, DONE) into a queue that one reader
 //     (the Train RPC) drains with TrainingJob::Next. The queue is bounded however slowly it is read: a STEP pushed
 //     behind a STEP the reader has not taken yet is merged into it (the mean over both windows), so it holds at most
 //     STARTED, one STEP and one EPOCH_END per epoch (kMaxEpochs bounds those), and DONE; EPOCH_END and DONE are never
 //     merged or dropped;
-//   - after every epoch writes a checkpoint to model_dir (the Trainer does) and publishes a deep copy of its weights
-//     to the ModelSlot; serving never touches the trainer's module; an epoch whose weights or test metrics are not
+//   - after every epoch writes a checkpoint into the model's folder of the repository, under a version number the
+//     repository reserved (the Trainer writes it), and publishes a deep copy of its weights as that version (the
+//     model's new "latest"); serving never touches the trainer's module; an epoch whose weights or test metrics are not
 //     finite, or whose checkpoint cannot be written, is neither published nor kept, and ends the job with an error;
 //   - stops before its next step when cancelled (the RPC's client went away, or server shutdown), writing a
-//     checkpoint of the steps done since the last one; the last published snapshot keeps serving.
+//     checkpoint of the steps done since the last one, which is published as a version too;
+//   - at the end of a job that ran to its end, moves promote_label to the final version if its test loss beats the
+//     labelled version's (ModelRepository::Promote).
 //
 // Threads and locks: Start/Running/Shutdown from any thread (manager mutex, never held while training or loading);
-// the training thread calls ModelSlot::Publish and the job's queue (job mutex). Ownership: the manager owns the
+// the training thread calls ModelRepository::ReserveVersionPath/Publish and the job's queue (job mutex). Ownership: the manager owns the
 // training thread and joins it in Shutdown() or before the next job starts; a TrainingJob is shared by the manager,
 // the training thread and the RPC handler, and outlives all three as needed.
 #ifndef VAE_SERVER_TRAINING_JOB_H_
@@ -37,7 +40,8 @@
 #include "common/train_defaults.h"
 #include "model/trainer.h"
 #include "server/dataset_registry.h"
-#include "server/model_slot.h"
+#include "server/model_repository.h"
+#include "server/snapshot.h"
 
 namespace vae::server {
 
@@ -50,9 +54,11 @@ struct TrainSpec {
   double learning_rate = kDefaultLearningRate;  // Adam step size, (0, kMaxLearningRate]
   uint64_t seed =
       kDefaultTrainSeed;     // epoch order, noise, and a fresh model's initial weights (resume: the checkpoint's)
-  bool resume = false;       // continue the newest checkpoint in model_dir, else train a fresh model
-  std::string preset;        // fresh model: a preset name
-  std::string options_json;  // fresh model: explicit VaeOptions (wins over preset); both empty: served options
+  bool resume = false;       // continue the model's newest version, else train fresh weights
+  std::string preset;        // a new model (or a check of an existing one's): a preset name
+  std::string options_json;  // likewise, explicit VaeOptions (wins over preset); both empty: the model's options
+  std::string model;         // the model to train; empty: the repository's default model
+  std::string promote_label;  // moved to the final version on improvement (ModelRepository::Promote); empty: none
   int64_t log_every_steps = kDefaultLogEverySteps;  // a STEP event every N steps, >= 1
   int64_t max_train_images = 0;                     // use the first N training images; 0: all
   bool binarize = false;                            // dynamic binarisation (Bernoulli models only)
@@ -70,7 +76,8 @@ struct TrainEvent {
   Progress progress;
   int64_t mean_steps = 0;  // kStep: the optimizer steps progress.train is the mean of
   double eta_sec = 0;      // estimated seconds to the end of the job
-  ModelVersion version;    // kEpochEnd/kDone: the version served after this event
+  ModelVersion version;    // kEpochEnd/kDone: the model's newest version after this event
+  bool label_moved = false;  // kDone: promote_label was moved to the final version
 };
 
 class TrainingManager;
@@ -124,15 +131,14 @@ class TrainingManager {
   // A fresh model may not exceed this many parameters (the largest preset, "seed", has ~271M).
   static constexpr int64_t kMaxParameters = 300'000'000;
 
-  // `slot` and `datasets` are not owned and must outlive the manager. Checkpoints go to `model_dir`, of which
-  // training keeps the newest `keep_checkpoints` valid ones. The manager must be model_dir's only writer: it deletes
-  // the checkpoint temp files that a killed process left there.
-  TrainingManager(ModelSlot* slot, DatasetRegistry* datasets, std::string model_dir, c10::Device device,
-                  int keep_checkpoints);
+  // `repository` and `datasets` are not owned and must outlive the manager. Checkpoints go into the repository as
+  // versions of the job's model (its keep policy prunes them). The process must be the repository's only trainer: a
+  // job deletes the checkpoint temp files that a killed process left in its model's folder.
+  TrainingManager(ModelRepository* repository, DatasetRegistry* datasets, c10::Device device);
   ~TrainingManager();  // Shutdown()
 
-  // Starts a job, or returns why not: FAILED_PRECONDITION while another job runs (naming it) or for resume without a
-  // checkpoint; INVALID_ARGUMENT / PERMISSION_DENIED / NOT_FOUND for the spec; UNAVAILABLE after Shutdown(). The
+  // Starts a job, or returns why not: FAILED_PRECONDITION while another job runs (naming it), for resume without a
+  // version, or for an existing model whose options differ from the spec's preset/options_json; INVALID_ARGUMENT / PERMISSION_DENIED / NOT_FOUND for the spec; UNAVAILABLE after Shutdown(). The
   // first event in the returned job's queue is kStarted.
   absl::StatusOr<std::shared_ptr<TrainingJob>> Start(const TrainSpec& spec);
 
@@ -147,11 +153,9 @@ class TrainingManager {
   absl::StatusOr<std::unique_ptr<Prepared>> Prepare(const TrainSpec& spec);
   void Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prepared> prepared);
 
-  ModelSlot* const slot_;
+  ModelRepository* const repository_;
   DatasetRegistry* const datasets_;
-  const std::string model_dir_;
   const c10::Device device_;
-  const int keep_checkpoints_;
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

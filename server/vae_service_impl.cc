@@ -117,7 +117,8 @@ VaeServiceImpl::VaeServiceImpl(ServerCore* core)
 
 template <typename Request, typename Response, typename Start>
 grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContext* context, const char* method,
-                                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start) {
+                                                const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start,
+                                                Authenticator::Access access) {
   auto* call = new UnaryCall<Request, Response>(out);
   if (!TryAdmit()) {
     call->Finish(ToGrpcStatus(ShuttingDown()));
@@ -129,7 +130,7 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Unary(const grpc::CallbackServerContex
     active_calls_.fetch_sub(1);
   };
   // Authenticated before anything of the request is read: a caller without the token learns nothing about it.
-  if (absl::Status admitted = auth_.Check(*context, method, Authenticator::Access::kRead); !admitted.ok()) {
+  if (absl::Status admitted = auth_.Check(*context, method, access); !admitted.ok()) {
     finish(admitted);
   } else if (absl::Status parsed = ParseRequest(*raw, &call->request); !parsed.ok()) {
     finish(parsed);
@@ -224,11 +225,54 @@ grpc::ServerUnaryReactor* VaeServiceImpl::Reconstruct(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* VaeServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
-  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(context, "GetModelInfo", request, response,
-                                                       [this](const auto&, auto* resp, FinishFn finish) {
-                                                         DoGetModelInfo(resp);
-                                                         finish(absl::OkStatus());
-                                                       });
+  return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(
+      context, "GetModelInfo", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) { finish(DoGetModelInfo(req, resp)); });
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::ListModelsRequest, v1::ListModelsResponse>(
+      context, "ListModels", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) { finish(DoListModels(req, resp)); });
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::SetLabel(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::SetLabelRequest, v1::SetLabelResponse>(
+      context, "SetLabel", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto previous = core_->repository().SetLabel(req.model(), req.label(), req.version(), req.make_default());
+        if (previous.ok()) resp->set_previous_version(*previous);
+        finish(previous.status());
+      },
+      Authenticator::Access::kTrain);
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::DeleteVersion(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::DeleteVersionRequest, v1::DeleteVersionResponse>(
+      context, "DeleteVersion", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto removed = core_->repository().DeleteVersion(req.model(), req.version(), req.force());
+        if (removed.ok()) {
+          for (const auto& label : *removed) resp->add_removed_labels(label);
+        }
+        finish(removed.status());
+      },
+      Authenticator::Access::kTrain);
+}
+
+grpc::ServerUnaryReactor* VaeServiceImpl::DeleteModel(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return Unary<v1::DeleteModelRequest, v1::DeleteModelResponse>(
+      context, "DeleteModel", request, response,
+      [this](const auto& req, auto* resp, FinishFn finish) {
+        auto deleted = core_->repository().DeleteModel(req.model(), req.force());
+        if (deleted.ok()) resp->set_versions_deleted(*deleted);
+        finish(deleted.status());
+      },
+      Authenticator::Access::kTrain);
 }
 
 absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
@@ -274,7 +318,9 @@ absl::Status VaeServiceImpl::DoTrain(grpc::ServerContext* context, const v1::Tra
 void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
                                  v1::EncodeResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   auto images = RequestImages(request.images(), *model, *core_);
   if (!images.ok()) return finish(images.status());
   const int64_t n = RowsToCheck(images->dim() > 0 ? images->size(0) : 0, *core_);
@@ -296,7 +342,9 @@ void VaeServiceImpl::StartEncode(const grpc::ServerContextBase& context, const v
 void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v1::DecodeRequest& request,
                                  v1::DecodeResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   auto z = TensorFromProto(request.z(), "z");
   if (!z.ok()) return finish(z.status());
   if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
@@ -318,7 +366,8 @@ void VaeServiceImpl::StartDecode(const grpc::ServerContextBase& context, const v
 
 absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                                       v1::SampleResponse* response) {
-  const auto model = core_->Current();
+  VAE_ASSIGN_OR_RETURN(const std::shared_ptr<const Snapshot> model,
+                       core_->Resolve(ModelRefFromProto(request.model_spec())));
   VAE_RETURN_IF_ERROR(InputRules::CheckImageFormat(request.format()));
   // The images as asked, and the J float32 values of each z.
   VAE_RETURN_IF_ERROR(core_->inference().rules().CheckResponseSize(
@@ -339,7 +388,9 @@ absl::Status VaeServiceImpl::DoSample(const grpc::ServerContextBase& context, co
 void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, const v1::ReconstructRequest& request,
                                       v1::ReconstructResponse* response, FinishFn finish) {
   CallContext call = Arrive(context, *core_);
-  auto model = core_->Current();
+  auto resolved = core_->Resolve(ModelRefFromProto(request.model_spec()));
+  if (!resolved.ok()) return finish(resolved.status());
+  std::shared_ptr<const Snapshot> model = *std::move(resolved);
   if (auto status = InputRules::CheckImageFormat(request.format()); !status.ok()) return finish(status);
   const v1::ImageFormat format = request.format();
   auto images = RequestImages(request.images(), *model, *core_);
@@ -364,14 +415,28 @@ void VaeServiceImpl::StartReconstruct(const grpc::ServerContextBase& context, co
       });
 }
 
-void VaeServiceImpl::DoGetModelInfo(v1::ModelInfo* response) {
-  ToProto(*core_->Current(), response);
+absl::Status VaeServiceImpl::DoGetModelInfo(const v1::GetModelInfoRequest& request, v1::ModelInfo* response) {
+  VAE_ASSIGN_OR_RETURN(const std::shared_ptr<const Snapshot> model,
+                       core_->Resolve(ModelRefFromProto(request.model_spec())));
+  ToProto(*model, response);
+  const auto [labels, default_label] = core_->repository().LabelsOf(model->version.model, model->version.version);
+  for (const auto& label : labels) response->add_labels(label);
+  response->set_default_label(default_label);
   if (const auto job = core_->training().Running()) {
     response->set_training(true);
     response->set_training_job_id(job->id());
   }
   for (const auto& name : PresetNames()) response->add_presets(name);
   response->set_max_batch(static_cast<int32_t>(core_->inference().max_batch()));
+  return absl::OkStatus();
+}
+
+absl::Status VaeServiceImpl::DoListModels(const v1::ListModelsRequest& request, v1::ListModelsResponse* response) {
+  if (!request.name().empty()) VAE_RETURN_IF_ERROR(ValidateName(request.name(), "name"));
+  VAE_ASSIGN_OR_RETURN(const std::vector<ModelListing> listings, core_->repository().List(request.name()));
+  for (const auto& listing : listings) ToProto(listing, response->add_models());
+  response->set_default_model(core_->repository().default_model());
+  return absl::OkStatus();
 }
 
 }  // namespace vae::server

@@ -1,6 +1,6 @@
 // VaeServiceImpl: the vae.v1.VaeService gRPC service as a thin, stateless mapping onto ServerCore. Each handler first
-// checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, takes one model
-// snapshot, turns the request's bytes into tensors (tensor_codec.h), calls the core,
+// checks the call's bearer token when the server has one (server/auth.h), then reads the deadline, resolves the
+// request's model spec to one snapshot (ModelRepository::Resolve), turns the request's bytes into tensors (tensor_codec.h), calls the core,
 // writes the result (proto_mapping.h maps the core's other types), and converts the absl::Status once (grpc_status.h).
 //
 // Every method receives its request as raw bytes and parses it itself, so that bytes that are not a valid
@@ -48,7 +48,9 @@ namespace vae::server {
 // constructor (it blocks for a whole job).
 using VaeServiceBase = v1::VaeService::WithRawCallbackMethod_Encode<v1::VaeService::WithRawCallbackMethod_Decode<
     v1::VaeService::WithRawCallbackMethod_Sample<v1::VaeService::WithRawCallbackMethod_Reconstruct<
-        v1::VaeService::WithRawCallbackMethod_GetModelInfo<v1::VaeService::Service>>>>>;
+        v1::VaeService::WithRawCallbackMethod_GetModelInfo<v1::VaeService::WithRawCallbackMethod_ListModels<
+            v1::VaeService::WithRawCallbackMethod_SetLabel<v1::VaeService::WithRawCallbackMethod_DeleteVersion<
+                v1::VaeService::WithRawCallbackMethod_DeleteModel<v1::VaeService::Service>>>>>>>>>;
 
 class VaeServiceImpl final : public VaeServiceBase {
  public:
@@ -82,6 +84,15 @@ class VaeServiceImpl final : public VaeServiceBase {
                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response) override;
+  // The repository (ModelRepository); SetLabel and the Deletes need the read-write token, like Train.
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* SetLabel(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteVersion(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteModel(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
 
  private:
   using TrainWriter = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::TrainProgress>;
@@ -103,14 +114,15 @@ class VaeServiceImpl final : public VaeServiceBase {
   grpc::Status StreamTrain(grpc::ServerContext* context, TrainWriter* writer);
   absl::Status DoTrain(grpc::ServerContext* context, const v1::TrainRequest& request, TrainWriter* writer,
                        TrainStream* stream);
-  // Admits the call (UNAVAILABLE once draining), authenticates `method` and parses `raw` into a new UnaryCall and
+  // Admits the call (UNAVAILABLE once draining), authenticates `method` for `access` and parses `raw` into a new UnaryCall and
   // hands it to `start` (request, response, finish), or finishes the call with UNAUTHENTICATED / PERMISSION_DENIED
   // (server/auth.h), or with INVALID_ARGUMENT when `raw` does not parse. `finish` must be called exactly once, from
   // any thread: it serialises the response into `out` (refusing one over the message limit) and finishes the call,
   // which counts in active_calls() until then.
   template <typename Request, typename Response, typename Start>
   grpc::ServerUnaryReactor* Unary(const grpc::CallbackServerContext* context, const char* method,
-                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start);
+                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out, Start start,
+                                  Authenticator::Access access = Authenticator::Access::kRead);
   // Encode, Decode and Reconstruct go through the engine's async calls: with batching on, a request queued behind a
   // running batch is finished by the thread that runs its batch and holds no thread meanwhile.
   void StartEncode(const grpc::ServerContextBase& context, const v1::EncodeRequest& request,
@@ -121,7 +133,8 @@ class VaeServiceImpl final : public VaeServiceBase {
                         v1::ReconstructResponse* response, FinishFn finish);
   absl::Status DoSample(const grpc::ServerContextBase& context, const v1::SampleRequest& request,
                         v1::SampleResponse* response);
-  void DoGetModelInfo(v1::ModelInfo* response);
+  absl::Status DoGetModelInfo(const v1::GetModelInfoRequest& request, v1::ModelInfo* response);
+  absl::Status DoListModels(const v1::ListModelsRequest& request, v1::ListModelsResponse* response);
 
   ServerCore* const core_;
   const Authenticator auth_;

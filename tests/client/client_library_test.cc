@@ -75,8 +75,8 @@ TEST_F(ClientLibraryTest, ModelInfoDescribesTheModelTrainedBySetUp) {
   // 784-400-20 encoder (mu and log-variance heads) and 20-400-784 decoder.
   EXPECT_EQ(info->parameter_count, (784 * 400 + 400) + 2 * (400 * 20 + 20) + (20 * 400 + 400) + (400 * 784 + 784));
   EXPECT_EQ(info->max_batch, kMaxBatch);
-  // The fresh model is generation 1; SetUp's one epoch published generation 2.
-  EXPECT_EQ(info->version.generation, 2);
+  // The fresh model is version 0 (generation 0); SetUp's one epoch published version 1.
+  EXPECT_EQ(info->version.generation, 1);
   EXPECT_EQ(info->version.epochs_trained, 1);
   EXPECT_EQ(info->version.global_step, kTrainImages / 100);
   ASSERT_TRUE(info->last_test.has_value());
@@ -103,7 +103,7 @@ TEST_F(ClientLibraryTest, TrainStreamedStartedStepsEpochEndAndDone) {
       EXPECT_EQ(p.epoch, 1);
       ASSERT_TRUE(p.test.has_value());
       EXPECT_GT(p.test->loss, 0);
-      EXPECT_EQ(p.version.generation, 2);
+      EXPECT_EQ(p.version.generation, 1);
       EXPECT_FALSE(p.checkpoint_path.empty());
     }
   }
@@ -121,7 +121,7 @@ TEST_F(ClientLibraryTest, EncodeGivesTheSameCodesForFloatUint8AndPngInputs) {
   EXPECT_EQ(from_float->sigma.sizes(), (std::vector<int64_t>{4, 20}));
   EXPECT_EQ(from_float->mu.scalar_type(), at::kFloat);
   EXPECT_TRUE(from_float->sigma.gt(0).all().item<bool>());
-  EXPECT_EQ(from_float->version.generation, 2);
+  EXPECT_EQ(from_float->version.generation, 1);
 
   // idx digits are v / 255 for bytes v: sending the bytes themselves is the same input.
   const at::Tensor bytes = x.mul(255).round().to(at::kByte);

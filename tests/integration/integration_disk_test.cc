@@ -58,10 +58,10 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   std::string why_not;
   auto disk = TmpfsMount::Mount(3 << 20, &why_not);
   if (disk == nullptr) GTEST_SKIP() << why_not;
-  // A checkpoint temp file as a server killed mid-write leaves it; start-up deletes it.
+  // A checkpoint temp file as a server of the flat layout killed mid-write leaves it; start-up deletes it.
   std::ofstream(disk->file("ckpt-000000000009.vae.tmp.77.123")) << std::string(100'000, 'x');
   const std::vector<std::string> args = {"--model_dir=" + disk->path(), "--data_dir=" + DataDir(), "--device=cpu",
-                                         "--keep_checkpoints=3"};
+                                         "--keep_versions=3"};
   auto server = ServerProcess::Start(VAE_SERVER_BINARY, args);
   ASSERT_NE(server, nullptr);
   auto stub = server->NewStub();
@@ -79,9 +79,12 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
   request.set_options_json(ToJson(small));
   const TrainRun first = Train(*stub, request);
   ASSERT_TRUE(first.status.ok()) << first.status.error_message() << "\n" << server->log();
-  const std::string ckpt1 = disk->file(CheckpointFileName(1));
-  ASSERT_EQ(FileNames(disk->path()), std::vector<std::string>{CheckpointFileName(1)});
-  ASSERT_EQ(Info(*stub).version().generation(), 2);
+  // The versions of the default model live in its folder.
+  const std::string model_dir = disk->file("default");
+  const std::string ckpt1 = model_dir + "/" + CheckpointFileName(1);
+  ASSERT_EQ(FileNames(disk->path()), std::vector<std::string>{"default"});
+  ASSERT_EQ(FileNames(model_dir), (std::vector<std::string>{CheckpointFileName(1), "model.json"}));
+  ASSERT_EQ(Info(*stub).version().version(), 1);
 
   // Leave half a checkpoint's worth of space: the next one cannot fit.
   const int64_t size = static_cast<int64_t>(std::filesystem::file_size(ckpt1));
@@ -94,34 +97,38 @@ TEST(IntegrationDiskTest, AFullDiskFailsTrainCleanlyAndTheServerKeepsServing) {
     SCOPED_TRACE(attempt);
     const TrainRun full = Train(*stub, resume);
     EXPECT_EQ(full.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.status.error_message();
+    // Each attempt reserved the next version number (2, then 3), which is never handed out again.
     EXPECT_THAT(full.status.error_message(),
-                HasSubstr(disk->file(CheckpointFileName(2)) + ": No space left on device"));
+                HasSubstr(model_dir + "/" + CheckpointFileName(2 + attempt) + ": No space left on device"));
     EXPECT_THAT(full.status.error_message(), HasSubstr("bytes free on the filesystem of " + disk->path()));
     EXPECT_EQ(full.epoch_ends, 0);
     ASSERT_TRUE(server->running()) << server->log();
     const v1::ModelInfo info = Info(*stub);
-    EXPECT_EQ(info.version().generation(), 2);  // the weights of checkpoint 1 still serve
+    EXPECT_EQ(info.version().version(), 1);  // the weights of version 1 still serve
     EXPECT_EQ(info.checkpoint_path(), ckpt1);
     EXPECT_FALSE(info.training());
-    EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), "filler"}));  // no temp file
+    EXPECT_EQ(FileNames(model_dir), (std::vector<std::string>{CheckpointFileName(1), "model.json"}));  // no temp file
   }
 
   std::filesystem::remove(disk->file("filler"));
   const TrainRun after = Train(*stub, resume);
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.epoch_ends, 1);
-  const std::string ckpt2 = disk->file(CheckpointFileName(2));
-  EXPECT_EQ(Info(*stub).checkpoint_path(), ckpt2);
-  EXPECT_EQ(Info(*stub).version().generation(), 3);
+  const std::string ckpt4 = model_dir + "/" + CheckpointFileName(4);
+  EXPECT_EQ(Info(*stub).checkpoint_path(), ckpt4);
+  EXPECT_EQ(Info(*stub).version().version(), 4);
 
-  // kill -9, a temp file as a write cut short would leave, restart: the temp file goes, checkpoint 2 serves.
+  // kill -9, a temp file as a write cut short would leave, restart: version 4 serves, and the next job of the model
+  // (this server is the repository's trainer) deletes the temp file.
   EXPECT_EQ(server->Stop(SIGKILL, std::chrono::seconds(10)), 128 + SIGKILL);
-  std::ofstream(disk->file("ckpt-000000000003.vae.tmp.4242.99")) << std::string(size / 3, 'x');
+  std::ofstream(model_dir + "/ckpt-000000000005.vae.tmp.4242.99") << std::string(size / 3, 'x');
   server = ServerProcess::Start(VAE_SERVER_BINARY, args);
   ASSERT_NE(server, nullptr);
   stub = server->NewStub();
-  EXPECT_EQ(Info(*stub).checkpoint_path(), ckpt2);
-  EXPECT_EQ(FileNames(disk->path()), (std::vector<std::string>{CheckpointFileName(1), CheckpointFileName(2)}));
+  EXPECT_EQ(Info(*stub).checkpoint_path(), ckpt4);
+  ASSERT_TRUE(Train(*stub, resume).status.ok());
+  EXPECT_EQ(FileNames(model_dir), (std::vector<std::string>{CheckpointFileName(1), CheckpointFileName(4),
+                                                            CheckpointFileName(5), "model.json"}));
 }
 
 }  // namespace

@@ -24,7 +24,7 @@
 #include "model/dataset.h"
 #include "model/loss.h"
 #include "model/runtime.h"
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 #include "tests/common/test_util.h"
 #include "tests/integration/server_process.h"
 #include "tests/server/grpc_probe.h"
@@ -201,7 +201,9 @@ TEST_F(IntegrationTest, ModelInfoHealthAndReflection) {
   EXPECT_EQ(info.likelihood(), "bernoulli");
   EXPECT_EQ(info.architecture(), "mlp");
   EXPECT_EQ(info.parameter_count(), 652824);  // 784-400-20 and back, with biases
-  EXPECT_EQ(info.version().generation(), 1);
+  EXPECT_EQ(info.version().model(), "default");
+  EXPECT_EQ(info.version().version(), 0);  // fresh weights: version 0, never stored
+  EXPECT_EQ(info.version().generation(), 0);
   EXPECT_EQ(info.version().global_step(), 0);
   EXPECT_EQ(info.checkpoint_path(), "");
   EXPECT_EQ(info.device(), "cpu");
@@ -244,7 +246,7 @@ TEST_F(IntegrationTest, EveryRpcMatchesTheCheckpointLoadedInProcess) {
   EXPECT_THAT(encoded.mu().shape(), ::testing::ElementsAre(8, 20));
   EXPECT_LT(MaxAbsDiff(FromProto(encoded.mu()), mu), 1e-5);
   EXPECT_LT(MaxAbsDiff(FromProto(encoded.sigma()), at::exp(0.5 * logvar)), 1e-5);
-  EXPECT_EQ(encoded.version().generation(), 1);
+  EXPECT_EQ(encoded.version().version(), 0);
   EXPECT_EQ(Encode(PngBatch(x)).mu().data(), encoded.mu().data());
 
   // Decode mu: the Bernoulli mean image sigmoid(logits).
@@ -298,17 +300,17 @@ TEST_F(IntegrationTest, TrainingStreamsProgressAndImprovesReconstruction) {
   const at::Tensor x = TestImages(500);
   v1::ReconstructRequest reconstruct;
   *reconstruct.mutable_images() = Uint8Batch(x.slice(0, 0, 64));
-  auto mean_recon = [&](int64_t* generation) {
+  auto mean_recon = [&](int64_t* version) {
     v1::ReconstructResponse r;
     EXPECT_TRUE(stub_->Reconstruct(Context().get(), reconstruct, &r).ok());
-    *generation = r.version().generation();
+    *version = r.version().version();
     double sum = 0;
     for (float v : r.recon_nll()) sum += v;
     return sum / std::max(1, r.recon_nll_size());
   };
-  int64_t generation = 0;
-  const double untrained = mean_recon(&generation);
-  EXPECT_EQ(generation, 1);
+  int64_t version = -1;
+  const double untrained = mean_recon(&version);
+  EXPECT_EQ(version, 0);
   // 784 pixels at p ~ 0.5 cost about ln 2 each: an untrained Bernoulli decoder scores ~543 nats.
   EXPECT_NEAR(untrained, 784 * std::log(2.0), 40.0);
 
@@ -334,7 +336,7 @@ TEST_F(IntegrationTest, TrainingStreamsProgressAndImprovesReconstruction) {
     EXPECT_EQ(ends[i].epoch(), i + 1);
     EXPECT_EQ(ends[i].global_step(), 50 * (i + 1));
     EXPECT_TRUE(ends[i].has_test_metrics());
-    EXPECT_EQ(ends[i].version().generation(), 2 + i);
+    EXPECT_EQ(ends[i].version().version(), 1 + i);
     EXPECT_EQ(ends[i].version().epochs_trained(), i + 1);
     EXPECT_TRUE(std::filesystem::exists(ends[i].checkpoint_path()));
   }
@@ -344,10 +346,10 @@ TEST_F(IntegrationTest, TrainingStreamsProgressAndImprovesReconstruction) {
   EXPECT_EQ(done.kind(), v1::TrainProgress::DONE);
   EXPECT_FALSE(done.cancelled());
   EXPECT_EQ(done.global_step(), 100);
-  EXPECT_EQ(done.version().generation(), 3);
+  EXPECT_EQ(done.version().version(), 2);
 
-  const double trained = mean_recon(&generation);
-  EXPECT_EQ(generation, 3);
+  const double trained = mean_recon(&version);
+  EXPECT_EQ(version, 2);
   // Two short epochs take the reconstruction term far below the untrained ~543 nats.
   EXPECT_LT(trained, untrained - 250.0) << "untrained " << untrained << ", trained " << trained;
 
@@ -495,10 +497,10 @@ TEST_F(IntegrationTest, BadInputNeverCrashesOrChangesState) {
 
   ASSERT_TRUE(server_->running());
   const v1::ModelInfo after = Info();
-  EXPECT_EQ(after.version().generation(), before.version().generation());
+  EXPECT_EQ(after.version().version(), before.version().version());
   EXPECT_EQ(after.version().global_step(), 0);
   EXPECT_FALSE(after.training());
-  EXPECT_TRUE(ListCheckpoints(model_dir_.path()).empty());
+  EXPECT_TRUE(ListCheckpoints(model_dir_.file("default")).empty());
   EXPECT_EQ(vae::testing::HealthStatus(server_->channel(), ""), kServing);
   EXPECT_THAT(Encode(Uint8Batch(at::zeros({2, 1, 28, 28}))).mu().shape(), ::testing::ElementsAre(2, 20));
 }
@@ -511,7 +513,7 @@ TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
   const v1::ImageBatch batch = Uint8Batch(x);
 
   std::mutex mu;
-  std::map<int64_t, std::vector<std::string>> answers;  // generation -> every mu seen, as raw bytes
+  std::map<int64_t, std::vector<std::string>> answers;  // version -> every mu seen, as raw bytes
   std::atomic<bool> stop{false};
   std::atomic<int> calls{0}, failures{0};
   auto hammer = [&] {
@@ -526,14 +528,14 @@ TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
       }
       ++calls;
       std::lock_guard<std::mutex> lock(mu);
-      answers[response.version().generation()].push_back(response.mu().data());
+      answers[response.version().version()].push_back(response.mu().data());
     }
   };
   std::vector<std::thread> threads;
   for (int i = 0; i < 3; ++i) threads.emplace_back(hammer);
   while (calls.load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 
-  // 3 epochs of 20 steps: generations 2, 3, 4 are published while the hammer runs.
+  // 3 epochs of 20 steps: versions 1, 2, 3 are published while the hammer runs (0 is the fresh model).
   const TrainRun run = Train(*stub_, MnistRequest(3, 1000, 50, 10));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   stop = true;
@@ -543,20 +545,20 @@ TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
 
   std::map<int64_t, std::string> checkpoint_of;
   for (const auto& end : run.Of(v1::TrainProgress::EPOCH_END)) {
-    checkpoint_of[end.version().generation()] = end.checkpoint_path();
+    checkpoint_of[end.version().version()] = end.checkpoint_path();
   }
   ASSERT_EQ(checkpoint_of.size(), 3u);
-  ASSERT_TRUE(answers.count(1));
-  ASSERT_TRUE(answers.count(4));
+  ASSERT_TRUE(answers.count(0));
+  ASSERT_TRUE(answers.count(3));
   c10::InferenceMode inference;
-  for (const auto& [generation, seen] : answers) {
-    SCOPED_TRACE("generation " + std::to_string(generation));
-    // Every answer of one generation is what that generation's weights give in-process: no request saw a
+  for (const auto& [version, seen] : answers) {
+    SCOPED_TRACE("version " + std::to_string(version));
+    // Every answer of one version is what that version's weights give in-process: no request saw a
     // half-updated model (one epoch moves mu by far more than 1e-5). Not bitwise: a request that shared a batched
     // model call with others went through BLAS with more rows, whose kernels may round the last bit differently
     // (server/batcher.h); under load that happens, on a quiet machine rarely.
-    Vae model = generation == 1 ? server::NewSeededVae(*Preset("mnist"), 3)
-                                : LoadCheckpoint(checkpoint_of.at(generation), at::kCPU).value().model;
+    Vae model = version == 0 ? server::NewSeededVae(*Preset("mnist"), 3)
+                             : LoadCheckpoint(checkpoint_of.at(version), at::kCPU).value().model;
     const at::Tensor expected = model->encode(x).first;
     for (const auto& bytes : seen) {
       v1::Tensor proto;
@@ -567,7 +569,7 @@ TEST_F(IntegrationTest, EncodeWhileTrainingOnlyEverSeesPublishedSnapshots) {
       ASSERT_LT(MaxAbsDiff(FromProto(proto), expected), 1e-5);
     }
   }
-  std::cerr << calls.load() << " Encode calls saw " << answers.size() << " generations\n";
+  std::cerr << calls.load() << " Encode calls saw " << answers.size() << " versions\n";
 }
 
 TEST_F(IntegrationTest, OneJobAtATimeAndCancelOrDeadlineStopsIt) {
@@ -594,12 +596,13 @@ TEST_F(IntegrationTest, OneJobAtATimeAndCancelOrDeadlineStopsIt) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   ASSERT_TRUE(WaitUntilIdle());
-  // The weights so far are checkpointed; the served model is still the one from before (no epoch finished).
-  auto checkpoint = LoadNewestCheckpoint(model_dir_.path(), at::kCPU);
+  // The weights so far are checkpointed and published as the model's version 1 (no epoch finished).
+  auto checkpoint = LoadNewestCheckpoint(model_dir_.file("default"), at::kCPU);
   ASSERT_TRUE(checkpoint.ok());
   EXPECT_GE(checkpoint->state.global_step, 5);
   EXPECT_LT(checkpoint->state.global_step, 157);
-  EXPECT_EQ(Info().version().generation(), 1);
+  EXPECT_EQ(Info().version().version(), 1);
+  EXPECT_EQ(Info().checkpoint_path(), checkpoint->path);
   EXPECT_THAT(Encode(Uint8Batch(TestImages(2))).mu().shape(), ::testing::ElementsAre(2, 20));
 
   // A deadline stops a job the same way.
@@ -608,7 +611,7 @@ TEST_F(IntegrationTest, OneJobAtATimeAndCancelOrDeadlineStopsIt) {
   ASSERT_FALSE(timed.messages.empty());
   EXPECT_EQ(timed.messages.front().kind(), v1::TrainProgress::STARTED);
   ASSERT_TRUE(WaitUntilIdle());
-  auto after_deadline = LoadNewestCheckpoint(model_dir_.path(), at::kCPU);
+  auto after_deadline = LoadNewestCheckpoint(model_dir_.file("default"), at::kCPU);
   ASSERT_TRUE(after_deadline.ok());
   EXPECT_NE(after_deadline->path, checkpoint->path);
 
@@ -630,7 +633,7 @@ TEST_F(IntegrationTest, RestartServesAndResumesTheCheckpoint) {
   StartServer();
   const v1::ModelInfo info = Info();
   EXPECT_EQ(info.checkpoint_path(), checkpoint);
-  EXPECT_EQ(info.version().generation(), 1);
+  EXPECT_EQ(info.version().version(), 1);
   EXPECT_EQ(info.version().epochs_trained(), 1);
   EXPECT_EQ(info.version().global_step(), 10);
   EXPECT_TRUE(info.has_test_metrics());
@@ -689,9 +692,12 @@ TEST_F(IntegrationTest, ATornNewestCheckpointIsSkipped) {
   const std::string torn = WriteCheckpoint(2, 2, 20);
   std::filesystem::resize_file(torn, std::filesystem::file_size(torn) - 100);
   StartServer();
-  EXPECT_EQ(Info().checkpoint_path(), good);
+  // The flat layout of an older server was moved into the default model; the torn file never became a version.
+  const std::string moved = model_dir_.file("default/" + std::filesystem::path(good).filename().string());
+  EXPECT_EQ(Info().checkpoint_path(), moved);
   EXPECT_EQ(Info().version().global_step(), 10);
-  EXPECT_THAT(server_->log(), HasSubstr("skipping unusable checkpoint"));
+  EXPECT_EQ(Info().version().version(), 1);
+  EXPECT_THAT(server_->log(), HasSubstr("model 'default': not serving"));
 }
 
 // `vae-server --help` is where an operator looks up the flags (the README says so): it must list them, not say

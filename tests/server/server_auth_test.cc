@@ -207,9 +207,10 @@ class AuthServiceTest : public ::testing::Test {
   }
   static std::string Bearer(const std::string& token) { return "Bearer " + token; }
 
-  // Calls each unary method and the Train stream with `header`; returns their statuses in the order Encode,
-  // Decode, Sample, Reconstruct, GetModelInfo, Train. Train asks for epochs = -1: a call that passes authentication
-  // then fails validation (INVALID_ARGUMENT) instead of starting a job.
+  // Calls each unary method and the Train stream with `header`; returns their statuses in the order of kMethods.
+  // Train asks for epochs = -1: a call that passes authentication then fails validation (INVALID_ARGUMENT) instead
+  // of starting a job; SetLabel, DeleteVersion and DeleteModel name a model that does not exist (NOT_FOUND once
+  // admitted), so nothing changes.
   std::vector<grpc::Status> CallEveryMethod(const std::string& header) {
     std::vector<grpc::Status> statuses;
     v1::ImageBatch images;
@@ -245,6 +246,31 @@ class AuthServiceTest : public ::testing::Test {
       statuses.push_back(stub_->GetModelInfo(Context(header).get(), v1::GetModelInfoRequest(), &response));
     }
     {
+      v1::ListModelsResponse response;
+      statuses.push_back(stub_->ListModels(Context(header).get(), v1::ListModelsRequest(), &response));
+    }
+    {
+      v1::SetLabelRequest request;
+      request.set_model("nosuch");
+      request.set_label("stable");
+      request.set_version(1);
+      v1::SetLabelResponse response;
+      statuses.push_back(stub_->SetLabel(Context(header).get(), request, &response));
+    }
+    {
+      v1::DeleteVersionRequest request;
+      request.set_model("nosuch");
+      request.set_version(1);
+      v1::DeleteVersionResponse response;
+      statuses.push_back(stub_->DeleteVersion(Context(header).get(), request, &response));
+    }
+    {
+      v1::DeleteModelRequest request;
+      request.set_model("nosuch");
+      v1::DeleteModelResponse response;
+      statuses.push_back(stub_->DeleteModel(Context(header).get(), request, &response));
+    }
+    {
       v1::TrainRequest request;
       request.set_dataset("mnist");
       request.set_epochs(-1);
@@ -257,7 +283,9 @@ class AuthServiceTest : public ::testing::Test {
     return statuses;
   }
 
-  static constexpr const char* kMethods[] = {"Encode", "Decode", "Sample", "Reconstruct", "GetModelInfo", "Train"};
+  static constexpr const char* kMethods[] = {"Encode",   "Decode",        "Sample",      "Reconstruct", "GetModelInfo",
+                                             "ListModels", "SetLabel", "DeleteVersion", "DeleteModel", "Train"};
+  static constexpr size_t kReadMethods = 6;  // the first six; the others change the repository or train
 
   static vae::testing::InProcessServer* env_;
   std::unique_ptr<v1::VaeService::Stub> stub_;
@@ -266,7 +294,7 @@ vae::testing::InProcessServer* AuthServiceTest::env_ = nullptr;
 
 TEST_F(AuthServiceTest, EveryMethodRefusesACallWithoutAToken) {
   const std::vector<grpc::Status> statuses = CallEveryMethod("");
-  ASSERT_EQ(statuses.size(), 6u);
+  ASSERT_EQ(statuses.size(), 10u);
   for (size_t i = 0; i < statuses.size(); ++i) {
     EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::UNAUTHENTICATED) << kMethods[i];
     EXPECT_THAT(statuses[i].error_message(), HasSubstr(std::string(kMethods[i]) + ": no authorization metadata"));
@@ -278,7 +306,7 @@ TEST_F(AuthServiceTest, EveryMethodRefusesAWrongOrMalformedToken) {
   for (const std::string& header :
        {Bearer("full-7f3a9c0e21b54d69"), Bearer(std::string(kToken) + "x"), std::string(kToken)}) {
     const std::vector<grpc::Status> statuses = CallEveryMethod(header);
-    ASSERT_EQ(statuses.size(), 6u);
+    ASSERT_EQ(statuses.size(), 10u);
     for (size_t i = 0; i < statuses.size(); ++i) {
       EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::UNAUTHENTICATED) << kMethods[i] << " " << header;
       EXPECT_THAT(statuses[i].error_message(), HasSubstr(kMethods[i]));
@@ -289,19 +317,31 @@ TEST_F(AuthServiceTest, EveryMethodRefusesAWrongOrMalformedToken) {
 
 TEST_F(AuthServiceTest, TheFullTokenCallsEveryMethod) {
   const std::vector<grpc::Status> statuses = CallEveryMethod(Bearer(kToken));
-  ASSERT_EQ(statuses.size(), 6u);
-  for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(statuses[i].ok()) << kMethods[i] << ": " << statuses[i].error_message();
+  ASSERT_EQ(statuses.size(), 10u);
+  for (size_t i = 0; i < kReadMethods; ++i) {
+    EXPECT_TRUE(statuses[i].ok()) << kMethods[i] << ": " << statuses[i].error_message();
+  }
+  // The repository's admin calls got past authentication to the lookup of the model.
+  for (size_t i = kReadMethods; i < 9; ++i) {
+    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::NOT_FOUND) << kMethods[i];
+    EXPECT_THAT(statuses[i].error_message(), HasSubstr("model 'nosuch' not found"));
+  }
   // Train got past authentication to the request's validation.
-  EXPECT_EQ(statuses[5].error_code(), grpc::StatusCode::INVALID_ARGUMENT) << statuses[5].error_message();
-  EXPECT_THAT(statuses[5].error_message(), HasSubstr("epochs"));
+  EXPECT_EQ(statuses[9].error_code(), grpc::StatusCode::INVALID_ARGUMENT) << statuses[9].error_message();
+  EXPECT_THAT(statuses[9].error_message(), HasSubstr("epochs"));
 }
 
-TEST_F(AuthServiceTest, TheReadOnlyTokenCallsEverythingButTrain) {
+TEST_F(AuthServiceTest, TheReadOnlyTokenCallsEverythingButTrainAndTheRepositoryAdminCalls) {
   const std::vector<grpc::Status> statuses = CallEveryMethod(Bearer(kReadonlyToken));
-  ASSERT_EQ(statuses.size(), 6u);
-  for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(statuses[i].ok()) << kMethods[i] << ": " << statuses[i].error_message();
-  EXPECT_EQ(statuses[5].error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(statuses[5].error_message(), HasSubstr("Train: the token presented has the read-only role"));
+  ASSERT_EQ(statuses.size(), 10u);
+  for (size_t i = 0; i < kReadMethods; ++i) {
+    EXPECT_TRUE(statuses[i].ok()) << kMethods[i] << ": " << statuses[i].error_message();
+  }
+  for (size_t i = kReadMethods; i < 10; ++i) {
+    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::PERMISSION_DENIED) << kMethods[i];
+    EXPECT_THAT(statuses[i].error_message(),
+                HasSubstr(std::string(kMethods[i]) + ": the token presented has the read-only role"));
+  }
 }
 
 TEST_F(AuthServiceTest, HealthAndReflectionNeedNoToken) {

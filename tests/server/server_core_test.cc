@@ -1,4 +1,4 @@
-// ModelSlot, seeded models, parameter counts, and ServerCore's start-up: which model it serves.
+// Snapshots, seeded models, parameter counts, and ServerCore's start-up: which model it serves.
 #include "server/server_core.h"
 
 #include <ATen/ATen.h>
@@ -31,24 +31,7 @@ bool SameWeights(const Vae& a, const Vae& b) {
   return true;
 }
 
-TEST(ModelSlotTest, PublishNumbersGenerationsAndOldReadersKeepTheirSnapshot) {
-  ConfigureThreads(2);
-  ModelSlot slot;
-  EXPECT_EQ(slot.Current(), nullptr);
-  auto first = TinySnapshot(1);
-  EXPECT_EQ(slot.Publish(first).generation, 1);
-  const std::shared_ptr<const Snapshot> reader = slot.Current();  // a request in flight
-  auto second = TinySnapshot(2);
-  const ModelVersion v = slot.Publish(second);
-  EXPECT_EQ(v.generation, 2);
-  EXPECT_EQ(slot.Current()->version.generation, 2);
-  // The in-flight request still holds generation 1 with its own weights.
-  EXPECT_EQ(reader->version.generation, 1);
-  EXPECT_TRUE(SameWeights(reader->model, TinySnapshot(1)->model));
-  EXPECT_FALSE(SameWeights(reader->model, slot.Current()->model));
-}
-
-TEST(ModelSlotTest, SnapshotsAreDeepCopiesInEvalMode) {
+TEST(SnapshotTest, SnapshotsAreDeepCopiesInEvalMode) {
   Vae source = NewSeededVae(TinyOptions(), 5);
   auto snapshot = SnapshotOfModel(source, at::kCPU);
   EXPECT_FALSE(snapshot->model->is_training());
@@ -60,12 +43,12 @@ TEST(ModelSlotTest, SnapshotsAreDeepCopiesInEvalMode) {
   EXPECT_FALSE(SameWeights(snapshot->model, source));
 }
 
-TEST(ModelSlotTest, SeededModelsAreReproducible) {
+TEST(SnapshotTest, SeededModelsAreReproducible) {
   EXPECT_TRUE(SameWeights(NewSeededVae(TinyOptions(), 8), NewSeededVae(TinyOptions(), 8)));
   EXPECT_FALSE(SameWeights(NewSeededVae(TinyOptions(), 8), NewSeededVae(TinyOptions(), 9)));
 }
 
-TEST(ModelSlotTest, MetricsJsonParsesTrainAndTestAndSkipsMissingParts) {
+TEST(SnapshotTest, MetricsJsonParsesTrainAndTestAndSkipsMissingParts) {
   std::optional<Metrics> train, test;
   ParseMetricsJson(R"({"train": {"loss": 110.5, "recon": 90.25, "kl": 20.25}, "test": {"loss": null}})", &train, &test);
   ASSERT_TRUE(train.has_value());
@@ -111,6 +94,7 @@ class ServerCoreTest : public ::testing::Test {
     state.epochs_done = epochs;
     state.global_step = steps;
     state.metrics_json = R"({"train": {"loss": 150.0, "recon": 130.0, "kl": 20.0}})";
+    // The flat layout of an older server: ServerCore moves it into the default model.
     const std::string path = NextCheckpointPath(model_dir_.path());
     EXPECT_TRUE(SaveCheckpoint(path, model, nullptr, state).ok());
     return path;
@@ -121,9 +105,10 @@ class ServerCoreTest : public ::testing::Test {
 TEST_F(ServerCoreTest, WithoutACheckpointServesAFreshSeededPresetModel) {
   auto core = ServerCore::Create(Options());
   ASSERT_TRUE(core.ok()) << core.status();
-  const auto snapshot = (*core)->Current();
+  const auto snapshot = (*core)->Resolve(ModelRef{}).value();
   EXPECT_EQ(snapshot->options.preset, "mnist");
-  EXPECT_EQ(snapshot->version.generation, 1);
+  EXPECT_EQ(snapshot->version.model, "default");
+  EXPECT_EQ(snapshot->version.version, 0);  // fresh weights: never stored, not a pinnable version
   EXPECT_EQ(snapshot->version.global_step, 0);
   EXPECT_EQ(snapshot->checkpoint_path, "");
   EXPECT_FALSE(snapshot->last_train.has_value());
@@ -142,9 +127,10 @@ TEST_F(ServerCoreTest, LoadsTheNewestCheckpointAndSkipsATornOne) {
 
   auto core = ServerCore::Create(Options());
   ASSERT_TRUE(core.ok()) << core.status();
-  const auto snapshot = (*core)->Current();
-  EXPECT_EQ(snapshot->checkpoint_path, newest_valid);
-  EXPECT_EQ(snapshot->version.generation, 1);
+  const auto snapshot = (*core)->Resolve(ModelRef{}).value();
+  const std::string moved = model_dir_.file("default/" + std::filesystem::path(newest_valid).filename().string());
+  EXPECT_EQ(snapshot->checkpoint_path, moved);
+  EXPECT_EQ(snapshot->version.version, 2);  // the checkpoint's number is the version number
   EXPECT_EQ(snapshot->version.epochs_trained, 2);
   EXPECT_EQ(snapshot->version.global_step, 20);
   ASSERT_TRUE(snapshot->last_train.has_value());

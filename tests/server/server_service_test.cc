@@ -91,7 +91,12 @@ TEST_F(ServiceTest, GetModelInfoDescribesTheServedModel) {
   EXPECT_EQ(info.likelihood(), "bernoulli");
   EXPECT_EQ(info.architecture(), "mlp");
   EXPECT_EQ(info.parameter_count(), 652824);
-  EXPECT_EQ(info.version().generation(), 1);
+  // The fresh model: version 0 of the default model, named by "latest" until a version is trained.
+  EXPECT_EQ(info.version().model(), "default");
+  EXPECT_EQ(info.version().version(), 0);
+  EXPECT_EQ(info.version().generation(), 0);
+  EXPECT_THAT(info.labels(), ::testing::ElementsAre("latest"));
+  EXPECT_EQ(info.default_label(), "latest");
   EXPECT_EQ(info.device(), "cpu");
   EXPECT_EQ(info.max_batch(), 512);
   EXPECT_FALSE(info.training());
@@ -106,12 +111,13 @@ TEST_F(ServiceTest, EncodeOverTheWireEqualsTheCore) {
   v1::EncodeResponse response;
   grpc::ClientContext context;
   ASSERT_TRUE(stub_->Encode(&context, request, &response).ok());
-  auto expected = server_->core().inference().Encode(*server_->core().Current(), x, absl::InfiniteFuture());
+  auto expected = server_->core().inference().Encode(*server_->core().Resolve({}).value(), x, absl::InfiniteFuture());
   ASSERT_TRUE(expected.ok());
   EXPECT_TRUE(at::equal(FromProto(response.mu()), expected->mu));
   EXPECT_TRUE(at::equal(FromProto(response.sigma()), expected->sigma));
   EXPECT_THAT(response.mu().shape(), ::testing::ElementsAre(3, 20));
-  EXPECT_EQ(response.version().generation(), 1);
+  EXPECT_EQ(response.version().model(), "default");
+  EXPECT_EQ(response.version().version(), 0);
 }
 
 TEST_F(ServiceTest, ErrorsKeepTheirCodeAndMessage) {
@@ -332,7 +338,7 @@ TEST_F(ServiceTest, TrainStreamsAndAClientCancelStopsTheJob) {
   const absl::Time limit = absl::Now() + absl::Seconds(10);
   while (server_->core().training().Running() != nullptr && absl::Now() < limit) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_EQ(server_->core().training().Running(), nullptr);
-  EXPECT_FALSE(ListCheckpoints(model_dir_->path()).empty());
+  EXPECT_FALSE(ListCheckpoints(model_dir_->file("default")).empty());
 }
 
 TEST(TrainSpecFromProtoTest, ZerosBecomeTheDocumentedDefaults) {
@@ -367,7 +373,8 @@ TEST(TrainEventToProtoTest, CarriesTheTrainersProgressAndTheJobsFields) {
   e.progress.cancelled = true;
   e.progress.checkpoint_path = "/ckpt";
   e.eta_sec = 15;
-  e.version = ModelVersion{16, 17, 18};
+  e.version = ModelVersion{"m", 16, 17, 18};
+  e.label_moved = true;
   v1::TrainProgress p;
   ToProto(e, &p);
   EXPECT_EQ(p.kind(), v1::TrainProgress::EPOCH_END);
@@ -391,6 +398,9 @@ TEST(TrainEventToProtoTest, CarriesTheTrainersProgressAndTheJobsFields) {
   EXPECT_EQ(p.checkpoint_path(), "/ckpt");
   EXPECT_EQ(p.eta_sec(), 15);
   EXPECT_EQ(p.version().generation(), 16);
+  EXPECT_EQ(p.version().model(), "m");
+  EXPECT_EQ(p.version().version(), 16);
+  EXPECT_TRUE(p.label_moved());
   EXPECT_EQ(p.version().epochs_trained(), 17);
   EXPECT_EQ(p.version().global_step(), 18);
 

@@ -8,7 +8,7 @@
 
 #include "model/options.h"
 #include "model/vae.h"
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 
 namespace vae::testing {
 

@@ -19,6 +19,7 @@
 #include "model/runtime.h"
 #include "server/server.h"
 #include "server/server_core.h"
+#include "server/model_repository.h"
 #include "server/training_job.h"
 #include "tests/common/disk_limits.h"
 #include "tests/common/synthetic_mnist.h"
@@ -79,10 +80,17 @@ class TrainingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { ConfigureThreads(2); }
   void SetUp() override {
-    auto initial = SnapshotOfModel(NewSeededVae(*Preset("mnist"), 1), at::kCPU);
-    slot_.Publish(initial);
-    manager_ = std::make_unique<TrainingManager>(&slot_, &datasets_, model_dir_.path(), at::kCPU, 3);
+    RepositoryOptions o;
+    o.root = model_dir_.path();
+    repository_ = std::move(ModelRepository::Open(o, at::kCPU).value());
+    // What ServerCore does on an empty repository: fresh weights serve as the default model's version 0.
+    repository_->SetPlaceholder("default", SnapshotOfModel(NewSeededVae(*Preset("mnist"), 1), at::kCPU));
+    manager_ = std::make_unique<TrainingManager>(repository_.get(), &datasets_, at::kCPU);
   }
+  // What a request without a model spec is answered with.
+  std::shared_ptr<const Snapshot> Served() { return repository_->Resolve(ModelRef{}).value(); }
+  // The default model's folder, where its versions go.
+  std::string ModelDir() const { return model_dir_.file("default"); }
   // 1000 images in batches of 100: 10 steps per epoch.
   static TrainSpec Small(int64_t epochs) {
     TrainSpec spec;
@@ -94,7 +102,7 @@ class TrainingTest : public ::testing::Test {
     return spec;
   }
   TempDir model_dir_;
-  ModelSlot slot_;
+  std::unique_ptr<ModelRepository> repository_;
   SyntheticDataDir data_dir_;
   DatasetRegistry datasets_{data_dir_.path()};
   std::unique_ptr<TrainingManager> manager_;
@@ -116,9 +124,9 @@ TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
   EXPECT_EQ(started.progress.epochs, 2);
   EXPECT_EQ(started.progress.steps_per_epoch, 10);
   EXPECT_EQ(started.progress.global_step, 0);
-  EXPECT_EQ(started.version.generation, 1);
+  EXPECT_EQ(started.version.version, 0);  // the fresh model, never stored
 
-  // Steps 5, 10, 15, 20 report; each epoch ends with test metrics and a new generation.
+  // Steps 5, 10, 15, 20 report; each epoch ends with test metrics and a new version.
   const auto steps = d.Of(Kind::kStep);
   ASSERT_EQ(steps.size(), 4u);
   EXPECT_EQ(steps[0].progress.global_step, 5);
@@ -135,7 +143,8 @@ TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
     EXPECT_TRUE(ends[i].progress.has_test);
     EXPECT_EQ(ends[i].progress.epoch, i + 1);
     EXPECT_EQ(ends[i].progress.global_step, 10 * (i + 1));
-    EXPECT_EQ(ends[i].version.generation, 2 + i);
+    EXPECT_EQ(ends[i].version.model, "default");
+    EXPECT_EQ(ends[i].version.version, 1 + i);
     EXPECT_EQ(ends[i].version.epochs_trained, i + 1);
     EXPECT_TRUE(std::filesystem::exists(ends[i].progress.checkpoint_path)) << ends[i].progress.checkpoint_path;
   }
@@ -143,11 +152,12 @@ TEST_F(TrainingTest, TrainsPublishesAfterEachEpochAndCheckpoints) {
   EXPECT_EQ(done.progress.kind, Kind::kDone);
   EXPECT_FALSE(done.progress.cancelled);
   EXPECT_EQ(done.progress.global_step, 20);
-  EXPECT_EQ(done.version.generation, 3);
+  EXPECT_EQ(done.version.version, 2);
 
   // The served snapshot is exactly the last checkpoint's weights.
-  const auto served = slot_.Current();
-  EXPECT_EQ(served->version.generation, 3);
+  const auto served = Served();
+  EXPECT_EQ(served->version.version, 2);
+  EXPECT_EQ(ends[1].progress.checkpoint_path, ModelDir() + "/" + CheckpointFileName(2));
   EXPECT_EQ(served->version.global_step, 20);
   EXPECT_EQ(served->checkpoint_path, ends[1].progress.checkpoint_path);
   ASSERT_TRUE(served->last_test.has_value());
@@ -216,8 +226,8 @@ TEST_F(TrainingTest, ResumeContinuesFromTheNewestCheckpoint) {
   EXPECT_EQ(d.events.front().progress.epochs, 2);
   EXPECT_EQ(d.events.front().progress.global_step, 10);
   EXPECT_EQ(d.events.back().progress.global_step, 20);
-  EXPECT_EQ(slot_.Current()->version.epochs_trained, 2);
-  EXPECT_EQ(slot_.Current()->version.generation, 3);
+  EXPECT_EQ(Served()->version.epochs_trained, 2);
+  EXPECT_EQ(Served()->version.version, 2);
 }
 
 TEST_F(TrainingTest, ResumeWithoutACheckpointIsFailedPrecondition) {
@@ -225,7 +235,7 @@ TEST_F(TrainingTest, ResumeWithoutACheckpointIsFailedPrecondition) {
   spec.resume = true;
   auto job = manager_->Start(spec);
   EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(job.status().message(), HasSubstr("no valid checkpoint in --model_dir"));
+  EXPECT_THAT(job.status().message(), HasSubstr("resume = true but model 'default' has no loadable version"));
 }
 
 TEST_F(TrainingTest, AFreshModelWithNewOptionsReplacesTheServedOneAtItsFirstEpoch) {
@@ -237,8 +247,16 @@ TEST_F(TrainingTest, AFreshModelWithNewOptionsReplacesTheServedOneAtItsFirstEpoc
   auto job = manager_->Start(spec);
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_TRUE(Drain(**job).status.ok());
-  EXPECT_EQ(slot_.Current()->options.latent_dim, 8);
-  EXPECT_EQ(slot_.Current()->options.hidden, std::vector<int64_t>({64}));
+  EXPECT_EQ(Served()->options.latent_dim, 8);
+  EXPECT_EQ(Served()->options.hidden, std::vector<int64_t>({64}));
+  // From now on the model exists with these options: another preset is another model.
+  TrainSpec other = Small(1);
+  other.preset = "mnist";
+  const auto refused = manager_->Start(other);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("model 'default' exists with options"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("the request's preset 'mnist' gives"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("train a new model name instead"));
 }
 
 TEST_F(TrainingTest, BadRequestsAreRejectedWithoutChangingAnything) {
@@ -297,8 +315,8 @@ TEST_F(TrainingTest, BadRequestsAreRejectedWithoutChangingAnything) {
     EXPECT_THAT(job.status().message(), HasSubstr(c.message));
   }
   EXPECT_EQ(manager_->Running(), nullptr);
-  EXPECT_EQ(slot_.Current()->version.generation, 1);
-  EXPECT_TRUE(ListCheckpoints(model_dir_.path()).empty());
+  EXPECT_EQ(Served()->version.version, 0);
+  EXPECT_TRUE(ListCheckpoints(ModelDir()).empty());
 }
 
 bool AllFinite(const Vae& model) {
@@ -326,12 +344,12 @@ TEST_F(TrainingTest, ADivergedJobIsAbortedAndTheLastGoodWeightsStayServedAndOnDi
   ASSERT_LT(ends.size(), 5u);
   for (const auto& e : ends) EXPECT_TRUE(std::isfinite(e.progress.test.loss)) << "epoch " << e.progress.epoch;
   EXPECT_NE(d.events.back().progress.kind, Kind::kDone);
-  // Generation 1 plus one per finite epoch; the served weights are finite.
-  const auto served = slot_.Current();
-  EXPECT_EQ(served->version.generation, 1 + static_cast<int64_t>(ends.size()));
+  // One version per finite epoch (version 0: the fresh model); the served weights are finite.
+  const auto served = Served();
+  EXPECT_EQ(served->version.version, static_cast<int64_t>(ends.size()));
   EXPECT_TRUE(AllFinite(served->model));
   // What a restarted server would serve: the last finite epoch's checkpoint, or none at all.
-  auto restart = LoadNewestCheckpoint(model_dir_.path(), at::kCPU);
+  auto restart = LoadNewestCheckpoint(ModelDir(), at::kCPU);
   if (ends.empty()) {
     EXPECT_EQ(restart.status().code(), absl::StatusCode::kNotFound);
   } else {
@@ -356,28 +374,62 @@ TEST_F(TrainingTest, ACheckpointThatDoesNotFitFailsTheJobAndPublishesNothing) {
   }
   EXPECT_EQ(d.status.code(), absl::StatusCode::kResourceExhausted) << d.status;
   EXPECT_THAT(d.status.message(), HasSubstr("checkpoint at step 10 failed, so its weights were not published"));
-  EXPECT_THAT(d.status.message(), HasSubstr(model_dir_.path() + "/ckpt-000000000001.vae: File too large"));
+  EXPECT_THAT(d.status.message(), HasSubstr(ModelDir() + "/ckpt-000000000001.vae: File too large"));
   EXPECT_TRUE(d.Of(Kind::kEpochEnd).empty());
-  EXPECT_EQ(slot_.Current()->version.generation, 1);
-  EXPECT_TRUE(std::filesystem::is_empty(model_dir_.path()));  // no checkpoint, no temp file
-  // Once there is room the same request works.
+  EXPECT_EQ(Served()->version.version, 0);
+  // No checkpoint and no temp file: only model.json, which reserved version number 1.
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(ModelDir())) {
+    files.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(files, std::vector<std::string>({"model.json"}));
+  // Once there is room the same request works; the reserved number 1 is not handed out again.
   auto retry = manager_->Start(Small(1));
   ASSERT_TRUE(retry.ok()) << retry.status();
   EXPECT_TRUE(Drain(**retry).status.ok());
-  EXPECT_EQ(slot_.Current()->version.generation, 2);
-  EXPECT_EQ(ListCheckpoints(model_dir_.path()).size(), 1u);
+  EXPECT_EQ(Served()->version.version, 2);
+  EXPECT_EQ(ListCheckpoints(ModelDir()).size(), 1u);
 }
 
-// kill -9 during a checkpoint write leaves ckpt-*.tmp.*; nothing used to delete them.
-TEST_F(TrainingTest, StartUpRemovesCheckpointTempFilesLeftByAKilledProcess) {
-  manager_.reset();
+// kill -9 during a checkpoint write leaves ckpt-*.tmp.*; nothing used to delete them. The next job of the model (this
+// process is the repository's one trainer) does.
+TEST_F(TrainingTest, AJobRemovesCheckpointTempFilesLeftByAKilledProcess) {
+  std::filesystem::create_directories(ModelDir());
   for (const char* name : {"ckpt-000000000001.vae.tmp.12.3456", "ckpt-000000000002.vae.tmp.1.2", "keep.txt"}) {
-    std::ofstream(model_dir_.file(name)) << std::string(1000, 'x');
+    std::ofstream(ModelDir() + "/" + name) << std::string(1000, 'x');
   }
-  manager_ = std::make_unique<TrainingManager>(&slot_, &datasets_, model_dir_.path(), at::kCPU, 3);
-  EXPECT_TRUE(std::filesystem::exists(model_dir_.file("keep.txt")));
-  EXPECT_FALSE(std::filesystem::exists(model_dir_.file("ckpt-000000000001.vae.tmp.12.3456")));
-  EXPECT_FALSE(std::filesystem::exists(model_dir_.file("ckpt-000000000002.vae.tmp.1.2")));
+  auto job = manager_->Start(Small(1));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(Drain(**job).status.ok());
+  EXPECT_TRUE(std::filesystem::exists(ModelDir() + "/keep.txt"));
+  EXPECT_FALSE(std::filesystem::exists(ModelDir() + "/ckpt-000000000001.vae.tmp.12.3456"));
+  EXPECT_FALSE(std::filesystem::exists(ModelDir() + "/ckpt-000000000002.vae.tmp.1.2"));
+}
+
+// A job that names a model trains only that one: the default model keeps serving what it served; promote_label
+// moves a label that does not exist yet, and DONE says so.
+TEST_F(TrainingTest, ANamedModelIsCreatedFromItsPresetAndPromotesItsLabel) {
+  TrainSpec spec = Small(1);
+  spec.model = "fashion-like";
+  spec.preset = "fashion";
+  spec.promote_label = "stable";
+  auto job = manager_->Start(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const Drained d = Drain(**job);
+  ASSERT_TRUE(d.status.ok()) << d.status;
+  EXPECT_TRUE(d.events.back().label_moved);
+  EXPECT_EQ(d.events.back().version.model, "fashion-like");
+  EXPECT_EQ(d.events.back().version.version, 1);
+  auto trained = repository_->Resolve(ModelRef{"fashion-like", 0, "stable"});
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ((*trained)->options.preset, "fashion");
+  EXPECT_EQ(Served()->version.version, 0);  // the default model did not change
+  EXPECT_EQ(Served()->options.preset, "mnist");
+  spec.model = "../x";
+  EXPECT_EQ(manager_->Start(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.model = "x";
+  spec.promote_label = "latest";
+  EXPECT_THAT(manager_->Start(spec).status().message(), HasSubstr("promote_label cannot be 'latest'"));
 }
 
 TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
@@ -395,7 +447,10 @@ TEST_F(TrainingTest, ShutdownStopsTheJobWithACheckpointAndRefusesNewOnes) {
   EXPECT_THAT(d.status.message(), HasSubstr("stopped at epoch " + std::to_string(done.progress.epoch) + "/100, step " +
                                             std::to_string(done.progress.step_in_epoch) + "/10"));
   EXPECT_THAT(d.status.message(), HasSubstr(done.progress.checkpoint_path + " was written: resume it"));
-  EXPECT_FALSE(ListCheckpoints(model_dir_.path()).empty());
+  EXPECT_FALSE(ListCheckpoints(ModelDir()).empty());
+  // The stopped job's checkpoint is a version too.
+  EXPECT_EQ(Served()->checkpoint_path, done.progress.checkpoint_path);
+  EXPECT_EQ(Served()->version.global_step, done.progress.global_step);
   EXPECT_EQ(manager_->Start(Small(1)).status().code(), absl::StatusCode::kUnavailable);
 }
 
@@ -419,7 +474,7 @@ TEST_F(TrainingTest, AShutdownAfterTheLastStepLeavesAFinishedJobFinished) {
   EXPECT_EQ(done.progress.epoch, 1);
   EXPECT_EQ(done.progress.step_in_epoch, 10);
   ASSERT_EQ(d.Of(Kind::kEpochEnd).size(), 1u);
-  EXPECT_EQ(slot_.Current()->version.epochs_trained, 1);
+  EXPECT_EQ(Served()->version.epochs_trained, 1);
 }
 
 // Regression: the queue grew by every event a slow reader had not taken (+17 MB per 60k events). A reader that takes
@@ -487,7 +542,9 @@ TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavail
   ASSERT_TRUE(reader->Read(&progress));
   EXPECT_EQ(progress.kind(), v1::TrainProgress::STARTED);
   // Once the first epoch is published, 3000 STEPs were produced and the handler's write is stuck.
-  while ((*server)->core().Current()->version.epochs_trained < 1) absl::SleepFor(absl::Milliseconds(20));
+  while ((*server)->core().Resolve(ModelRef{}).value()->version.epochs_trained < 1) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
 
   (*server)->Shutdown(absl::Seconds(30));
   int messages = 1;
@@ -496,7 +553,7 @@ TEST(TrainStreamShutdownTest, AStreamWhoseClientStoppedReadingIsEndedWithUnavail
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("shutting down and this stream's client stopped reading"));
   EXPECT_LT(messages, 3000);                                // it did stop reading: the rest was never sent
-  EXPECT_FALSE(ListCheckpoints(model_dir.path()).empty());  // the job was stopped with a checkpoint
+  EXPECT_FALSE(ListCheckpoints(model_dir.file("default")).empty());  // the job was stopped with a checkpoint
 }
 
 }  // namespace

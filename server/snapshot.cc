@@ -1,4 +1,4 @@
-#include "server/model_slot.h"
+#include "server/snapshot.h"
 
 #include <ATen/Context.h>
 
@@ -16,18 +16,6 @@ void DeriveFromModel(Snapshot& snapshot) {
 }
 
 }  // namespace
-
-std::shared_ptr<const Snapshot> ModelSlot::Current() const {
-  absl::MutexLock lock(&mu_);
-  return current_;
-}
-
-ModelVersion ModelSlot::Publish(std::shared_ptr<Snapshot> next) {
-  absl::MutexLock lock(&mu_);
-  next->version.generation = ++generation_;
-  current_ = std::move(next);
-  return current_->version;
-}
 
 Vae NewSeededVae(const VaeOptions& options, uint64_t seed) {
   static std::mutex mu;

@@ -1,10 +1,10 @@
-// The served model: an immutable Snapshot of published weights, and the ModelSlot that holds the current one.
+// A served model version: an immutable Snapshot of published weights, and how snapshots are made.
 //
-// Publication is a pointer swap. A request calls ModelSlot::Current() once and uses that snapshot from start to
-// finish, so it never sees half-updated weights and a training job may publish while it runs; the old snapshot is
-// freed when its last reader lets go.
-#ifndef VAE_SERVER_MODEL_SLOT_H_
-#define VAE_SERVER_MODEL_SLOT_H_
+// The model repository (server/model_repository.h) hands them out. A request resolves its model spec once and uses
+// that snapshot from start to finish, so it never sees half-updated weights and a training job may publish while it
+// runs; a snapshot is freed when its last reader (and the repository's cache) lets go.
+#ifndef VAE_SERVER_SNAPSHOT_H_
+#define VAE_SERVER_SNAPSHOT_H_
 
 #include <c10/core/Device.h>
 
@@ -13,8 +13,6 @@
 #include <optional>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "model/checkpoint.h"
 #include "model/mlp_inference.h"
 #include "model/options.h"
@@ -23,15 +21,17 @@
 
 namespace vae::server {
 
-// Which weights answered. `generation` is assigned by ModelSlot::Publish: 1 for the model loaded at start-up, +1 for
-// every publication after it.
+// Which weights answered: a model of the repository and one of its immutable versions (the number of its checkpoint
+// file, ckpt-<version>.vae). Version 0 is the fresh, untrained model a server without any version serves (never
+// stored, so never pinnable).
 struct ModelVersion {
-  int64_t generation = 0;
+  std::string model;           // the model's name
+  int64_t version = 0;         // the version number within that model
   int64_t epochs_trained = 0;  // completed epochs behind these weights
   int64_t global_step = 0;     // optimizer steps behind these weights
 };
 
-// Published weights and what is known about them. Once handed to ModelSlot::Publish a Snapshot is shared read-only
+// Published weights and what is known about them. Once handed to the repository a Snapshot is shared read-only
 // by any number of request threads: `model` is in eval mode and nobody calls a mutating method on it (Vae is a
 // handle, so C++ const alone cannot say this: it is the contract). Inference on it runs under c10::InferenceMode.
 struct Snapshot {
@@ -49,30 +49,13 @@ struct Snapshot {
   std::string train_json = "{}";  // hyperparameters of that run (TrainOptions as JSON)
 };
 
-// Holds the served snapshot. Thread-safe: Current() from any request thread, Publish() from start-up and the training
-// thread. Locks its own mutex for the pointer copy only (nanoseconds), never while a model runs.
-class ModelSlot {
- public:
-  // The snapshot being served; null before the first Publish.
-  std::shared_ptr<const Snapshot> Current() const;
-
-  // Sets next->version.generation to one more than the last publication's, then makes `next` the served snapshot.
-  // Takes shared ownership; the caller must not modify *next afterwards. Returns the assigned version.
-  ModelVersion Publish(std::shared_ptr<Snapshot> next);
-
- private:
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);
-  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 // A new model with random weights drawn from torch's default generator seeded with `seed`: the same options and seed
 // give the same weights. Serialised by a process-wide mutex because the default generator is global. Runs on the CPU;
 // the caller moves the model.
 Vae NewSeededVae(const VaeOptions& options, uint64_t seed);
 
 // A snapshot holding a deep copy of `model`'s weights on `device`, in eval mode. `model` may be a trainer's module:
-// the copy shares nothing with it. `version.generation` is left for Publish to assign.
+// the copy shares nothing with it. `version.model`/`version.version` are left for the repository to assign.
 std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& device);
 
 // A snapshot that takes over a loaded checkpoint's model (moved to eval mode), version and metrics.
@@ -83,4 +66,4 @@ void ParseMetricsJson(const std::string& json, std::optional<Metrics>* train, st
 
 }  // namespace vae::server
 
-#endif  // VAE_SERVER_MODEL_SLOT_H_
+#endif  // VAE_SERVER_SNAPSHOT_H_
