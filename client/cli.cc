@@ -391,15 +391,18 @@ class Cli {
     if (!codes.ok()) return Report(LocalFailure("decode", kExitUsage, codes.status()));
     auto stored = client::ReadCodesVersion(input);
     if (!stored.ok()) return Report(LocalFailure("decode", kExitUsage, stored.status()));
-    // Codes that name their version are decoded with it, unless the flags name a version.
+    // Codes that name their version are decoded with it, unless the flags name a version; flags without --model
+    // name a version of the codes' model.
+    const std::string spec_text = SpecText(*spec);
     if (stored->has_value() && !SpecGiven()) spec = client::ModelSpec::Pinned((*stored)->model, (*stored)->version);
+    if (stored->has_value() && spec->name.empty()) spec->name = (*stored)->model;
     if (!Connect()) return kExitUsage;
     auto info = ModelInfoOrReport(*spec);
     if (!info.has_value()) return kExitError;
     if (const client::ModelVersion& answered = info->version;
         stored->has_value() && answered.version > 0 &&
         (answered.model != (*stored)->model || answered.version != (*stored)->version)) {
-      const std::string mismatch = absl::StrCat(input, " holds codes of ", VersionName(**stored), "; ", SpecText(*spec),
+      const std::string mismatch = absl::StrCat(input, " holds codes of ", VersionName(**stored), "; ", spec_text,
                                                 " is ", VersionName(answered));
       if (!absl::GetFlag(FLAGS_force)) {
         return Report(LocalFailure(
@@ -747,10 +750,13 @@ int Cli::Train() {
   std::string served = "the server is still stopping the job";
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (absl::Now() < give_up) {
-    auto info = client_->GetModelInfo(client::ModelSpec{options.model, 0, ""});
-    if (!info.ok()) break;
-    if (!info->training || info->training_job_id != last.job_id) {
-      served = absl::StrCat("it serves ", VersionText(info->version));
+    // The default model's info says whether a job runs (any model's); then the trained model's says what it serves.
+    auto running = client_->GetModelInfo();
+    if (!running.ok()) break;
+    if (!running->training || running->training_job_id != last.job_id) {
+      auto info = client_->GetModelInfo(client::ModelSpec{options.model, 0, ""});
+      served = info.ok() ? absl::StrCat("it serves ", VersionText(info->version))
+                         : absl::StrCat("model ", options.model, " has no version yet");
       break;
     }
     absl::SleepFor(absl::Milliseconds(100));

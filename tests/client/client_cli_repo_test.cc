@@ -365,7 +365,7 @@ TEST_F(CliRepoTest, DecodeRefusesAnotherVersionThanTheCodesNameUnlessForced) {
   EXPECT_FALSE(std::filesystem::exists(dir_.file("d.png")));
   std::vector<std::string> calls = service_.calls();
   EXPECT_THAT(std::vector<std::string>(calls.begin() + before, calls.end()),
-              ::testing::ElementsAre("GetModelInfo /0/latest"));
+              ::testing::ElementsAre("GetModelInfo mnist/0/latest"));
 
   const CliRun other_version = Run({"decode", "--input=" + codes, "--output=" + dir_.file("d.png"), "--version=2"});
   EXPECT_EQ(other_version.exit_code, 2);
@@ -383,6 +383,17 @@ TEST_F(CliRepoTest, DecodeRefusesAnotherVersionThanTheCodesNameUnlessForced) {
 
   // The flags naming the codes' own version are fine.
   EXPECT_EQ(Run({"decode", "--input=" + codes, "--output=" + dir_.file("e.png"), "--version=1"}).exit_code, 0);
+}
+
+TEST_F(CliRepoTest, DecodeFlagsWithoutAModelNameAVersionOfTheCodesModel) {
+  // Codes of fashion version 1 (its stable); the default model is mnist, whose stable is version 2. --label=stable
+  // means fashion's stable: the codes' own version, so they decode.
+  const CliRun encoded = Run({"encode", Images(2), "--model=fashion", "--output=" + dir_.file("f.json")});
+  ASSERT_EQ(encoded.exit_code, 0) << encoded.err;
+  const CliRun r =
+      Run({"decode", "--input=" + dir_.file("f.json"), "--output=" + dir_.file("d.png"), "--label=stable"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(service_.calls().back(), "Decode fashion/1/");
 }
 
 TEST_F(CliRepoTest, DecodeOfCodesWithoutAVersionUsesTheFlagsOrTheDefault) {
