@@ -68,13 +68,12 @@ ABSL_FLAG(bool, resize, true,
           "other sizes)");
 ABSL_FLAG(int32_t, count, 64, "sample: how many images");
 ABSL_FLAG(double, temperature, 1.0, "sample: z ~ N(0, temperature^2 I); in (0, 10]");
-ABSL_FLAG(std::string, model, "", "the model that answers (default: the server's default model)");
+ABSL_FLAG(std::string, model, "", "the model that answers; empty: the server's default model");
 ABSL_FLAG(int64_t, model_version, 0,
-          "pin this version of the model (a number >= 1; default: the version its --label, else its default label, "
-          "names)");
+          "pin this version of the model (>= 1); 0: the version --label, else the model's default label, names");
 ABSL_FLAG(std::string, label, "",
-          "the version this label names, e.g. stable or latest (default: the model's default label; not with "
-          "--version)");
+          "the version this label names, e.g. stable or latest (not with --version); empty: the model's default "
+          "label");
 ABSL_FLAG(std::string, promote_label, "",
           "train: at the end of the job, point this label at the final version if its test loss beats the "
           "version the label names now (or the label is new)");
@@ -150,24 +149,19 @@ const std::vector<Command>& Commands() {
        "VaeOptions and training hyperparameters, parsed).",
        WithModelSpec({{"json", nullptr}})},
       {"train",
-       "train [--dataset=mnist] [--epochs=N] [--batch_size=B] [--lr=X] "
-       "[--seed=S] [...]",
-       "trains the served model on a dataset under the server's --data_dir, "
+       "train [--model=NAME] [--dataset=mnist] [--epochs=N] [--batch_size=B] [--lr=X] "
+       "[--seed=S] [--promote_label=LABEL] [...]",
+       "trains a model (new versions of it) on a dataset under the server's --data_dir, "
        "with live progress",
-       "Starts a training job on the server and follows it. On a terminal, a "
-       "live bar (epoch, step, loss,\n"
-       "images/s, ETA) on stderr; one line per epoch on stdout in any case. "
-       "New weights are served after every\n"
-       "epoch. Ctrl-C (or SIGTERM) cancels the job cleanly: the server writes "
-       "a checkpoint of the steps done and\n"
-       "keeps serving its last published weights; vae-client says which "
-       "version that is and exits 130.\n"
-       "A second Ctrl-C exits at once. One job at a time: a second train fails "
-       "while one runs.\n"
+       "Starts a training job on the server and follows it. On a terminal, a live bar (epoch, step, loss,\n"
+       "images/s, ETA) on stderr; one line per epoch on stdout in any case. Every epoch is published as a new\n"
+       "version of the model. Ctrl-C (or SIGTERM) cancels the job cleanly: the server checkpoints the steps done\n"
+       "(published as a version too); vae-client says which version the model serves and exits 130.\n"
+       "A second Ctrl-C exits at once. One job at a time: a second train fails while one runs.\n"
        "--model names the model to train: a new name creates it (from --preset or --options_json), an existing\n"
        "one gets new versions (its options are kept; other models are untouched). --promote_label=stable moves\n"
        "the label `stable` to the final version at the end if that version's test loss beats the one it names.",
-       {{"model", "the model to train (default: the server's default model); a new name creates it"},
+       {{"model", "the model to train; a new name creates it; empty: the server's default model"},
         {"promote_label", nullptr},
         {"dataset", nullptr},
         {"epochs", nullptr},
@@ -205,7 +199,8 @@ const std::vector<Command>& Commands() {
        "--output=GRID.png writes a near-square grid with\n"
        "2-pixel gaps; --output=DIR/ writes DIR/0000.png, DIR/0001.png, ...\n"
        "Codes that encode wrote name their model version: without --model/--version/--label they are decoded\n"
-       "with that version; a version named by the flags that differs from it is refused (exit 2) unless --force.",
+       "with that version (--version/--label without --model name a version of the codes' model); a version\n"
+       "named by the flags that differs from theirs is refused (exit 2) unless --force.",
        WithModelSpec({{"input", nullptr},
                       {"output", "GRID.png, or DIR/ for one PNG per code"},
                       {"force", "decode with the version the flags name even if the codes name another"}})},
