@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -100,6 +101,9 @@ class Cli {
     if (c == "decode") return Decode();
     if (c == "sample") return Sample();
     if (c == "reconstruct") return Reconstruct();
+    if (c == "models") return Models();
+    if (c == "label") return Label();
+    if (c == "delete") return Delete();
     return Report(UsageFailure("", absl::StrCat("unknown command \"", c, "\"")));
   }
 
@@ -162,6 +166,28 @@ class Cli {
     return false;
   }
 
+  // The model spec of --model, --version and --label; nullopt (after reporting a usage error) when they conflict.
+  std::optional<client::ModelSpec> SpecFromFlags() {
+    client::ModelSpec spec;
+    spec.name = absl::GetFlag(FLAGS_model);
+    spec.version = absl::GetFlag(FLAGS_model_version);
+    spec.label = absl::GetFlag(FLAGS_label);
+    if (spec.version < 0) {
+      Usage(absl::StrCat("--version=", spec.version, ": expected a version number >= 1"));
+      return std::nullopt;
+    }
+    if (spec.version > 0 && !spec.label.empty()) {
+      Usage(absl::StrCat("--version=", spec.version, " and --label=", spec.label, ": give one of them"));
+      return std::nullopt;
+    }
+    return spec;
+  }
+
+  // Whether any of --model, --version and --label was given.
+  bool SpecGiven() const {
+    return args_.flags.count("model") > 0 || args_.flags.count("version") > 0 || args_.flags.count("label") > 0;
+  }
+
   int Health() {
     if (!NoArgs() || !Connect()) return kExitUsage;
     auto status = client_->Health(absl::GetFlag(FLAGS_service));
@@ -171,8 +197,9 @@ class Cli {
   }
 
   int Info() {
-    if (!NoArgs() || !Connect()) return kExitUsage;
-    auto info = client_->GetModelInfo();
+    const std::optional<client::ModelSpec> spec = SpecFromFlags();
+    if (!spec.has_value() || !NoArgs() || !Connect()) return kExitUsage;
+    auto info = client_->GetModelInfo(*spec);
     if (!info.ok()) return Rpc(info.status());
     if (absl::GetFlag(FLAGS_json)) {
       out_ << InfoJson(*info).dump(2) << std::endl;
@@ -202,10 +229,10 @@ class Cli {
             {"latent_dim", i.latent_dim},
             {"parameter_count", i.parameter_count},
             {"device", i.device},
-            {"version",
-             {{"generation", i.version.generation},
-              {"epochs_trained", i.version.epochs_trained},
-              {"global_step", i.version.global_step}}},
+            {"model", i.version.model},
+            {"version", VersionJson(i.version)},
+            {"labels", i.labels},
+            {"default_label", i.default_label},
             {"last_train", MetricsJson(i.last_train)},
             {"last_test", MetricsJson(i.last_test)},
             {"checkpoint_path", i.checkpoint_path},
@@ -224,6 +251,7 @@ class Cli {
     };
     const std::vector<std::pair<std::string, std::string>> rows = {
         {"server", client_->target()},
+        {"model", i.version.model.empty() ? "-" : i.version.model},
         {"preset", i.preset},
         {"architecture", i.architecture},
         {"likelihood", i.likelihood},
@@ -232,6 +260,8 @@ class Cli {
         {"parameters", absl::StrCat(i.parameter_count)},
         {"device", i.device},
         {"weights", VersionText(i.version)},
+        {"labels", i.labels.empty() ? "-" : absl::StrJoin(i.labels, ", ")},
+        {"default label", i.default_label.empty() ? "-" : i.default_label},
         {"last train", metrics(i.last_train)},
         {"last test", metrics(i.last_test)},
         {"checkpoint", i.checkpoint_path.empty() ? "- (fresh model)" : i.checkpoint_path},
@@ -245,8 +275,8 @@ class Cli {
 
   // Model info for the input-taking commands; reports and returns nullopt on
   // failure.
-  std::optional<client::ModelInfo> ModelInfoOrReport() {
-    auto info = client_->GetModelInfo();
+  std::optional<client::ModelInfo> ModelInfoOrReport(const client::ModelSpec& spec = {}) {
+    auto info = client_->GetModelInfo(spec);
     if (!info.ok()) {
       Rpc(info.status());
       return std::nullopt;
@@ -266,11 +296,20 @@ class Cli {
     return absl::OkStatus();
   }
 
+  // The spec that pins the version GetModelInfo resolved `info` to, so that every request of one command is
+  // answered by the same weights even if a label moves or a Train publishes meanwhile. A server before model
+  // versions names no version: then `requested` itself.
+  static client::ModelSpec PinnedTo(const client::ModelInfo& info, const client::ModelSpec& requested) {
+    if (info.version.version <= 0) return requested;
+    return client::ModelSpec::Pinned(info.version.model, info.version.version);
+  }
+
   // The positional IMAGE... arguments of encode/reconstruct, loaded and
   // converted to the model's input: checks the arguments, connects, asks for
-  // the model info. Returns kExitOk, or the exit code after reporting.
+  // the model info of the flags' spec. Returns kExitOk, or the exit code after reporting.
   struct ImageArgs {
     std::optional<client::ModelInfo> info;
+    client::ModelSpec pinned;  // every request goes to this version (PinnedTo)
     Inputs inputs;
     at::Tensor tensor;
   };
@@ -279,9 +318,11 @@ class Cli {
     if (absl::GetFlag(FLAGS_limit) < 0) {
       return Usage(absl::StrCat("--limit=", absl::GetFlag(FLAGS_limit), ": expected >= 0"));
     }
-    if (!Connect()) return kExitUsage;
-    loaded->info = ModelInfoOrReport();
+    const std::optional<client::ModelSpec> spec = SpecFromFlags();
+    if (!spec.has_value() || !Connect()) return kExitUsage;
+    loaded->info = ModelInfoOrReport(*spec);
     if (!loaded->info.has_value()) return kExitError;
+    loaded->pinned = PinnedTo(*loaded->info, *spec);
     if (absl::Status s = LoadInputs(args_.args, *loaded->info, absl::GetFlag(FLAGS_limit), absl::GetFlag(FLAGS_resize),
                                     err_, &loaded->inputs);
         !s.ok()) {
@@ -307,7 +348,8 @@ class Cli {
     client::Encoding encoding;
     encoding.inputs = inputs.names;
     absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
-      VAE_ASSIGN_OR_RETURN(client::EncodeResult r, client_->Encode(client::ImageInput::FromTensor(chunk)));
+      VAE_ASSIGN_OR_RETURN(client::EncodeResult r,
+                           client_->Encode(client::ImageInput::FromTensor(chunk), loaded.pinned));
       AppendRows(ToMatrix(r.mu), &encoding.mu);
       AppendRows(ToMatrix(r.sigma), &encoding.sigma);
       NoteVersion(r.version, &encoding.version);
@@ -318,7 +360,8 @@ class Cli {
       return Report(LocalFailure("encode", kExitError, s));
     }
     const bool npy = absl::EndsWithIgnoreCase(output, ".npy");
-    out_ << "wrote " << output << (npy ? absl::StrCat(" and ", client::SigmaNpyPath(output)) : "")
+    out_ << "wrote " << output
+         << (npy ? absl::StrCat(", ", client::SigmaNpyPath(output), " and ", client::VersionJsonPath(output)) : "")
          << ": mu and sigma of " << encoding.mu.rows << " image" << (encoding.mu.rows == 1 ? "" : "s")
          << ", latent dim " << encoding.mu.cols << ", model " << VersionText(encoding.version) << std::endl;
     return kExitOk;
@@ -327,10 +370,9 @@ class Cli {
   // Records the version that answered a request; notes it when the weights
   // changed between two requests.
   void NoteVersion(const client::ModelVersion& v, client::ModelVersion* latest) {
-    if (have_version_ && v.generation != latest->generation) {
-      err_ << "note: the server published new weights during this command "
-              "(generation "
-           << latest->generation << " -> " << v.generation << ")\n";
+    if (have_version_ && (v.generation != latest->generation || v.model != latest->model)) {
+      err_ << "note: other weights answered during this command (" << VersionName(*latest) << " -> " << VersionName(v)
+           << ")\n";
     }
     *latest = v;
     have_version_ = true;
@@ -343,11 +385,36 @@ class Cli {
       return Usage(std::string(s.message()));
     }
     if (!NoArgs()) return kExitUsage;
+    std::optional<client::ModelSpec> spec = SpecFromFlags();
+    if (!spec.has_value()) return kExitUsage;
     auto codes = client::ReadCodes(input);
     if (!codes.ok()) return Report(LocalFailure("decode", kExitUsage, codes.status()));
+    auto stored = client::ReadCodesVersion(input);
+    if (!stored.ok()) return Report(LocalFailure("decode", kExitUsage, stored.status()));
+    // Codes that name their version are decoded with it, unless the flags name a version; flags without --model
+    // name a version of the codes' model.
+    const std::string spec_text = SpecText(*spec);
+    if (stored->has_value() && !SpecGiven()) spec = client::ModelSpec::Pinned((*stored)->model, (*stored)->version);
+    if (stored->has_value() && spec->name.empty()) spec->name = (*stored)->model;
     if (!Connect()) return kExitUsage;
-    auto info = ModelInfoOrReport();
+    auto info = ModelInfoOrReport(*spec);
     if (!info.has_value()) return kExitError;
+    if (const client::ModelVersion& answered = info->version;
+        stored->has_value() && answered.version > 0 &&
+        (answered.model != (*stored)->model || answered.version != (*stored)->version)) {
+      const std::string mismatch = absl::StrCat(input, " holds codes of ", VersionName(**stored), "; ", spec_text,
+                                                " is ", VersionName(answered));
+      if (!absl::GetFlag(FLAGS_force)) {
+        return Report(LocalFailure(
+            "decode", kExitUsage,
+            absl::FailedPreconditionError(absl::StrCat(
+                mismatch,
+                ": codes of different versions live in different latent spaces (drop --model, --version and "
+                "--label to decode with the codes' own version, or pass --force)"))));
+      }
+      err_ << "note: " << mismatch << "; decoding with it anyway (--force)\n";
+    }
+    const client::ModelSpec pinned = PinnedTo(*info, *spec);
     if (codes->cols != info->latent_dim) {
       return Report(LocalFailure("decode", kExitUsage,
                                  absl::InvalidArgumentError(absl::StrCat(input, ": codes of ", codes->cols,
@@ -365,7 +432,7 @@ class Cli {
     std::vector<at::Tensor> parts;
     client::ModelVersion version;
     absl::Status rpc = Chunked(z, info->max_batch, [&](const at::Tensor& chunk) -> absl::Status {
-      VAE_ASSIGN_OR_RETURN(client::DecodeResult r, client_->Decode(chunk));
+      VAE_ASSIGN_OR_RETURN(client::DecodeResult r, client_->Decode(chunk, pinned));
       parts.push_back(r.images);
       NoteVersion(r.version, &version);
       return absl::OkStatus();
@@ -387,12 +454,13 @@ class Cli {
     if (!NoArgs()) return kExitUsage;
     const int32_t count = absl::GetFlag(FLAGS_count);
     if (count < 1) return Usage(absl::StrCat("--count=", count, ": expected >= 1"));
-    if (!Connect()) return kExitUsage;
+    const std::optional<client::ModelSpec> spec = SpecFromFlags();
+    if (!spec.has_value() || !Connect()) return kExitUsage;
     client::SampleOptions options;
     options.count = count;
     options.seed = absl::GetFlag(FLAGS_seed);
     options.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-    auto result = client_->Sample(options);
+    auto result = client_->Sample(options, *spec);
     if (!result.ok()) return Rpc(result.status());
     auto written = WriteImages(result->images, output);
     if (!written.ok()) return Report(LocalFailure("sample", kExitError, written.status()));
@@ -419,7 +487,7 @@ class Cli {
     client::ModelVersion version;
     absl::Status rpc = Chunked(tensor, info.max_batch, [&](const at::Tensor& chunk) -> absl::Status {
       VAE_ASSIGN_OR_RETURN(client::ReconstructResult r,
-                           client_->Reconstruct(client::ImageInput::FromTensor(chunk), options));
+                           client_->Reconstruct(client::ImageInput::FromTensor(chunk), options, loaded.pinned));
       parts.push_back(r.images);
       recon.insert(recon.end(), r.recon_nll.begin(), r.recon_nll.end());
       kl.insert(kl.end(), r.kl.begin(), r.kl.end());
@@ -446,6 +514,39 @@ class Cli {
   }
 
   int Train();
+  int Models();
+  int Label();
+  int Delete();
+
+  // "--model=fashion --label=stable", as the flags named the spec; "the default model's default label" for none.
+  static std::string SpecText(const client::ModelSpec& spec) {
+    std::vector<std::string> parts;
+    if (!spec.name.empty()) parts.push_back(absl::StrCat("--model=", spec.name));
+    if (spec.version > 0) parts.push_back(absl::StrCat("--version=", spec.version));
+    if (!spec.label.empty()) parts.push_back(absl::StrCat("--label=", spec.label));
+    return parts.empty() ? "the default model's default label" : absl::StrJoin(parts, " ");
+  }
+
+  static nlohmann::json VersionJson(const client::ModelVersion& v) {
+    return {{"model", v.model},
+            {"version", v.version},
+            {"generation", v.generation},
+            {"epochs_trained", v.epochs_trained},
+            {"global_step", v.global_step}};
+  }
+
+  // A version argument (>= 1) of label/delete; nullopt after reporting.
+  std::optional<int64_t> VersionArg(const std::string& text) {
+    int64_t version;
+    if (!absl::SimpleAtoi(text, &version) || version < 1) {
+      Usage(absl::StrCat("VERSION \"", text, "\": expected a version number >= 1"));
+      return std::nullopt;
+    }
+    return version;
+  }
+
+  nlohmann::json ModelListJson(const client::ModelList& list) const;
+  void PrintModelTable(const client::ModelList& list);
 
   const ParsedArgs& args_;
   std::ostream& out_;
@@ -453,6 +554,124 @@ class Cli {
   std::unique_ptr<Client> client_;
   bool have_version_ = false;
 };
+
+nlohmann::json Cli::ModelListJson(const client::ModelList& list) const {
+  nlohmann::json models = nlohmann::json::array();
+  for (const client::ModelEntry& m : list.models) {
+    nlohmann::json versions = nlohmann::json::array();
+    for (const client::VersionInfo& v : m.versions) {
+      versions.push_back({{"version", v.version},
+                          {"epochs_trained", v.epochs_trained},
+                          {"global_step", v.global_step},
+                          {"train", MetricsJson(v.train)},
+                          {"test", MetricsJson(v.test)},
+                          {"created", absl::FormatTime(absl::RFC3339_sec, v.created, absl::UTCTimeZone())},
+                          {"created_unix_ms", absl::ToUnixMillis(v.created)},
+                          {"labels", v.labels},
+                          {"loaded", v.loaded},
+                          {"size_bytes", v.size_bytes}});
+    }
+    models.push_back({{"name", m.name},
+                      {"preset", m.preset},
+                      {"options", ParsedOrString(m.options_json)},
+                      {"parameter_count", m.parameter_count},
+                      {"default_label", m.default_label},
+                      {"labels", m.labels},
+                      {"training", m.training},
+                      {"versions", std::move(versions)}});
+  }
+  return {{"server", client_->target()}, {"default_model", list.default_model}, {"models", std::move(models)}};
+}
+
+void Cli::PrintModelTable(const client::ModelList& list) {
+  std::vector<std::vector<std::string>> rows = {
+      {"MODEL", "VERSION", "LABELS", "EPOCHS", "TEST LOSS", "LOADED", "SIZE", "CREATED (UTC)"}};
+  for (const client::ModelEntry& m : list.models) {
+    const std::string name = absl::StrCat(m.name, m.training ? " (training)" : "");
+    if (m.versions.empty()) rows.push_back({name, "-", "-", "-", "-", "-", "-", "-"});
+    for (const client::VersionInfo& v : m.versions) {
+      std::vector<std::string> labels;
+      for (const std::string& label : v.labels) labels.push_back(label + (label == m.default_label ? "*" : ""));
+      rows.push_back({name, absl::StrCat(v.version), labels.empty() ? "-" : absl::StrJoin(labels, ","),
+                      absl::StrCat(v.epochs_trained), v.test.has_value() ? absl::StrFormat("%.2f", v.test->loss) : "-",
+                      v.loaded ? "yes" : "no", ByteSize(v.size_bytes),
+                      absl::FormatTime("%Y-%m-%d %H:%M:%S", v.created, absl::UTCTimeZone())});
+    }
+  }
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      // Numbers right-aligned, text left-aligned; no padding after the last column.
+      const bool numeric = c == 1 || c == 3 || c == 4 || c == 6;
+      const std::string pad(widths[c] - row[c].size(), ' ');
+      absl::StrAppend(&line, c == 0 ? "" : "  ", numeric ? pad + row[c] : row[c] + (c + 1 < row.size() ? pad : ""));
+    }
+    out_ << line << "\n";
+  }
+  out_ << "* the model's default label (requests without --version or --label use it); default model: "
+       << (list.default_model.empty() ? "-" : list.default_model) << std::endl;
+}
+
+int Cli::Models() {
+  if (args_.args.size() > 1) return Usage(absl::StrCat("unexpected argument \"", args_.args[1], "\""));
+  if (!Connect()) return kExitUsage;
+  auto list = client_->ListModels(args_.args.empty() ? "" : args_.args[0]);
+  if (!list.ok()) return Rpc(list.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    out_ << ModelListJson(*list).dump(2) << std::endl;
+  } else {
+    PrintModelTable(*list);
+  }
+  return kExitOk;
+}
+
+int Cli::Label() {
+  if (args_.args.size() != 3) {
+    return Usage(absl::StrCat("expected MODEL LABEL VERSION, got ", args_.args.size(), " argument",
+                              args_.args.size() == 1 ? "" : "s"));
+  }
+  const std::string& model = args_.args[0];
+  const std::string& label = args_.args[1];
+  const std::optional<int64_t> version = VersionArg(args_.args[2]);
+  if (!version.has_value() || !Connect()) return kExitUsage;
+  const bool make_default = absl::GetFlag(FLAGS_make_default);
+  auto result = client_->SetLabel(model, label, *version, make_default);
+  if (!result.ok()) return Rpc(result.status());
+  out_ << model << ": label " << label << " -> version " << *version
+       << (result->previous_version > 0 ? absl::StrCat(" (was version ", result->previous_version, ")") : " (new)")
+       << (make_default ? absl::StrCat("; ", label, " is now the default label") : "") << std::endl;
+  return kExitOk;
+}
+
+int Cli::Delete() {
+  if (args_.args.empty() || args_.args.size() > 2) {
+    return Usage(absl::StrCat("expected MODEL [VERSION], got ", args_.args.size(), " arguments"));
+  }
+  const std::string& model = args_.args[0];
+  const bool force = absl::GetFlag(FLAGS_force);
+  if (args_.args.size() == 1) {
+    if (!Connect()) return kExitUsage;
+    auto result = client_->DeleteModel(model, force);
+    if (!result.ok()) return Rpc(result.status());
+    out_ << "deleted model " << model << " (" << result->versions_deleted << " version"
+         << (result->versions_deleted == 1 ? "" : "s") << ")" << std::endl;
+    return kExitOk;
+  }
+  const std::optional<int64_t> version = VersionArg(args_.args[1]);
+  if (!version.has_value() || !Connect()) return kExitUsage;
+  auto result = client_->DeleteVersion(model, *version, force);
+  if (!result.ok()) return Rpc(result.status());
+  out_ << "deleted " << model << " version " << *version
+       << (result->removed_labels.empty()
+               ? ""
+               : absl::StrCat(" and its labels ", absl::StrJoin(result->removed_labels, ", ")))
+       << std::endl;
+  return kExitOk;
+}
 
 at::Tensor Cli::Concat(const std::vector<at::Tensor>& parts) {
   return parts.size() == 1 ? parts.front() : at::cat(parts, 0);
@@ -472,6 +691,8 @@ int Cli::Train() {
   options.max_train_images = absl::GetFlag(FLAGS_max_train_images);
   options.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
   options.binarize = absl::GetFlag(FLAGS_binarize);
+  options.model = absl::GetFlag(FLAGS_model);
+  options.promote_label = absl::GetFlag(FLAGS_promote_label);
   if (options.dataset.empty()) return Usage("--dataset is required");
   // The wire reads 0 as "the server's default": a 0 typed here must be refused, not silently replaced. These are
   // the server's own ranges (common/train_defaults.h), checked before connecting; the rest the server checks.
@@ -512,7 +733,16 @@ int Cli::Train() {
   signals.Stop();
   printer.ClearBar();
   if (!result.ok()) return Rpc(result.status());
-  if (!result->cancelled) return kExitOk;
+  if (!result->cancelled) {
+    if (!options.promote_label.empty() && last.kind == client::TrainProgress::Kind::kDone) {
+      out_ << "label " << options.promote_label
+           << (last.label_moved ? absl::StrCat(" now names ", VersionName(last.version))
+                                : absl::StrCat(" not moved: ", VersionName(last.version),
+                                               " does not beat the test loss of the version it names"))
+           << std::endl;
+    }
+    return kExitOk;
+  }
 
   // Cancelled: the server stops the job before its next step, writes a
   // checkpoint and keeps its published weights. Wait (briefly) for it to finish
@@ -520,10 +750,13 @@ int Cli::Train() {
   std::string served = "the server is still stopping the job";
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (absl::Now() < give_up) {
-    auto info = client_->GetModelInfo();
-    if (!info.ok()) break;
-    if (!info->training || info->training_job_id != last.job_id) {
-      served = absl::StrCat("it serves ", VersionText(info->version));
+    // The default model's info says whether a job runs (any model's); then the trained model's says what it serves.
+    auto running = client_->GetModelInfo();
+    if (!running.ok()) break;
+    if (!running->training || running->training_job_id != last.job_id) {
+      auto info = client_->GetModelInfo(client::ModelSpec{options.model, 0, ""});
+      served = info.ok() ? absl::StrCat("it serves ", VersionText(info->version))
+                         : absl::StrCat("model ", options.model, " has no version yet");
       break;
     }
     absl::SleepFor(absl::Milliseconds(100));
@@ -577,9 +810,10 @@ int Run(int argc, char** argv, std::ostream& out, std::ostream& err) {
     return kExitUsage;
   }
   if (command == nullptr) {
-    err << OneLine(UsageFailure("", absl::StrCat("unknown command \"", args.command,
-                                                 "\"; expected one of health, "
-                                                 "info, train, encode, decode, sample, reconstruct"))
+    std::vector<std::string> names;
+    for (const Command& c : Commands()) names.push_back(c.name);
+    err << OneLine(UsageFailure("", absl::StrCat("unknown command \"", args.command, "\"; expected one of ",
+                                                 absl::StrJoin(names, ", ")))
                        .message)
         << std::endl;
     return kExitUsage;

@@ -170,13 +170,19 @@ absl::Status Convert(const grpc::Status& status, const std::string& target, grpc
 
 }  // namespace
 
-absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
+template <typename Rpc>
+absl::Status Client::Unary(Rpc rpc) const {
   grpc::ClientContext context;
   PrepareContext(&context, options_.timeout);
+  return Convert(rpc(&context), target_, stubs_->channel.get());
+}
+
+absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->health->Check(&context, request, &response), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->health->Check(context, request, &response); }));
   switch (response.status()) {
     case grpc::health::v1::HealthCheckResponse::SERVING:
       return ServingStatus::kServing;
@@ -189,22 +195,22 @@ absl::StatusOr<ServingStatus> Client::Health(const std::string& service) {
   }
 }
 
-absl::StatusOr<ModelInfo> Client::GetModelInfo() {
-  grpc::ClientContext context;
-  PrepareContext(&context, options_.timeout);
+absl::StatusOr<ModelInfo> Client::GetModelInfo(const ModelSpec& model) {
+  v1::GetModelInfoRequest request;
+  SetModelSpec(model, &request);
   v1::ModelInfo r;
   VAE_RETURN_IF_ERROR(
-      Convert(stubs_->vae->GetModelInfo(&context, v1::GetModelInfoRequest(), &r), target_, stubs_->channel.get()));
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->GetModelInfo(context, request, &r); }));
   return FromProto(r);
 }
 
-absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images) {
+absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images, const ModelSpec& model) {
   v1::EncodeRequest request;
   VAE_RETURN_IF_ERROR(ToProto(images, request.mutable_images()));
-  grpc::ClientContext context;
-  PrepareContext(&context, options_.timeout);
+  SetModelSpec(model, &request);
   v1::EncodeResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Encode(&context, request, &response), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->Encode(context, request, &response); }));
   EncodeResult result;
   VAE_ASSIGN_OR_RETURN(result.mu, FromProto(response.mu(), "mu"));
   VAE_ASSIGN_OR_RETURN(result.sigma, FromProto(response.sigma(), "sigma"));
@@ -212,7 +218,7 @@ absl::StatusOr<EncodeResult> Client::Encode(const ImageInput& images) {
   return result;
 }
 
-absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z) {
+absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z, const ModelSpec& model) {
   v1::DecodeRequest request;
   // ToProto sends anything that is not uint8 as float32; codes are never uint8.
   VAE_RETURN_IF_ERROR(ToProto(z, "z", request.mutable_z()));
@@ -220,26 +226,26 @@ absl::StatusOr<DecodeResult> Client::Decode(const at::Tensor& z) {
     return absl::InvalidArgumentError("z: expected a float tensor, got uint8");
   }
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
-  grpc::ClientContext context;
-  PrepareContext(&context, options_.timeout);
+  SetModelSpec(model, &request);
   v1::DecodeResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Decode(&context, request, &response), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->Decode(context, request, &response); }));
   DecodeResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   result.version = FromProto(response.version());
   return result;
 }
 
-absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
+absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options, const ModelSpec& model) {
   v1::SampleRequest request;
   request.set_count(options.count);
   if (options.seed.has_value()) request.set_seed(*options.seed);
   request.set_temperature(options.temperature);
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
-  grpc::ClientContext context;
-  PrepareContext(&context, options_.timeout);
+  SetModelSpec(model, &request);
   v1::SampleResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Sample(&context, request, &response), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->Sample(context, request, &response); }));
   SampleResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   VAE_ASSIGN_OR_RETURN(result.z, FromProto(response.z(), "z"));
@@ -248,22 +254,68 @@ absl::StatusOr<SampleResult> Client::Sample(const SampleOptions& options) {
   return result;
 }
 
-absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, const ReconstructOptions& options) {
+absl::StatusOr<ReconstructResult> Client::Reconstruct(const ImageInput& images, const ReconstructOptions& options,
+                                                      const ModelSpec& model) {
   v1::ReconstructRequest request;
   VAE_RETURN_IF_ERROR(ToProto(images, request.mutable_images()));
   request.set_format(v1::IMAGE_FORMAT_TENSOR);
   request.set_sample_z(options.sample_z);
   request.set_seed(options.seed);
-  grpc::ClientContext context;
-  PrepareContext(&context, options_.timeout);
+  SetModelSpec(model, &request);
   v1::ReconstructResponse response;
-  VAE_RETURN_IF_ERROR(Convert(stubs_->vae->Reconstruct(&context, request, &response), target_, stubs_->channel.get()));
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->Reconstruct(context, request, &response); }));
   ReconstructResult result;
   VAE_ASSIGN_OR_RETURN(result.images, FromProto(response.images(), "images"));
   result.recon_nll.assign(response.recon_nll().begin(), response.recon_nll().end());
   result.kl.assign(response.kl().begin(), response.kl().end());
   result.version = FromProto(response.version());
   return result;
+}
+
+absl::StatusOr<ModelList> Client::ListModels(const std::string& name) {
+  v1::ListModelsRequest request;
+  request.set_name(name);
+  v1::ListModelsResponse response;
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->ListModels(context, request, &response); }));
+  return FromProto(response);
+}
+
+absl::StatusOr<SetLabelResult> Client::SetLabel(const std::string& model, const std::string& label, int64_t version,
+                                                bool make_default) {
+  v1::SetLabelRequest request;
+  request.set_model(model);
+  request.set_label(label);
+  request.set_version(version);
+  request.set_make_default(make_default);
+  v1::SetLabelResponse response;
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->SetLabel(context, request, &response); }));
+  return SetLabelResult{response.previous_version()};
+}
+
+absl::StatusOr<DeleteVersionResult> Client::DeleteVersion(const std::string& model, int64_t version, bool force) {
+  v1::DeleteVersionRequest request;
+  request.set_model(model);
+  request.set_version(version);
+  request.set_force(force);
+  v1::DeleteVersionResponse response;
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->DeleteVersion(context, request, &response); }));
+  DeleteVersionResult result;
+  result.removed_labels.assign(response.removed_labels().begin(), response.removed_labels().end());
+  return result;
+}
+
+absl::StatusOr<DeleteModelResult> Client::DeleteModel(const std::string& model, bool force) {
+  v1::DeleteModelRequest request;
+  request.set_model(model);
+  request.set_force(force);
+  v1::DeleteModelResponse response;
+  VAE_RETURN_IF_ERROR(
+      Unary([&](grpc::ClientContext* context) { return stubs_->vae->DeleteModel(context, request, &response); }));
+  return DeleteModelResult{response.versions_deleted()};
 }
 
 absl::StatusOr<TrainResult> Client::Train(const TrainOptions& options, const TrainProgressCallback& on_progress,

@@ -53,6 +53,9 @@ struct ImageInput {
   static ImageInput FromEncoded(std::vector<std::string> files, bool resize);
 };
 
+// Every result names the model and version that answered (ModelVersion::model, ::version): store them with any
+// latent code you keep.
+
 struct EncodeResult {
   at::Tensor mu;     // float32 [N, J]
   at::Tensor sigma;  // float32 [N, J], the posterior standard deviation
@@ -135,22 +138,50 @@ class Client {
   // "vae.v1.VaeService"). NOT_FOUND when the server does not know `service`.
   absl::StatusOr<ServingStatus> Health(const std::string& service = "");
 
-  absl::StatusOr<ModelInfo> GetModelInfo();
+  // Every inference call takes a ModelSpec (client/types.h) as its last parameter: which model and version answers.
+  // The default is the server's default model at its default label. The result's ModelVersion names the model and
+  // version that answered. An unknown model, version or label is NOT_FOUND naming what exists; version and label
+  // together are INVALID_ARGUMENT.
+
+  // What a model version is, and how it was trained.
+  absl::StatusOr<ModelInfo> GetModelInfo(const ModelSpec& model = {});
 
   // Images -> q(z|x) = N(mu, diag(sigma^2)).
-  absl::StatusOr<EncodeResult> Encode(const ImageInput& images);
+  absl::StatusOr<EncodeResult> Encode(const ImageInput& images, const ModelSpec& model = {});
 
-  // Codes z, float [N, J] (sent as float32; a uint8 tensor is INVALID_ARGUMENT) -> the decoder's mean images.
-  absl::StatusOr<DecodeResult> Decode(const at::Tensor& z);
+  // Codes z, float [N, J] (sent as float32; a uint8 tensor is INVALID_ARGUMENT) -> the decoder's mean images. Decode
+  // codes with the version that encoded them (EncodeResult::version): other versions have other latent spaces.
+  absl::StatusOr<DecodeResult> Decode(const at::Tensor& z, const ModelSpec& model = {});
 
-  absl::StatusOr<SampleResult> Sample(const SampleOptions& options);
+  absl::StatusOr<SampleResult> Sample(const SampleOptions& options, const ModelSpec& model = {});
 
-  absl::StatusOr<ReconstructResult> Reconstruct(const ImageInput& images, const ReconstructOptions& options = {});
+  absl::StatusOr<ReconstructResult> Reconstruct(const ImageInput& images, const ReconstructOptions& options = {},
+                                                const ModelSpec& model = {});
+
+  // The model repository: every model (`name` empty) or one (NOT_FOUND when missing), each with its versions
+  // (oldest first; metrics, creation time, labels, whether loaded, checkpoint size), its labels and default label.
+  absl::StatusOr<ModelList> ListModels(const std::string& name = "");
+
+  // Points `label` of `model` ("" = the default model) at `version`, moving it if it exists; with `make_default`
+  // it also becomes the label requests without a version use. NOT_FOUND for a missing model or version,
+  // INVALID_ARGUMENT for "latest" or a malformed label. Needs the read-write token.
+  absl::StatusOr<SetLabelResult> SetLabel(const std::string& model, const std::string& label, int64_t version,
+                                          bool make_default = false);
+
+  // Deletes one version from the server's memory and disk. FAILED_PRECONDITION when a label other than "latest"
+  // names it (unless `force`, which also drops those labels) or it is the newest version of a model in training.
+  absl::StatusOr<DeleteVersionResult> DeleteVersion(const std::string& model, int64_t version, bool force = false);
+
+  // Deletes a model with all its versions and labels. FAILED_PRECONDITION while it trains, and (unless `force`)
+  // while a label other than "latest" names one of its versions.
+  absl::StatusOr<DeleteModelResult> DeleteModel(const std::string& model, bool force = false);
 
   // Runs a training job on the server and blocks until its stream ends, calling `on_progress` (may be empty) for each
-  // message. `cancellation` (may be null) stops it from another thread; a cancelled job returns OK with
-  // TrainResult::cancelled set. Errors: the server's (FAILED_PRECONDITION when a job is already running,
-  // INVALID_ARGUMENT, NOT_FOUND / PERMISSION_DENIED for datasets), or unreachable.
+  // message. TrainOptions::model names the model (new versions of it; other models are untouched) and
+  // promote_label the label to move on improvement (the kDone message's label_moved). `cancellation` (may be null)
+  // stops it from another thread; a cancelled job returns OK with TrainResult::cancelled set. Errors: the server's
+  // (FAILED_PRECONDITION when a job is already running, INVALID_ARGUMENT, NOT_FOUND / PERMISSION_DENIED for datasets),
+  // or unreachable.
   absl::StatusOr<TrainResult> Train(const TrainOptions& options, const TrainProgressCallback& on_progress = nullptr,
                                     TrainCancellation* cancellation = nullptr);
 
@@ -160,6 +191,10 @@ class Client {
   // Sets the call's deadline (`timeout` from now; infinite: none) and, with ClientOptions::token, its
   // authorization metadata on `context`.
   void PrepareContext(grpc::ClientContext* context, absl::Duration timeout) const;
+
+  // One unary call: `rpc(context)` on a context prepared with ClientOptions::timeout, its status converted once.
+  template <typename Rpc>
+  absl::Status Unary(Rpc rpc) const;
 
   const std::string target_;
   const ClientOptions options_;

@@ -1,5 +1,6 @@
 #include "client/latent_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -7,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -83,6 +86,34 @@ std::vector<std::string> CsvFields(absl::string_view line) {
 
 std::string Extension(const std::string& path) {
   return absl::AsciiStrToLower(std::filesystem::path(path).extension().string());
+}
+
+nlohmann::json VersionToJson(const ModelVersion& v) {
+  return {{"model", v.model},
+          {"version", v.version},
+          {"generation", v.generation},
+          {"epochs_trained", v.epochs_trained},
+          {"global_step", v.global_step}};
+}
+
+// The "version" object VersionToJson wrote; nullopt for one without "model" and "version" (vae-client before model
+// versions wrote only generation, epochs_trained and global_step).
+absl::StatusOr<std::optional<ModelVersion>> VersionFromJson(const nlohmann::json& doc, const std::string& path) {
+  if (!doc.is_object() || !doc.contains("version")) return std::nullopt;
+  const nlohmann::json& v = doc["version"];
+  if (!v.is_object() || !v.contains("model") || !v.contains("version")) return std::nullopt;
+  if (!v["model"].is_string() || !v["version"].is_number_integer() || v["version"].get<int64_t>() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"version\" is ", v.dump(), "; expected {\"model\": NAME, \"version\": N, ...}"));
+  }
+  ModelVersion out;
+  out.model = v["model"].get<std::string>();
+  out.version = v["version"].get<int64_t>();
+  for (auto [key, field] : {std::pair{"generation", &out.generation}, std::pair{"epochs_trained", &out.epochs_trained},
+                            std::pair{"global_step", &out.global_step}}) {
+    if (v.contains(key) && v[key].is_number_integer()) *field = v[key].get<int64_t>();
+  }
+  return out;
 }
 
 absl::StatusOr<Matrix> MatrixFromJson(const nlohmann::json& rows, const std::string& what) {
@@ -200,6 +231,11 @@ std::string SigmaNpyPath(const std::string& npy_path) {
   return p.replace_extension().string() + "_sigma" + ext;
 }
 
+std::string VersionJsonPath(const std::string& npy_path) {
+  std::filesystem::path p(npy_path);
+  return p.replace_extension().string() + "_version.json";
+}
+
 std::string NpyBytes(const Matrix& m) {
   std::string header =
       absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (", m.rows, ", ", m.cols, "), }");
@@ -304,9 +340,7 @@ absl::Status WriteEncoding(const std::string& path, const Encoding& e) {
       doc["sigma"] = MatrixToJson(sigma);
       doc["inputs"] = e.inputs;
       doc["latent_dim"] = mu.cols;
-      doc["version"] = {{"generation", e.version.generation},
-                        {"epochs_trained", e.version.epochs_trained},
-                        {"global_step", e.version.global_step}};
+      doc["version"] = VersionToJson(e.version);
       return WriteFileAtomically(path, doc.dump() + "\n");
     }
     case LatentFormat::kCsv: {
@@ -314,19 +348,79 @@ absl::Status WriteEncoding(const std::string& path, const Encoding& e) {
       for (const char* name : {"mu_", "sigma_"}) {
         for (int64_t j = 0; j < mu.cols; ++j) absl::StrAppend(&out, ",", name, j);
       }
-      out += '\n';
+      out += ",model,version\n";
+      const std::string version = absl::StrCat(",", CsvField(e.version.model), ",", e.version.version, "\n");
       for (int64_t r = 0; r < mu.rows; ++r) {
         out += CsvField(e.inputs[r]);
         for (const Matrix* m : {&mu, &sigma}) {
           for (int64_t j = 0; j < m->cols; ++j) absl::StrAppend(&out, ",", FloatText(m->at(r, j)));
         }
-        out += '\n';
+        out += version;
       }
       return WriteFileAtomically(path, out);
     }
-    case LatentFormat::kNpy:
+    case LatentFormat::kNpy: {
+      nlohmann::json doc;
+      doc["version"] = VersionToJson(e.version);
+      doc["inputs"] = e.inputs;
+      doc["latent_dim"] = mu.cols;
+      // The version first: a reader that finds FILE.npy without it takes the codes as unversioned, never as
+      // another version's.
+      VAE_RETURN_IF_ERROR(WriteFileAtomically(VersionJsonPath(path), doc.dump() + "\n"));
       VAE_RETURN_IF_ERROR(WriteFileAtomically(path, NpyBytes(mu)));
       return WriteFileAtomically(SigmaNpyPath(path), NpyBytes(sigma));
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<std::optional<ModelVersion>> ReadCodesVersion(const std::string& path) {
+  VAE_ASSIGN_OR_RETURN(const LatentFormat format, LatentFormatOf(path));
+  switch (format) {
+    case LatentFormat::kJson:
+    case LatentFormat::kNpy: {
+      const std::string json_path = format == LatentFormat::kJson ? path : VersionJsonPath(path);
+      if (format == LatentFormat::kNpy && !std::filesystem::exists(json_path)) return std::nullopt;
+      VAE_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(json_path, int64_t{1} << 30));
+      nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (doc.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(json_path, ": not valid JSON"));
+      return VersionFromJson(doc, json_path);
+    }
+    case LatentFormat::kCsv: {
+      VAE_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, int64_t{1} << 30));
+      std::optional<ModelVersion> found;
+      int model_column = -1, version_column = -1;
+      int line_number = 0;
+      for (absl::string_view line : absl::StrSplit(text, '\n')) {
+        ++line_number;
+        line = absl::StripSuffix(line, "\r");
+        if (absl::StripAsciiWhitespace(line).empty()) continue;
+        const std::vector<std::string> fields = CsvFields(line);
+        if (model_column < 0) {  // the header (or the first row of a file without one)
+          for (size_t c = 0; c < fields.size(); ++c) {
+            if (fields[c] == "model") model_column = static_cast<int>(c);
+            if (fields[c] == "version") version_column = static_cast<int>(c);
+          }
+          if (model_column < 0 || version_column < 0) return std::nullopt;
+          continue;
+        }
+        ModelVersion row;
+        if (static_cast<size_t>(std::max(model_column, version_column)) >= fields.size() ||
+            !absl::SimpleAtoi(fields[version_column], &row.version) || row.version < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": line ", line_number, " has no model version"));
+        }
+        row.model = fields[model_column];
+        row.generation = row.version;
+        if (found.has_value() && (found->model != row.model || found->version != row.version)) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": line ", line_number, " holds a code of ", row.model,
+                                                         " version ", row.version, ", an earlier one of ", found->model,
+                                                         " version ", found->version,
+                                                         ": codes of different versions cannot be decoded together"));
+        }
+        found = row;
+      }
+      return found;
+    }
   }
   return absl::InternalError("unreachable");
 }

@@ -3,12 +3,13 @@
 #include <c10/util/Exception.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "proto/tensor_proto.h"
 
 namespace vae::client {
 
 ModelVersion FromProto(const v1::ModelVersion& v) {
-  return ModelVersion{v.generation(), v.epochs_trained(), v.global_step()};
+  return ModelVersion{v.generation(), v.epochs_trained(), v.global_step(), v.model(), v.version()};
 }
 
 Metrics FromProto(const v1::Metrics& m) { return Metrics{m.loss(), m.recon(), m.kl()}; }
@@ -46,6 +47,7 @@ TrainProgress FromProto(const v1::TrainProgress& p) {
   out.cancelled = p.cancelled();
   out.checkpoint_path = p.checkpoint_path();
   out.version = FromProto(p.version());
+  out.label_moved = p.label_moved();
   return out;
 }
 
@@ -68,7 +70,43 @@ ModelInfo FromProto(const v1::ModelInfo& r) {
   info.presets.assign(r.presets().begin(), r.presets().end());
   info.train_json = r.train_json();
   info.max_batch = r.max_batch();
+  info.labels.assign(r.labels().begin(), r.labels().end());
+  info.default_label = r.default_label();
   return info;
+}
+
+VersionInfo FromProto(const v1::VersionInfo& v) {
+  VersionInfo out;
+  out.version = v.version();
+  out.epochs_trained = v.epochs_trained();
+  out.global_step = v.global_step();
+  if (v.has_train_metrics()) out.train = FromProto(v.train());
+  if (v.has_test_metrics()) out.test = FromProto(v.test());
+  out.created = absl::FromUnixMillis(v.create_time_unix_ms());
+  out.labels.assign(v.labels().begin(), v.labels().end());
+  out.loaded = v.loaded();
+  out.size_bytes = v.size_bytes();
+  return out;
+}
+
+ModelEntry FromProto(const v1::ModelEntry& m) {
+  ModelEntry out;
+  out.name = m.name();
+  out.preset = m.preset();
+  out.options_json = m.options_json();
+  out.parameter_count = m.parameter_count();
+  out.default_label = m.default_label();
+  out.labels.insert(m.labels().begin(), m.labels().end());
+  for (const v1::VersionInfo& v : m.versions()) out.versions.push_back(FromProto(v));
+  out.training = m.training();
+  return out;
+}
+
+ModelList FromProto(const v1::ListModelsResponse& list) {
+  ModelList out;
+  for (const v1::ModelEntry& m : list.models()) out.models.push_back(FromProto(m));
+  out.default_model = list.default_model();
+  return out;
 }
 
 void ToProto(const TrainOptions& options, v1::TrainRequest* out) {
@@ -83,6 +121,8 @@ void ToProto(const TrainOptions& options, v1::TrainRequest* out) {
   out->set_log_every_steps(options.log_every_steps);
   out->set_max_train_images(options.max_train_images);
   out->set_binarize(options.binarize);
+  out->set_model(options.model);
+  out->set_promote_label(options.promote_label);
 }
 
 absl::Status ToProto(const at::Tensor& tensor, const char* field, v1::Tensor* out) {

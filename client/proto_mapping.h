@@ -18,8 +18,23 @@ ModelVersion FromProto(const v1::ModelVersion& version);
 Metrics FromProto(const v1::Metrics& metrics);
 TrainProgress FromProto(const v1::TrainProgress& progress);  // an unknown kind reads as kUnspecified
 ModelInfo FromProto(const v1::ModelInfo& info);
+VersionInfo FromProto(const v1::VersionInfo& version);
+ModelEntry FromProto(const v1::ModelEntry& model);  // versions keep the server's order (oldest first)
+ModelList FromProto(const v1::ListModelsResponse& list);
 
-// TrainOptions -> TrainRequest, field by field: zeros stay zeros (the server's defaults). `timeout` is the call's.
+// Sets `request`'s model_spec from `spec`, field by field, and only when `spec` is not the default: a request
+// without a spec stays byte for byte what clients before model versions sent.
+template <typename Request>
+void SetModelSpec(const ModelSpec& spec, Request* request) {
+  if (spec.name.empty() && spec.version == 0 && spec.label.empty()) return;
+  v1::ModelSpec* out = request->mutable_model_spec();
+  out->set_name(spec.name);
+  out->set_version(spec.version);
+  out->set_label(spec.label);
+}
+
+// TrainOptions -> TrainRequest, field by field: zeros stay zeros (the server's defaults), model and promote_label
+// included. `timeout` is the call's.
 void ToProto(const TrainOptions& options, v1::TrainRequest* out);
 
 // The tensor as a vae.v1.Tensor (uint8 stays uint8, everything else becomes float32). INVALID_ARGUMENT naming `field`

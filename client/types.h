@@ -5,8 +5,10 @@
 #define VAE_CLIENT_TYPES_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -33,11 +35,29 @@ struct ClientOptions {
   std::string token;
 };
 
+// Which model, and which of its versions, answers a request (ModelSpec in the proto). Every inference call takes
+// one as its last parameter; the default (all fields empty) is the server's default model at that model's default label
+// ("latest" unless set), which is what a request of a client written before model versions gets. A pinned version
+// answers bitwise the same results for the same input and seed until it is deleted, whatever is trained meanwhile: pin
+// one (and store it with every latent code you keep) when codes from different calls must be comparable.
+struct ModelSpec {
+  std::string name;     // a model in the server's repository; empty: the server's default model (--default_model)
+  int64_t version = 0;  // a version number (>= 1) of that model; 0: not pinned
+  std::string label;    // a label ("stable", "latest", ...); only without `version` (both: INVALID_ARGUMENT)
+
+  // A spec that pins `version` of model `name` ("" = the default model), e.g. the ModelVersion an answer named.
+  static ModelSpec Pinned(std::string name, int64_t version) { return {std::move(name), version, ""}; }
+  // A spec that follows `label` of model `name`.
+  static ModelSpec Labelled(std::string name, std::string label) { return {std::move(name), 0, std::move(label)}; }
+};
+
 // Which weights answered (ModelVersion in the proto).
 struct ModelVersion {
-  int64_t generation = 0;      // increases by one each time the server publishes new weights
+  int64_t generation = 0;      // the same number as `version` (what servers before model versions sent)
   int64_t epochs_trained = 0;  // completed epochs behind these weights
   int64_t global_step = 0;     // optimizer steps behind these weights
+  std::string model;           // the model's name ("" from a server before model versions)
+  int64_t version = 0;         // the immutable version within `model` (0 from a server before model versions)
 };
 
 // Per-image means, in nats.
@@ -65,7 +85,51 @@ struct ModelInfo {
   std::string training_job_id;
   std::vector<std::string> presets;
   std::string train_json;
-  int32_t max_batch = 0;  // the most images or codes one request may carry
+  int32_t max_batch = 0;            // the most images or codes one request may carry
+  std::vector<std::string> labels;  // the labels that name this version ("latest" included)
+  std::string default_label;        // the label a request without a version uses for this model
+};
+
+// One version of a model in the repository (ListModels).
+struct VersionInfo {
+  int64_t version = 0;
+  int64_t epochs_trained = 0;
+  int64_t global_step = 0;
+  std::optional<Metrics> train;            // the last training epoch's mean, when known
+  std::optional<Metrics> test;             // the test-set metrics the version was published with, when known
+  absl::Time created = absl::UnixEpoch();  // when its checkpoint was written
+  std::vector<std::string> labels;         // labels naming it ("latest" included)
+  bool loaded = false;                     // in the server's memory now (others are loaded on demand)
+  int64_t size_bytes = 0;                  // its checkpoint file
+};
+
+// One model of the repository (ListModels).
+struct ModelEntry {
+  std::string name;
+  std::string preset;
+  std::string options_json;
+  int64_t parameter_count = 0;
+  std::string default_label;              // what requests without a version use
+  std::map<std::string, int64_t> labels;  // label -> version, "latest" included
+  std::vector<VersionInfo> versions;      // oldest first
+  bool training = false;                  // a training job of this model is running
+};
+
+// The repository as ListModels describes it.
+struct ModelList {
+  std::vector<ModelEntry> models;  // by name
+  std::string default_model;       // the model a request without ModelSpec::name uses
+};
+
+// What the admin calls changed.
+struct SetLabelResult {
+  int64_t previous_version = 0;  // the version the label named before; 0 when it is new
+};
+struct DeleteVersionResult {
+  std::vector<std::string> removed_labels;  // labels that named the version (force)
+};
+struct DeleteModelResult {
+  int64_t versions_deleted = 0;
 };
 
 // grpc.health.v1.HealthCheckResponse.ServingStatus.
@@ -97,6 +161,13 @@ struct TrainOptions {
   int32_t log_every_steps = 0;   // a kStep message every N steps; 0: kDefaultLogEverySteps
   int32_t max_train_images = 0;  // use the first N training images; 0: all
   bool binarize = false;         // dynamic binarisation
+  // The model to train; empty: the server's default model. A new name is created (from options_json, else preset,
+  // else the default model's options); an existing one keeps its options and gets new versions.
+  std::string model;
+  // Set: at the end of a job that ran to its end, the server points this label at the final version if its test
+  // loss beats the version the label names now (or the label is new); TrainProgress::label_moved says whether it
+  // did. Not "latest".
+  std::string promote_label;
   // Deadline of the whole job; infinite by default (ClientOptions::timeout does not apply to Train).
   absl::Duration timeout = absl::InfiniteDuration();
 };
@@ -120,6 +191,7 @@ struct TrainProgress {
   bool cancelled = false;
   std::string checkpoint_path;  // kEpochEnd / kDone
   ModelVersion version;         // kEpochEnd / kDone
+  bool label_moved = false;     // kDone: TrainOptions::promote_label was moved to the final version
 };
 
 struct TrainResult {

@@ -6,12 +6,16 @@
 #      the BuildKit caches (apt, ccache) are reused by the next run; socket and exec-root in /tmp/vae-dockerd
 #   3. makes debian:bookworm-slim from the Debian mirror with mmdebstrap | docker import (once per data-root)
 #   4. builds the image (BuildKit, --network host); `docker-compose up -d`; waits for the healthcheck
-#   5. with the host's vae-client against the published port: trains 1 epoch of MNIST and samples a PNG grid
+#   5. with the host's vae-client against the published port: trains 1 epoch of MNIST and samples a PNG grid; notes
+#      the version it published and encodes 16 test digits pinned to it (--version), as .json and .npy
 #   5b. the HTTP port (published on 127.0.0.1): /healthz, /readyz, /metrics counting that Train; then the
 #      `monitoring` profile (Debian's Prometheus, docker/prometheus.Dockerfile): its HTTP API must report
 #      vae-server's Train counter as 1
-#   6. restarts the container: the model trained in 5 must still be served (named volume), bit for bit
-#   7. runs the one-shot client service (profile `client`): trains 1 epoch, writes samples.png to a bind mount
+#   6. restarts the container: the model trained in 5 must still be served (named volume), bit for bit, and the
+#      pinned version must encode the same digits to byte-identical .json and .npy files
+#   7. runs the one-shot client service (profile `client`): trains 1 epoch, writes samples.png to a bind mount; the
+#      pinned version still encodes byte-identical files while `latest` (the new version) encodes other codes, and
+#      `decode` of the stored codes uses their own version and refuses another one
 #   8. stops the server (SIGTERM: it must exit 0); `docker-compose down -v`; stops dockerd by PID and unmounts
 #      what it leaves under its exec-root
 # A trap does step 8 (and shows the logs) on any failure. Prints the time of each phase. Exit 0 only if all passed.
@@ -377,6 +381,44 @@ if not (8 * 28 <= width <= 8 * 36 and 8 * 28 <= height <= 8 * 36):
 print(f"{sys.argv[1]}: PNG {width}x{height}, {len(data)} bytes")
 EOF
 }
+# encode_pinned DEST.(json|npy) FLAGS...: the first 16 MNIST test digits encoded with FLAGS (e.g. --version=N);
+# an .npy also brings DEST_sigma.npy and DEST_version.json.
+encode_pinned() {
+  local dest="$1"
+  shift
+  if [ -n "${HOST_CLIENT}" ]; then
+    client encode "${DATA_DIR}/mnist/t10k-images-idx3-ubyte" --limit=16 --output="${dest}" "$@" >/dev/null
+  else
+    local name
+    name="$(basename "${dest}")"
+    client encode /data/mnist/t10k-images-idx3-ubyte --limit=16 --output="/tmp/${name}" "$@" >/dev/null
+    "${DOCKER}" cp "${CID}:/tmp/${name}" "${dest}"
+    if [[ "${name}" == *.npy ]]; then
+      "${DOCKER}" cp "${CID}:/tmp/${name%.npy}_sigma.npy" "${dest%.npy}_sigma.npy"
+      "${DOCKER}" cp "${CID}:/tmp/${name%.npy}_version.json" "${dest%.npy}_version.json"
+    fi
+  fi
+}
+# Prints "MODEL VERSION" of `vae-client info --json` on stdin: the version the default label names now.
+served_version() {
+  python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+model, version = info.get("model", ""), info.get("version", {}).get("version", 0)
+if not model or not isinstance(version, int) or version < 1:
+    sys.exit("info --json names no model version: " + json.dumps(info)[:400])
+print(model, version)
+'
+}
+# Prints "MODEL VERSION" stored in the encode output $1 (.json, or the _version.json beside an .npy).
+stored_version() {
+  python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))["version"]; print(v["model"], v["version"])' "$1"
+}
+# Prints the "mu" rows of the encode output $1 (.json), for comparing codes whatever else the files hold.
+mu_of() {
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["mu"])' "$1"
+}
+
 # Prints "epochs_trained global_step" from `vae-client info --json` on stdin (wherever the keys are nested).
 model_version() {
   python3 -c '
@@ -410,6 +452,16 @@ if ! { [ "${epochs}" -ge 1 ] && [ "${steps}" -gt 0 ]; }; then
   die "after training: epochs_trained=${epochs} global_step=${steps}"
 fi
 log "served after training: epochs_trained=${epochs} global_step=${steps}"
+# The version that training published: pin it, and keep codes of it as a caller storing latent codes would.
+read -r pin_model pin_version < <(client info --json | served_version)
+[ -n "${pin_version:-}" ] || die "vae-client info --json named no model version after training"
+encode_pinned "${WORK}/out/pinned-before.json" --model="${pin_model}" --version="${pin_version}"
+encode_pinned "${WORK}/out/pinned-before.npy" --model="${pin_model}" --version="${pin_version}"
+for f in pinned-before.json pinned-before_version.json; do
+  [ "$(stored_version "${WORK}/out/${f}")" = "${pin_model} ${pin_version}" ] ||
+    die "${f} stores version '$(stored_version "${WORK}/out/${f}")', expected '${pin_model} ${pin_version}'"
+done
+log "pinned ${pin_model} version ${pin_version}: encoded 16 digits to .json and .npy"
 
 # --- 5b. the HTTP port and the monitoring profile -----------------------------------------------------------------
 phase "HTTP port, Prometheus"
@@ -454,6 +506,14 @@ sample_png "${WORK}/out/after-restart.png"
 cmp -s "${WORK}/out/before-restart.png" "${WORK}/out/after-restart.png" ||
   die "samples with seed 1 differ before and after the restart: the weights were not restored"
 log "after restart: epochs_trained=${epochs2} global_step=${steps2}, identical samples"
+# The pinned version, after the restart: bitwise the same codes (JSON floats print back bitwise; .npy is raw bytes).
+encode_pinned "${WORK}/out/pinned-restart.json" --model="${pin_model}" --version="${pin_version}"
+encode_pinned "${WORK}/out/pinned-restart.npy" --model="${pin_model}" --version="${pin_version}"
+for f in pinned-restart.json pinned-restart.npy pinned-restart_sigma.npy; do
+  cmp -s "${WORK}/out/${f/restart/before}" "${WORK}/out/${f}" ||
+    die "${f}: ${pin_model} version ${pin_version} encodes the digits differently after the restart"
+done
+log "after restart: ${pin_model} version ${pin_version} encodes byte-identical .json and .npy files"
 
 # --- 7. the one-shot client service -----------------------------------------------------------------------------
 phase "compose client service"
@@ -464,6 +524,30 @@ if ! { [ "${epochs3}" -ge 1 ] && [ "${steps3}" -gt 0 ]; }; then
   die "model-info.json: epochs_trained=${epochs3} global_step=${steps3}"
 fi
 log "client service: ${VAE_OUT_DIR}/samples.png, model epochs_trained=${epochs3} global_step=${steps3}"
+# The client service published a newer version: `latest` moved, the pin did not.
+read -r latest_model latest_version < <(client info --json | served_version)
+[ -n "${latest_version:-}" ] || die "vae-client info --json named no model version after the client service"
+{ [ "${latest_model}" = "${pin_model}" ] && [ "${latest_version}" -gt "${pin_version}" ]; } ||
+  die "after more training the default label names ${latest_model} version ${latest_version}, expected a later version of ${pin_model} than ${pin_version}"
+encode_pinned "${WORK}/out/pinned-later.json" --model="${pin_model}" --version="${pin_version}"
+cmp -s "${WORK}/out/pinned-before.json" "${WORK}/out/pinned-later.json" ||
+  die "${pin_model} version ${pin_version} encodes differently after version ${latest_version} was trained"
+encode_pinned "${WORK}/out/latest.json" --label=latest
+[ "$(mu_of "${WORK}/out/pinned-before.json")" != "$(mu_of "${WORK}/out/latest.json")" ] ||
+  die "latest (version ${latest_version}) encodes the same mu as version ${pin_version}"
+client models | tee "${WORK}/out/models.txt"
+grep -Eq "^${pin_model} +${pin_version} " "${WORK}/out/models.txt" ||
+  die "vae-client models lists no row for ${pin_model} version ${pin_version}"
+if [ -n "${HOST_CLIENT}" ]; then
+  # Stored codes decode with their own version; naming another one is refused (exit 2) unless --force.
+  client decode --input="${WORK}/out/pinned-before.json" --output="${WORK}/out/decoded.png" >/dev/null
+  refused_rc=0
+  client decode --input="${WORK}/out/pinned-before.json" --output="${WORK}/out/refused.png" --label=latest \
+    2>"${WORK}/out/refused.txt" || refused_rc=$?
+  [ "${refused_rc}" -eq 2 ] ||
+    die "decode of version ${pin_version} codes with --label=latest exited ${refused_rc}, expected 2"
+fi
+log "after version ${latest_version}: ${pin_model} version ${pin_version} still encodes byte-identical codes, latest others"
 
 # --- 8. SIGTERM, down -v (the trap stops dockerd) ---------------------------------------------------------------
 phase "graceful stop, down -v"

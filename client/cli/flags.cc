@@ -8,8 +8,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "common/train_defaults.h"
 
@@ -31,7 +33,7 @@ ABSL_FLAG(std::string, token_file, "",
 ABSL_FLAG(std::string, service, "",
           "health: the service to check (\"\" = the whole server, or "
           "vae.v1.VaeService)");
-ABSL_FLAG(bool, json, false, "info: print the model info as JSON instead of a table");
+ABSL_FLAG(bool, json, false, "print JSON instead of a table");
 ABSL_FLAG(std::string, dataset, "mnist",
           "train: mnist, fashion-mnist, or a folder of images under the "
           "server's --data_dir");
@@ -66,15 +68,41 @@ ABSL_FLAG(bool, resize, true,
           "other sizes)");
 ABSL_FLAG(int32_t, count, 64, "sample: how many images");
 ABSL_FLAG(double, temperature, 1.0, "sample: z ~ N(0, temperature^2 I); in (0, 10]");
+ABSL_FLAG(std::string, model, "", "the model that answers; empty: the server's default model");
+ABSL_FLAG(int64_t, model_version, 0,
+          "pin this version of the model (>= 1); 0: the version --label, else the model's default label, names");
+ABSL_FLAG(std::string, label, "",
+          "the version this label names, e.g. stable or latest (not with --version); empty: the model's default "
+          "label");
+ABSL_FLAG(std::string, promote_label, "",
+          "train: at the end of the job, point this label at the final version if its test loss beats the "
+          "version the label names now (or the label is new)");
+ABSL_FLAG(bool, force, false, "go ahead although a check says no (see the command's help)");
+ABSL_FLAG(bool, make_default, false, "label: also make LABEL the model's default label");
 ABSL_FLAG(bool, sample_z, false,
           "reconstruct: decode a sample z ~ q(z|x) (seeded by --seed) instead "
           "of z = mu");
 
 namespace vae::cli {
+
+std::string AbslFlagName(const std::string& cli_name) {
+  if (cli_name == "version") return "model_version";
+  if (cli_name == "default") return "make_default";
+  return cli_name;
+}
+
 namespace {
 
+// --model, --version and --label, which every inference command takes.
+std::vector<FlagDoc> WithModelSpec(std::vector<FlagDoc> flags) {
+  flags.push_back({"model", nullptr});
+  flags.push_back({"version", nullptr});
+  flags.push_back({"label", nullptr});
+  return flags;
+}
+
 std::string FlagLine(const FlagDoc& doc) {
-  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(doc.name);
+  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(AbslFlagName(doc.name));
   std::string value = flag == nullptr ? "" : flag->DefaultValue();
   std::string line = absl::StrFormat("  --%-18s %s", doc.name, doc.help != nullptr ? doc.help : flag->Help());
   if (std::string(doc.name) == "server") return line;  // its help states the default
@@ -114,29 +142,28 @@ const std::vector<Command>& Commands() {
        "HEALTHCHECK:\n"
        "  vae-client health --timeout=3s",
        {{"service", nullptr}}},
-      {"info",
-       "info [--json]",
-       "the served model: preset, shapes, version, metrics, training state",
-       "Prints GetModelInfo as a readable table, or with --json as one JSON "
-       "object (options and train are the\n"
-       "model's VaeOptions and training hyperparameters, parsed).",
-       {{"json", nullptr}}},
+      {"info", "info [--model=NAME] [--version=N | --label=LABEL] [--json]",
+       "a model version: preset, shapes, version, labels, metrics, training state",
+       "Prints GetModelInfo of the version --model/--version/--label name (default: the default model's default\n"
+       "label) as a readable table, or with --json as one JSON object (options and train are the model's\n"
+       "VaeOptions and training hyperparameters, parsed).",
+       WithModelSpec({{"json", nullptr}})},
       {"train",
-       "train [--dataset=mnist] [--epochs=N] [--batch_size=B] [--lr=X] "
-       "[--seed=S] [...]",
-       "trains the served model on a dataset under the server's --data_dir, "
+       "train [--model=NAME] [--dataset=mnist] [--epochs=N] [--batch_size=B] [--lr=X] "
+       "[--seed=S] [--promote_label=LABEL] [...]",
+       "trains a model (new versions of it) on a dataset under the server's --data_dir, "
        "with live progress",
-       "Starts a training job on the server and follows it. On a terminal, a "
-       "live bar (epoch, step, loss,\n"
-       "images/s, ETA) on stderr; one line per epoch on stdout in any case. "
-       "New weights are served after every\n"
-       "epoch. Ctrl-C (or SIGTERM) cancels the job cleanly: the server writes "
-       "a checkpoint of the steps done and\n"
-       "keeps serving its last published weights; vae-client says which "
-       "version that is and exits 130.\n"
-       "A second Ctrl-C exits at once. One job at a time: a second train fails "
-       "while one runs.",
-       {{"dataset", nullptr},
+       "Starts a training job on the server and follows it. On a terminal, a live bar (epoch, step, loss,\n"
+       "images/s, ETA) on stderr; one line per epoch on stdout in any case. Every epoch is published as a new\n"
+       "version of the model. Ctrl-C (or SIGTERM) cancels the job cleanly: the server checkpoints the steps done\n"
+       "(published as a version too); vae-client says which version the model serves and exits 130.\n"
+       "A second Ctrl-C exits at once. One job at a time: a second train fails while one runs.\n"
+       "--model names the model to train: a new name creates it (from --preset or --options_json), an existing\n"
+       "one gets new versions (its options are kept; other models are untouched). --promote_label=stable moves\n"
+       "the label `stable` to the final version at the end if that version's test loss beats the one it names.",
+       {{"model", "the model to train; a new name creates it; empty: the server's default model"},
+        {"promote_label", nullptr},
+        {"dataset", nullptr},
         {"epochs", nullptr},
         {"batch_size", nullptr},
         {"lr", nullptr},
@@ -147,8 +174,7 @@ const std::vector<Command>& Commands() {
         {"max_train_images", nullptr},
         {"log_every_steps", nullptr},
         {"binarize", nullptr}}},
-      {"encode",
-       "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
+      {"encode", "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
        "images -> the posterior mean and standard deviation of z",
        "IMAGE is a PNG/JPEG file (converted to the model's channels; resized "
        "to its height x width with area\n"
@@ -160,17 +186,24 @@ const std::vector<Command>& Commands() {
        "\"latent_dim\": J, \"version\": {...}}\n"
        "  .csv   header input,mu_0..mu_{J-1},sigma_0..sigma_{J-1}; one row per "
        "image\n"
-       "  .npy   float32 (N, J): mu in FILE.npy, sigma in FILE_sigma.npy",
-       {{"output", "FILE.json, FILE.csv or FILE.npy"}, {"limit", nullptr}, {"resize", nullptr}}},
-      {"decode",
-       "decode --input=Z.(json|csv|npy) --output=GRID.png|DIR/",
+       "  .npy   float32 (N, J): mu in FILE.npy, sigma in FILE_sigma.npy, model, version and inputs in\n"
+       "         FILE_version.json\n"
+       "Every file stores the model name and version the codes belong to (codes of different versions live in\n"
+       "different latent spaces); every request of one command goes to the version the first one resolved to.",
+       WithModelSpec({{"output", "FILE.json, FILE.csv or FILE.npy"}, {"limit", nullptr}, {"resize", nullptr}})},
+      {"decode", "decode --input=Z.(json|csv|npy) --output=GRID.png|DIR/ [--model=NAME] [--version=N | --label=LABEL]",
        "latent codes -> images (a grid PNG, or one PNG per code)",
        "Reads codes (the \"z\" or \"mu\" rows of a JSON file such as encode "
        "writes, the z_* or mu_* columns of a\n"
        "CSV, or a float .npy of shape (N, J)) and decodes them. "
        "--output=GRID.png writes a near-square grid with\n"
-       "2-pixel gaps; --output=DIR/ writes DIR/0000.png, DIR/0001.png, ...",
-       {{"input", nullptr}, {"output", "GRID.png, or DIR/ for one PNG per code"}}},
+       "2-pixel gaps; --output=DIR/ writes DIR/0000.png, DIR/0001.png, ...\n"
+       "Codes that encode wrote name their model version: without --model/--version/--label they are decoded\n"
+       "with that version (--version/--label without --model name a version of the codes' model); a version\n"
+       "named by the flags that differs from theirs is refused (exit 2) unless --force.",
+       WithModelSpec({{"input", nullptr},
+                      {"output", "GRID.png, or DIR/ for one PNG per code"},
+                      {"force", "decode with the version the flags name even if the codes name another"}})},
       {"sample",
        "sample [--count=64] [--seed=S] [--temperature=T] "
        "--output=GRID.png|DIR/",
@@ -179,23 +212,43 @@ const std::vector<Command>& Commands() {
        "Writes a near-square grid PNG with 2-pixel gaps (or one PNG per image "
        "with --output=DIR/). Without --seed\n"
        "the server picks one; it is printed so the run can be repeated.",
-       {{"count", nullptr},
-        {"seed",
-         "the same seed gives a byte-identical file from the same "
-         "model version (default: random)"},
-        {"temperature", nullptr},
-        {"output", "GRID.png, or DIR/ for one PNG per image"}}},
-      {"reconstruct",
-       "reconstruct IMAGE... --output=FILE.png [--limit=N] [--sample_z]",
+       WithModelSpec({{"count", nullptr},
+                      {"seed",
+                       "the same seed gives a byte-identical file from the same "
+                       "model version (default: random)"},
+                      {"temperature", nullptr},
+                      {"output", "GRID.png, or DIR/ for one PNG per image"}})},
+      {"reconstruct", "reconstruct IMAGE... --output=FILE.png [--limit=N] [--sample_z]",
        "images -> encode -> decode; originals and reconstructions side by side",
        "Inputs as for encode. Writes a grid of (original | reconstruction) "
        "pairs and prints the mean\n"
        "reconstruction term -log p(x|z) and KL of the inputs, in nats.",
-       {{"output", "FILE.png"},
-        {"limit", nullptr},
-        {"resize", nullptr},
-        {"sample_z", nullptr},
-        {"seed", "reconstruct --sample_z: the seed of the z sample (default 0)"}}},
+       WithModelSpec({{"output", "FILE.png"},
+                      {"limit", nullptr},
+                      {"resize", nullptr},
+                      {"sample_z", nullptr},
+                      {"seed", "reconstruct --sample_z: the seed of the z sample (default 0)"}})},
+      {"models",
+       "models [NAME] [--json]",
+       "the model repository: every model's versions, labels, metrics and what is loaded",
+       "Prints ListModels as a table, one row per version: model, version, labels (* marks the model's\n"
+       "default label), epochs, test loss, loaded (in the server's memory), checkpoint size, creation time (UTC).\n"
+       "NAME lists one model. --json prints the whole answer as one JSON object.",
+       {{"json", nullptr}}},
+      {"label",
+       "label MODEL LABEL VERSION [--default]",
+       "points LABEL of MODEL at VERSION (moving it if it exists)",
+       "Labels name versions: requests with --label=LABEL, and requests without a version once LABEL is the\n"
+       "model's default label (--default), get that version. \"latest\" always names the newest version and\n"
+       "cannot be set. Needs the read-write token on a server with tokens.",
+       {{"default", nullptr}}},
+      {"delete",
+       "delete MODEL [VERSION] [--force]",
+       "deletes a version of MODEL, or the whole model, from the server's memory and disk",
+       "A version that a label other than \"latest\" names is refused unless --force, which also drops those\n"
+       "labels; so is a model with such labels. A model in training cannot be deleted. Codes encoded with a\n"
+       "deleted version can no longer be decoded. Needs the read-write token on a server with tokens.",
+       {{"force", "delete even if labels name the version(s); the labels are removed"}}},
   };
   return *commands;
 }
@@ -216,7 +269,10 @@ void PrintMainHelp(std::ostream& out) {
   for (const Command& c : Commands()) out << absl::StrFormat("  %-12s %s\n", c.name, c.summary);
   out << "\nglobal flags:\n";
   for (const FlagDoc& f : GlobalFlags()) out << FlagLine(f) << "\n";
-  out << "\nexit codes: 0 ok, 1 the server or an RPC failed, 2 usage error "
+  out << "\nmodels and versions: every inference command takes --model=NAME (default: the server's default model)\n"
+         "and --version=N (pin a version) or --label=LABEL (default: the model's default label, usually latest).\n"
+         "Store the version with any latent code you keep: codes of different versions are not comparable.\n"
+         "\nexit codes: 0 ok, 1 the server or an RPC failed, 2 usage error "
          "(bad flags, arguments or input files),\n"
          "3 health: not SERVING, 130 train interrupted (Ctrl-C).\n"
          "Run `vae-client COMMAND --help` for a command's flags.\n";
@@ -232,7 +288,7 @@ void PrintCommandHelp(const Command& c, std::ostream& out) {
 absl::Status ParseArgs(int argc, char** argv, ParsedArgs* parsed) {
   const std::set<std::string> known = AllFlagNames();
   for (const std::string& name : known) {
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(AbslFlagName(name));
     std::string error;
     flag->ParseFrom(flag->DefaultValue(), &error);
   }
@@ -252,8 +308,16 @@ absl::Status ParseArgs(int argc, char** argv, ParsedArgs* parsed) {
       parsed->help = true;
       continue;
     }
-    if (arg == "--version") {
-      parsed->version = true;
+    // --version alone is the program's version; --version N and --version=N pin a model version.
+    if (arg == "--version" || arg == "-version") {
+      int64_t number;
+      if (i + 1 < argc && absl::SimpleAtoi(argv[i + 1], &number)) {
+        std::string error;
+        absl::FindCommandLineFlag(AbslFlagName("version"))->ParseFrom(argv[++i], &error);
+        parsed->flags.insert("version");
+      } else {
+        parsed->version = true;
+      }
       continue;
     }
     std::string body = std::string(absl::StripPrefix(absl::StripPrefix(arg, "-"), "-"));
@@ -263,9 +327,9 @@ absl::Status ParseArgs(int argc, char** argv, ParsedArgs* parsed) {
       body = body.substr(0, eq);
     }
     std::string name = body;
-    absl::CommandLineFlag* flag = known.count(name) ? absl::FindCommandLineFlag(name) : nullptr;
+    absl::CommandLineFlag* flag = known.count(name) ? absl::FindCommandLineFlag(AbslFlagName(name)) : nullptr;
     if (flag == nullptr && absl::StartsWith(name, "no") && known.count(name.substr(2)) && !value.has_value()) {
-      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(AbslFlagName(name.substr(2)));
       if (negated != nullptr && negated->IsOfType<bool>()) {
         name = name.substr(2);
         flag = negated;
@@ -284,6 +348,8 @@ absl::Status ParseArgs(int argc, char** argv, ParsedArgs* parsed) {
     }
     std::string error;
     if (!flag->ParseFrom(*value, &error)) {
+      // absl's message names the flag by its absl name.
+      absl::StrReplaceAll({{absl::StrCat("'", AbslFlagName(name), "'"), absl::StrCat("'", name, "'")}}, &error);
       return absl::InvalidArgumentError(absl::StrCat("--", name, "=", *value, ": ", error));
     }
     parsed->flags.insert(name);

@@ -45,11 +45,22 @@ ABSL_DECLARE_FLAG(bool, resize);
 ABSL_DECLARE_FLAG(int32_t, count);
 ABSL_DECLARE_FLAG(double, temperature);
 ABSL_DECLARE_FLAG(bool, sample_z);
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(int64_t, model_version);  // --version=N on the command line (see CliFlagName)
+ABSL_DECLARE_FLAG(std::string, label);
+ABSL_DECLARE_FLAG(std::string, promote_label);
+ABSL_DECLARE_FLAG(bool, force);
+ABSL_DECLARE_FLAG(bool, make_default);  // --default on the command line
 
 namespace vae::cli {
 
+// Two flags have other names on the command line than in absl: --version=N is FLAGS_model_version (absl's usage
+// library defines a flag `version` of its own; `vae-client --version` without a number prints the program's version)
+// and --default is FLAGS_make_default. FlagDoc, ParsedArgs::flags and messages use the command-line names.
+std::string AbslFlagName(const std::string& cli_name);
+
 struct FlagDoc {
-  const char* name;
+  const char* name;  // the command-line name
   const char* help;  // overrides the flag's own help text for this command when not null
 };
 

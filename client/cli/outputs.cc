@@ -58,9 +58,22 @@ absl::StatusOr<std::string> WriteImages(const at::Tensor& images, const std::str
   return absl::StrCat(output, " (", SizeText(grid.rows, grid.cols), ", ", mats.size(), " images)");
 }
 
+std::string VersionName(const client::ModelVersion& v) {
+  const int64_t number = v.version > 0 ? v.version : v.generation;
+  return v.model.empty() ? absl::StrCat("version ", number) : absl::StrCat(v.model, " version ", number);
+}
+
 std::string VersionText(const client::ModelVersion& v) {
-  return absl::StrCat("version ", v.generation, " (", v.epochs_trained, " epoch", v.epochs_trained == 1 ? "" : "s",
-                      ", ", v.global_step, " steps)");
+  return absl::StrCat(VersionName(v), " (", v.epochs_trained, " epoch", v.epochs_trained == 1 ? "" : "s", ", ",
+                      v.global_step, " steps)");
+}
+
+std::string ByteSize(int64_t bytes) {
+  if (bytes < 1000) return absl::StrCat(bytes, " B");
+  const double b = static_cast<double>(bytes);
+  if (bytes < 1000 * 1000) return absl::StrFormat("%.1f kB", b / 1e3);
+  if (bytes < 1000 * 1000 * 1000) return absl::StrFormat("%.1f MB", b / 1e6);
+  return absl::StrFormat("%.2f GB", b / 1e9);
 }
 
 client::Matrix ToMatrix(const at::Tensor& t) {

@@ -16,8 +16,13 @@ namespace vae::cli {
 
 // "WxH", as every message names an image size.
 std::string SizeText(int height, int width);
-// "version 3 (2 epochs, 938 steps)".
+// "mnist version 3": what every message calls a model version ("version 3" from a server before model versions,
+// which names no model; its generation is the version).
+std::string VersionName(const client::ModelVersion& v);
+// "mnist version 3 (2 epochs, 938 steps)".
 std::string VersionText(const client::ModelVersion& v);
+// "812 B", "7.8 kB", "2.6 MB", "1.08 GB" (powers of 1000).
+std::string ByteSize(int64_t bytes);
 
 // --output=DIR/ (or an existing folder): one PNG per image; else a grid PNG.
 bool IsFolderOutput(const std::string& path);

@@ -39,8 +39,8 @@ std::string FormatEpochLine(const client::TrainProgress& p) {
   std::string line = absl::StrFormat("epoch %d/%d: train loss %.2f (recon %.2f, kl %.2f)", p.epoch, p.epochs,
                                      p.train.loss, p.train.recon, p.train.kl);
   if (p.test.has_value()) absl::StrAppendFormat(&line, ", test loss %.2f", p.test->loss);
-  absl::StrAppendFormat(&line, ", %.0f img/s, %s elapsed, serving version %d", p.images_per_sec,
-                        FormatDuration(p.elapsed_sec), p.version.generation);
+  absl::StrAppendFormat(&line, ", %.0f img/s, %s elapsed, serving %s", p.images_per_sec, FormatDuration(p.elapsed_sec),
+                        VersionName(p.version));
   return line;
 }
 

@@ -28,7 +28,7 @@ std::string FormatProgressBar(const client::TrainProgress& p, int width);
 
 // One line per finished epoch (kEpochEnd):
 //   "epoch 2/5: train loss 123.45 (recon 100.12, kl 23.33), test loss 120.11,
-//   4321 img/s, 12.3 s, serving version 3"
+//   4321 img/s, 12.3 s, serving mnist version 3"
 std::string FormatEpochLine(const client::TrainProgress& p);
 
 // Prints the Train stream: a live bar on a terminal (stderr), one line per

@@ -80,7 +80,7 @@ client::Encoding SomeEncoding() {
   e.mu = {2, 3, {0.1f, -1.0f / 3.0f, 1e-30f, 3.4028235e38f, -0.0f, 123456.789f}};
   e.sigma = {2, 3, {1.0f, 0.5f, std::nextafter(1.0f, 2.0f), 2e-7f, 7.0f, 0.333333343f}};
   e.inputs = {"a.png", "odd, \"name\".png"};
-  e.version = {3, 2, 938};
+  e.version = {3, 2, 938, "mnist", 3};
   return e;
 }
 
@@ -120,14 +120,65 @@ TEST_F(LatentIoTest, JsonAndCsvLayouts) {
   EXPECT_THAT(*json, HasSubstr("\"mu\":[[0.1,-0.33333334,1e-30],[3.4028235e+38,-0.0,123456.79]]"));
   EXPECT_THAT(*json, HasSubstr("\"sigma\":[[1.0,0.5,1.0000001],[2e-07,7.0,0.33333334]]"));
   EXPECT_THAT(*json, HasSubstr("\"latent_dim\":3"));
-  EXPECT_THAT(*json, HasSubstr("\"version\":{\"epochs_trained\":2,\"generation\":3,\"global_step\":938}"));
+  EXPECT_THAT(*json, HasSubstr("\"version\":{\"epochs_trained\":2,\"generation\":3,\"global_step\":938,"
+                               "\"model\":\"mnist\",\"version\":3}"));
   EXPECT_THAT(*json, HasSubstr("\"inputs\":[\"a.png\",\"odd, \\\"name\\\".png\"]"));
   auto csv = ReadFileToString(dir_.file("z.csv"));
   ASSERT_TRUE(csv.ok());
   EXPECT_EQ(*csv,
-            "input,mu_0,mu_1,mu_2,sigma_0,sigma_1,sigma_2\n"
-            "a.png,0.1,-0.33333334,1e-30,1,0.5,1.0000001\n"
-            "\"odd, \"\"name\"\".png\",3.4028235e+38,-0,123456.79,2e-07,7,0.33333334\n");
+            "input,mu_0,mu_1,mu_2,sigma_0,sigma_1,sigma_2,model,version\n"
+            "a.png,0.1,-0.33333334,1e-30,1,0.5,1.0000001,mnist,3\n"
+            "\"odd, \"\"name\"\".png\",3.4028235e+38,-0,123456.79,2e-07,7,0.33333334,mnist,3\n");
+}
+
+// Codes are stored with the model version that computed them, in every format, and read back for decode.
+TEST_F(LatentIoTest, EveryFormatStoresTheModelVersion) {
+  const client::Encoding e = SomeEncoding();
+  for (const char* name : {"z.json", "z.csv", "z.npy"}) {
+    const std::string path = dir_.file(name);
+    ASSERT_TRUE(client::WriteEncoding(path, e).ok()) << name;
+    auto version = client::ReadCodesVersion(path);
+    ASSERT_TRUE(version.ok()) << name << ": " << version.status();
+    ASSERT_TRUE(version->has_value()) << name;
+    EXPECT_EQ((*version)->model, "mnist") << name;
+    EXPECT_EQ((*version)->version, 3) << name;
+  }
+  // The .npy sidecar also keeps what the .npy cannot: the inputs.
+  auto sidecar = ReadFileToString(dir_.file("z_version.json"));
+  ASSERT_TRUE(sidecar.ok());
+  EXPECT_THAT(*sidecar, HasSubstr("\"model\":\"mnist\",\"version\":3}"));
+  EXPECT_THAT(*sidecar, HasSubstr("\"inputs\":[\"a.png\",\"odd, \\\"name\\\".png\"]"));
+  EXPECT_EQ(client::VersionJsonPath("out/z.npy"), "out/z_version.json");
+}
+
+TEST_F(LatentIoTest, CodesWithoutAVersionReadAsUnversioned) {
+  // Hand-written codes, an .npy without its sidecar, and what vae-client wrote before model versions.
+  std::ofstream(dir_.file("z.json")) << R"({"z": [[0.5, 1.5]]})";
+  std::ofstream(dir_.file("old.json"))
+      << R"({"mu": [[0.5]], "version": {"generation": 3, "epochs_trained": 2, "global_step": 938}})";
+  std::ofstream(dir_.file("z.csv")) << "z_0,z_1\n0.5,1.5\n";
+  ASSERT_TRUE(WriteFileAtomically(dir_.file("z.npy"), client::NpyBytes({1, 2, {0.5f, 1.5f}})).ok());
+  for (const char* name : {"z.json", "old.json", "z.csv", "z.npy"}) {
+    auto version = client::ReadCodesVersion(dir_.file(name));
+    ASSERT_TRUE(version.ok()) << name << ": " << version.status();
+    EXPECT_FALSE(version->has_value()) << name;
+  }
+}
+
+TEST_F(LatentIoTest, CsvRowsOfDifferentVersionsAreRefused) {
+  std::ofstream(dir_.file("mixed.csv")) << "input,mu_0,sigma_0,model,version\na,1,1,mnist,3\nb,2,1,mnist,4\n";
+  auto version = client::ReadCodesVersion(dir_.file("mixed.csv"));
+  ASSERT_FALSE(version.ok());
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(version.status().message(),
+            dir_.file("mixed.csv") +
+                ": line 3 holds a code of mnist version 4, an earlier one of mnist version 3: "
+                "codes of different versions cannot be decoded together");
+  std::ofstream(dir_.file("bad.json")) << R"({"mu": [[0.5]], "version": {"model": "mnist", "version": "three"}})";
+  version = client::ReadCodesVersion(dir_.file("bad.json"));
+  ASSERT_FALSE(version.ok());
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(version.status().message()), HasSubstr("\"version\" is"));
 }
 
 TEST_F(LatentIoTest, NpyHeaderIsVersionOneAlignedTo64Bytes) {
@@ -317,9 +368,13 @@ TEST(ProgressTest, EpochLineHasTrainAndTestLoss) {
   p.test = client::Metrics{120.111, 99.9, 20.2};
   p.elapsed_sec = 12.3;
   p.version.generation = 3;
+  // A server before model versions names no model: its generation is the version.
   EXPECT_EQ(cli::FormatEpochLine(p),
             "epoch 2/5: train loss 123.46 (recon 100.10, kl 23.36), test loss 120.11, 4321 img/s, 0:12 elapsed, "
             "serving version 3");
+  p.version.model = "fashion";
+  p.version.version = 3;
+  EXPECT_THAT(cli::FormatEpochLine(p), ::testing::EndsWith(", 0:12 elapsed, serving fashion version 3"));
 }
 
 TEST(DefaultServerTest, ComesFromTheEnvironment) {
@@ -358,6 +413,9 @@ TEST(ClientProtoMappingTest, TrainProgressCarriesEveryField) {
   p.mutable_version()->set_generation(16);
   p.mutable_version()->set_epochs_trained(17);
   p.mutable_version()->set_global_step(18);
+  p.mutable_version()->set_model("mnist");
+  p.mutable_version()->set_version(16);
+  p.set_label_moved(true);
   const client::TrainProgress c = client::FromProto(p);
   EXPECT_EQ(c.kind, client::TrainProgress::Kind::kEpochEnd);
   EXPECT_EQ(c.job_id, "train-1");
@@ -382,6 +440,9 @@ TEST(ClientProtoMappingTest, TrainProgressCarriesEveryField) {
   EXPECT_EQ(c.version.generation, 16);
   EXPECT_EQ(c.version.epochs_trained, 17);
   EXPECT_EQ(c.version.global_step, 18);
+  EXPECT_EQ(c.version.model, "mnist");
+  EXPECT_EQ(c.version.version, 16);
+  EXPECT_TRUE(c.label_moved);
 
   v1::TrainProgress unknown;
   unknown.set_kind(static_cast<v1::TrainProgress::Kind>(99));
@@ -406,6 +467,13 @@ TEST(ClientProtoMappingTest, TrainOptionsKeepZerosForTheServersDefaults) {
   EXPECT_EQ(r.log_every_steps(), 0);
   EXPECT_EQ(r.max_train_images(), 7);
   EXPECT_TRUE(r.binarize());
+  EXPECT_EQ(r.model(), "");
+  EXPECT_EQ(r.promote_label(), "");
+  o.model = "fashion";
+  o.promote_label = "stable";
+  client::ToProto(o, &r);
+  EXPECT_EQ(r.model(), "fashion");
+  EXPECT_EQ(r.promote_label(), "stable");
 }
 
 }  // namespace

@@ -381,5 +381,292 @@ TEST(ClientStubTest, HealthMapsServingStatusAndErrors) {
   EXPECT_EQ(s.status().message(), "unknown service");
 }
 
+// --- The model repository (#13): ModelSpec on every inference call, versions in every answer, the admin calls.
+
+v1::ModelVersion Version(const std::string& model, int64_t version) {
+  v1::ModelVersion v;
+  v.set_model(model);
+  v.set_version(version);
+  v.set_generation(version);
+  v.set_epochs_trained(2 * version);
+  v.set_global_step(100 * version);
+  return v;
+}
+
+// `status` is the error the stub answered, passed through: its code and message unchanged.
+void ExpectError(const absl::Status& status, absl::StatusCode code, const std::string& message) {
+  EXPECT_EQ(status.code(), code);
+  EXPECT_EQ(status.message(), message);
+}
+
+void ExpectSpec(const v1::ModelSpec& sent, const std::string& name, int64_t version, const std::string& label) {
+  EXPECT_EQ(sent.name(), name);
+  EXPECT_EQ(sent.version(), version);
+  EXPECT_EQ(sent.label(), label);
+}
+
+TEST(ClientStubTest, EveryInferenceCallSendsItsModelSpecAndReadsTheAnsweringVersion) {
+  Fixture f = MakeClient();
+  const ModelSpec pinned = ModelSpec::Pinned("fashion", 7);
+  const ModelSpec labelled = ModelSpec::Labelled("mnist", "stable");
+
+  v1::GetModelInfoRequest info_sent;
+  v1::ModelInfo info;
+  *info.mutable_version() = Version("fashion", 7);
+  info.add_labels("latest");
+  info.add_labels("stable");
+  info.set_default_label("stable");
+  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&info_sent), SetArgPointee<2>(info), Return(grpc::Status::OK)));
+  absl::StatusOr<ModelInfo> i = f.client->GetModelInfo(pinned);
+  ASSERT_TRUE(i.ok()) << i.status();
+  ExpectSpec(info_sent.model_spec(), "fashion", 7, "");
+  EXPECT_EQ(i->version.model, "fashion");
+  EXPECT_EQ(i->version.version, 7);
+  EXPECT_EQ(i->version.generation, 7);
+  EXPECT_THAT(i->labels, ::testing::ElementsAre("latest", "stable"));
+  EXPECT_EQ(i->default_label, "stable");
+
+  v1::EncodeRequest encode_sent;
+  v1::EncodeResponse encoded;
+  *encoded.mutable_mu() = FloatTensor({1, 1}, {1});
+  *encoded.mutable_sigma() = FloatTensor({1, 1}, {2});
+  *encoded.mutable_version() = Version("mnist", 3);
+  EXPECT_CALL(*f.vae, Encode(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&encode_sent), SetArgPointee<2>(encoded), Return(grpc::Status::OK)));
+  absl::StatusOr<EncodeResult> e = f.client->Encode(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1})), labelled);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ExpectSpec(encode_sent.model_spec(), "mnist", 0, "stable");
+  EXPECT_EQ(e->version.model, "mnist");
+  EXPECT_EQ(e->version.version, 3);
+  EXPECT_EQ(e->version.epochs_trained, 6);
+  EXPECT_EQ(e->version.global_step, 300);
+
+  v1::DecodeRequest decode_sent;
+  v1::DecodeResponse decoded;
+  *decoded.mutable_images() = FloatTensor({1, 1, 1, 1}, {0.5f});
+  *decoded.mutable_version() = Version("fashion", 7);
+  EXPECT_CALL(*f.vae, Decode(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&decode_sent), SetArgPointee<2>(decoded), Return(grpc::Status::OK)));
+  absl::StatusOr<DecodeResult> d = f.client->Decode(torch::zeros({1, 1}), pinned);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ExpectSpec(decode_sent.model_spec(), "fashion", 7, "");
+  EXPECT_EQ(d->version.model, "fashion");
+  EXPECT_EQ(d->version.version, 7);
+
+  v1::SampleRequest sample_sent;
+  v1::SampleResponse sampled;
+  *sampled.mutable_images() = FloatTensor({1, 1, 1, 1}, {0.5f});
+  *sampled.mutable_z() = FloatTensor({1, 1}, {0});
+  *sampled.mutable_version() = Version("fashion", 7);
+  EXPECT_CALL(*f.vae, Sample(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sample_sent), SetArgPointee<2>(sampled), Return(grpc::Status::OK)));
+  absl::StatusOr<SampleResult> sr = f.client->Sample(SampleOptions{}, pinned);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  ExpectSpec(sample_sent.model_spec(), "fashion", 7, "");
+  EXPECT_EQ(sr->version.version, 7);
+
+  v1::ReconstructRequest reconstruct_sent;
+  v1::ReconstructResponse reconstructed;
+  *reconstructed.mutable_images() = FloatTensor({1, 1, 1, 1}, {0.5f});
+  *reconstructed.mutable_version() = Version("mnist", 3);
+  EXPECT_CALL(*f.vae, Reconstruct(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&reconstruct_sent), SetArgPointee<2>(reconstructed), Return(grpc::Status::OK)));
+  absl::StatusOr<ReconstructResult> rr =
+      f.client->Reconstruct(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1})), ReconstructOptions{}, labelled);
+  ASSERT_TRUE(rr.ok()) << rr.status();
+  ExpectSpec(reconstruct_sent.model_spec(), "mnist", 0, "stable");
+  EXPECT_EQ(rr->version.model, "mnist");
+}
+
+TEST(ClientStubTest, TheDefaultSpecSendsNoModelSpecAtAll) {
+  // What a client written before model versions sent: no model_spec field, so the server's default answers.
+  Fixture f = MakeClient();
+  v1::EncodeRequest encode_sent;
+  v1::EncodeResponse encoded;
+  *encoded.mutable_mu() = FloatTensor({1, 1}, {1});
+  *encoded.mutable_sigma() = FloatTensor({1, 1}, {2});
+  EXPECT_CALL(*f.vae, Encode(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&encode_sent), SetArgPointee<2>(encoded), Return(grpc::Status::OK)));
+  v1::GetModelInfoRequest info_sent;
+  EXPECT_CALL(*f.vae, GetModelInfo(_, _, _)).WillOnce(DoAll(SaveArg<1>(&info_sent), Return(grpc::Status::OK)));
+  ASSERT_TRUE(f.client->Encode(ImageInput::FromTensor(torch::zeros({1, 1, 1, 1}))).ok());
+  ASSERT_TRUE(f.client->GetModelInfo().ok());
+  EXPECT_FALSE(encode_sent.has_model_spec());
+  EXPECT_FALSE(info_sent.has_model_spec());
+}
+
+TEST(ClientStubTest, UnknownVersionIsNotFoundWithTheServersMessage) {
+  Fixture f = MakeClient();
+  const std::string message = "model \"mnist\" has no version 9; versions: 1, 2, 3";
+  EXPECT_CALL(*f.vae, Decode(_, _, _)).Times(1).WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, message)));
+  ExpectError(f.client->Decode(torch::zeros({1, 2}), ModelSpec::Pinned("mnist", 9)).status(),
+              absl::StatusCode::kNotFound, message);
+}
+
+TEST(ClientStubTest, ListModelsMapsEveryField) {
+  Fixture f = MakeClient();
+  v1::ListModelsRequest sent;
+  v1::ListModelsResponse response;
+  response.set_default_model("mnist");
+  v1::ModelEntry* m = response.add_models();
+  m->set_name("mnist");
+  m->set_preset("mnist");
+  m->set_options_json("{\"latent_dim\":20}");
+  m->set_parameter_count(652824);
+  m->set_default_label("stable");
+  (*m->mutable_labels())["latest"] = 2;
+  (*m->mutable_labels())["stable"] = 1;
+  m->set_training(true);
+  v1::VersionInfo* v1_ = m->add_versions();
+  v1_->set_version(1);
+  v1_->set_epochs_trained(1);
+  v1_->set_global_step(469);
+  v1_->set_has_test_metrics(true);
+  v1_->mutable_test()->set_loss(104.5);
+  v1_->mutable_test()->set_recon(80.25);
+  v1_->mutable_test()->set_kl(24.25);
+  v1_->set_create_time_unix_ms(1764572400123);  // 2025-12-01 07:00:00.123 UTC
+  v1_->add_labels("stable");
+  v1_->set_loaded(false);
+  v1_->set_size_bytes(7834567);
+  v1::VersionInfo* v2 = m->add_versions();
+  v2->set_version(2);
+  v2->set_has_train_metrics(true);
+  v2->mutable_train()->set_loss(99);
+  v2->add_labels("latest");
+  v2->set_loaded(true);
+  response.add_models()->set_name("fashion");
+  EXPECT_CALL(*f.vae, ListModels(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  absl::StatusOr<ModelList> list = f.client->ListModels("mnist");
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(sent.name(), "mnist");
+  EXPECT_EQ(list->default_model, "mnist");
+  ASSERT_EQ(list->models.size(), 2u);
+  const ModelEntry& e = list->models[0];
+  EXPECT_EQ(e.name, "mnist");
+  EXPECT_EQ(e.preset, "mnist");
+  EXPECT_EQ(e.options_json, "{\"latent_dim\":20}");
+  EXPECT_EQ(e.parameter_count, 652824);
+  EXPECT_EQ(e.default_label, "stable");
+  EXPECT_THAT(e.labels, ::testing::ElementsAre(::testing::Pair("latest", 2), ::testing::Pair("stable", 1)));
+  EXPECT_TRUE(e.training);
+  ASSERT_EQ(e.versions.size(), 2u);
+  const VersionInfo& first = e.versions[0];
+  EXPECT_EQ(first.version, 1);
+  EXPECT_EQ(first.epochs_trained, 1);
+  EXPECT_EQ(first.global_step, 469);
+  EXPECT_FALSE(first.train.has_value());
+  ASSERT_TRUE(first.test.has_value());
+  EXPECT_EQ(first.test->loss, 104.5);
+  EXPECT_EQ(first.test->recon, 80.25);
+  EXPECT_EQ(first.test->kl, 24.25);
+  EXPECT_EQ(absl::ToUnixMillis(first.created), 1764572400123);
+  EXPECT_THAT(first.labels, ::testing::ElementsAre("stable"));
+  EXPECT_FALSE(first.loaded);
+  EXPECT_EQ(first.size_bytes, 7834567);
+  const VersionInfo& second = e.versions[1];
+  EXPECT_EQ(second.version, 2);
+  ASSERT_TRUE(second.train.has_value());
+  EXPECT_EQ(second.train->loss, 99);
+  EXPECT_FALSE(second.test.has_value());
+  EXPECT_TRUE(second.loaded);
+  EXPECT_EQ(list->models[1].name, "fashion");
+  EXPECT_TRUE(list->models[1].versions.empty());
+}
+
+TEST(ClientStubTest, ListModelsOfAMissingModelIsNotFound) {
+  Fixture f = MakeClient();
+  EXPECT_CALL(*f.vae, ListModels(_, _, _))
+      .Times(1)
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, "no model \"nope\"; models: mnist")));
+  ExpectError(f.client->ListModels("nope").status(), absl::StatusCode::kNotFound, "no model \"nope\"; models: mnist");
+}
+
+TEST(ClientStubTest, SetLabelSendsEveryFieldAndReturnsThePreviousVersion) {
+  Fixture f = MakeClient();
+  v1::SetLabelRequest sent;
+  v1::SetLabelResponse response;
+  response.set_previous_version(4);
+  EXPECT_CALL(*f.vae, SetLabel(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND, "model \"mnist\" has no version 99")));
+  absl::StatusOr<SetLabelResult> r = f.client->SetLabel("mnist", "stable", 6, /*make_default=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.model(), "mnist");
+  EXPECT_EQ(sent.label(), "stable");
+  EXPECT_EQ(sent.version(), 6);
+  EXPECT_TRUE(sent.make_default());
+  EXPECT_EQ(r->previous_version, 4);
+  ExpectError(f.client->SetLabel("mnist", "stable", 99).status(), absl::StatusCode::kNotFound,
+              "model \"mnist\" has no version 99");
+}
+
+TEST(ClientStubTest, DeleteVersionSendsForceAndReturnsTheRemovedLabels) {
+  Fixture f = MakeClient();
+  v1::DeleteVersionRequest sent;
+  v1::DeleteVersionResponse response;
+  response.add_removed_labels("canary");
+  response.add_removed_labels("stable");
+  EXPECT_CALL(*f.vae, DeleteVersion(_, _, _))
+      .WillOnce(Return(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "version 3 of \"mnist\" is labelled canary, stable")))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)));
+  ExpectError(f.client->DeleteVersion("mnist", 3).status(), absl::StatusCode::kFailedPrecondition,
+              "version 3 of \"mnist\" is labelled canary, stable");
+  absl::StatusOr<DeleteVersionResult> r = f.client->DeleteVersion("mnist", 3, /*force=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.model(), "mnist");
+  EXPECT_EQ(sent.version(), 3);
+  EXPECT_TRUE(sent.force());
+  EXPECT_THAT(r->removed_labels, ::testing::ElementsAre("canary", "stable"));
+}
+
+TEST(ClientStubTest, DeleteModelSendsForceAndReturnsTheCount) {
+  Fixture f = MakeClient();
+  v1::DeleteModelRequest sent;
+  v1::DeleteModelResponse response;
+  response.set_versions_deleted(5);
+  EXPECT_CALL(*f.vae, DeleteModel(_, _, _))
+      .WillOnce(DoAll(SaveArg<1>(&sent), SetArgPointee<2>(response), Return(grpc::Status::OK)))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "model \"fashion\" is training")));
+  absl::StatusOr<DeleteModelResult> r = f.client->DeleteModel("old", /*force=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.model(), "old");
+  EXPECT_TRUE(sent.force());
+  EXPECT_EQ(r->versions_deleted, 5);
+  ExpectError(f.client->DeleteModel("fashion").status(), absl::StatusCode::kFailedPrecondition,
+              "model \"fashion\" is training");
+}
+
+TEST(ClientStubTest, TrainSendsModelAndPromoteLabelAndReportsLabelMoved) {
+  Fixture f = MakeClient();
+  auto* reader = new grpc::testing::MockClientReader<v1::TrainProgress>();
+  v1::TrainProgress done = Progress(v1::TrainProgress::DONE, 3);
+  done.set_label_moved(true);
+  *done.mutable_version() = Version("fashion", 3);
+  EXPECT_CALL(*reader, Read(_)).WillOnce(DoAll(SetArgPointee<0>(done), Return(true))).WillOnce(Return(false));
+  EXPECT_CALL(*reader, Finish()).WillOnce(Return(grpc::Status::OK));
+  v1::TrainRequest sent;
+  EXPECT_CALL(*f.vae, TrainRaw(_, _)).WillOnce(Invoke([&](grpc::ClientContext*, const v1::TrainRequest& r) {
+    sent = r;
+    return reader;
+  }));
+  TrainOptions options;
+  options.dataset = "fashion-mnist";
+  options.model = "fashion";
+  options.preset = "fashion";
+  options.promote_label = "stable";
+  absl::StatusOr<TrainResult> r = f.client->Train(options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(sent.model(), "fashion");
+  EXPECT_EQ(sent.promote_label(), "stable");
+  EXPECT_EQ(sent.preset(), "fashion");
+  EXPECT_TRUE(r->last.label_moved);
+  EXPECT_EQ(r->last.version.model, "fashion");
+  EXPECT_EQ(r->last.version.version, 3);
+}
+
 }  // namespace
 }  // namespace vae::client

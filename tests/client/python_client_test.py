@@ -81,7 +81,7 @@ class PythonExampleTest(unittest.TestCase):
 
     def test_encode_matches_the_cpp_client(self):
         # The same four digits through the Python example and through vae-client: the same codes.
-        mu, sigma = self.example.encode(self.stub, mnist_test_bytes(4), [4, 1, 28, 28], metadata=self.auth)
+        mu, sigma, _ = self.example.encode(self.stub, mnist_test_bytes(4), [4, 1, 28, 28], metadata=self.auth)
         self.assertEqual(len(mu), 4)
         self.assertEqual([len(row) for row in mu], [20] * 4)
         self.assertTrue(all(s > 0 for row in sigma for s in row))
@@ -108,7 +108,7 @@ class PythonExampleTest(unittest.TestCase):
         self.assertNotEqual(pngs, other)
         self.assertEqual([len(row) for row in z], [20] * 3)
         # The sampled PNGs are valid model inputs: the server decodes them again.
-        mu, _ = self.example.encode_files(self.stub, pngs, metadata=self.auth)
+        mu, _, _ = self.example.encode_files(self.stub, pngs, metadata=self.auth)
         self.assertEqual(len(mu), 3)
 
     def test_main_prints_codes_and_samples(self):
@@ -118,12 +118,29 @@ class PythonExampleTest(unittest.TestCase):
             code = self.example.main(["--server=" + self.address, "--samples=" + prefix])
         self.assertEqual(code, 0)
         lines = out.getvalue().splitlines()
-        self.assertRegex(lines[0], r"^model mnist: input 1x28x28, latent dim 20, version \d+$")
-        self.assertRegex(lines[1], r"^image 0: mu\[:4\] = \[.*\], sigma\[:4\] = \[.*\]$")
+        info = self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10, metadata=self.auth)
+        served = self.example.version_name(info.version)
+        self.assertEqual(lines[0], f"model {served} (preset mnist): input 1x28x28, latent dim 20")
+        self.assertRegex(lines[1], r"^image 0: mu\[:4\] = \[.*\], sigma\[:4\] = \[.*\] \(" + served + r"\)$")
         self.assertRegex(lines[3], r"^sampled 4 PNGs \(\d+, \d+, \d+, \d+ bytes\) from codes of 20 dimensions$")
         for i in range(4):
             with open(f"{prefix}{i}.png", "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_requests_are_pinned_to_the_version_getmodelinfo_names(self):
+        info = self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10, metadata=self.auth)
+        spec = self.example.pinned_spec(info)
+        if info.version.version > 0:
+            self.assertEqual((spec.name, spec.version, spec.label), (info.version.model, info.version.version, ""))
+        else:
+            self.assertIsNone(spec)  # a server before model versions: nothing to pin
+        mu, sigma, version = self.example.encode(self.stub, mnist_test_bytes(2), [2, 1, 28, 28], metadata=self.auth,
+                                                 spec=spec)
+        self.assertEqual((version.model, version.version), (info.version.model, info.version.version))
+        # The pinned version answers exactly what the unpinned default did for the same images.
+        mu0, sigma0, _ = self.example.encode(self.stub, mnist_test_bytes(2), [2, 1, 28, 28], metadata=self.auth)
+        self.assertEqual(mu, mu0)
+        self.assertEqual(sigma, sigma0)
 
     def test_calls_without_the_token_are_unauthenticated(self):
         for metadata in [(), self.example.auth_metadata("not-" + TOKEN)]:
