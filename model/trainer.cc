@@ -229,7 +229,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
     std::unique_ptr<MlpTrainStep> fast_step;
     if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_))
-      fast_step = std::make_unique<MlpTrainStep>(model_);
+      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get());  // with Adam fused into its backward
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       auto perm = EpochPermutation(n, state_.seed, epoch);
@@ -243,18 +243,18 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         auto idx = perm.slice(0, begin, std::min(n, begin + bs));
         auto x = train.images.index_select(0, idx).to(device_);
         if (options_.binarize) x = Binarize(x, generator_);
+        const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
         StepLoss loss;
         if (fast_step) {
-          loss = fast_step->Run(x, generator_);
+          loss = fast_step->Run(x, generator_, {&ema_params, decay});  // and Adam + moving average, layer by layer
         } else {
           auto out = model_->forward(x, generator_);
           auto l = ComputeLoss(mo, out, x);
           l.total.backward();
           loss = {l.total.item<double>(), l.recon.item<double>(), l.kl.item<double>()};
+          // Adam + moving average + zeroing the gradients, in one pass per parameter.
+          FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);
         }
-        // Adam + moving average + zeroing the gradients, in one pass per parameter.
-        const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
-        FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);
         ++state_.step_in_epoch;
         ++state_.global_step;
         ++run_steps;
