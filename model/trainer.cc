@@ -119,6 +119,12 @@ absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
   return absl::OkStatus();
 }
 
+Vae Trainer::TakeServingModel() {
+  if (!ema_) return CloneVae(model_, device_);
+  given_away_ = ema_;
+  return ema_;
+}
+
 absl::Status Trainer::CheckFinite(const Metrics* test) {
   std::string why;
   if (test != nullptr && !IsFinite(*test)) {
@@ -238,6 +244,11 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         if ((cancel != nullptr && cancel->load()) || (options_.max_steps >= 0 && run_steps >= options_.max_steps)) {
           stopped = true;
           break;
+        }
+        if (given_away_) {  // published: continue the average in a copy of our own (see TakeServingModel)
+          ema_ = CloneVae(given_away_, device_);
+          given_away_ = nullptr;
+          ema_params = ema_->parameters();
         }
         const int64_t begin = state_.step_in_epoch * bs;
         auto idx = perm.slice(0, begin, std::min(n, begin + bs));

@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(const ServerOptio
     if (!preset.ok()) return preset.status();
     LOG(INFO) << "no valid checkpoint in " << options.model_dir << ": serving a fresh '" << options.preset
               << "' model (seed " << options.seed << ")";
-    snapshot = SnapshotOfModel(NewSeededVae(*preset, options.seed), device);
+    snapshot = SnapshotTakingModel(NewSeededVae(*preset, options.seed), device);
   }
 
   std::unique_ptr<ServerCore> core(new ServerCore(options, device));

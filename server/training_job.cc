@@ -312,7 +312,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
   std::optional<TrainEvent> done;             // held back until the job slot is free (see below)
   int64_t previous_report_step = first_step;  // global step of the previous event
 
-  auto on_progress = [&](const Progress& p, const Vae& model) {
+  auto on_progress = [&](const Progress& p, const Vae& /*serving*/) {
     TrainEvent e;
     e.job_id = job->id();
     e.dataset = job->dataset();
@@ -335,9 +335,9 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
       case Progress::Kind::kEpochEnd: {
         // The Trainer reports kEpochEnd only for finite weights and test metrics that are already checkpointed (see
         // ProgressCallback): a diverged epoch or a failed checkpoint ends the job with an error instead, and the
-        // previous generation keeps serving. Publish a deep copy: the trainer goes on mutating `model`, serving
-        // reads only the copy.
-        auto snapshot = SnapshotOfModel(model, device_);
+        // previous generation keeps serving. Publish weights the trainer never writes again: its average itself,
+        // which it replaces by a copy of its own before the next step, once the old snapshot is gone (or a copy).
+        auto snapshot = SnapshotTakingModel(trainer.TakeServingModel(), device_);
         snapshot->version.epochs_trained = p.epoch;
         snapshot->version.global_step = p.global_step;
         if (!std::isnan(p.train.loss)) snapshot->last_train = p.train;
