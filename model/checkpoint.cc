@@ -186,7 +186,8 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::
   ckpt.path = path;
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(read_payload, [length] { return static_cast<size_t>(length); }, torch::Device(torch::kCPU));
+    archive.load_from(
+        read_payload, [length] { return static_cast<size_t>(length); }, torch::Device(torch::kCPU));
     c10::IValue v;
     archive.read("format_version", v);
     if (v.toInt() != kFormatVersion) return corrupt(absl::StrCat("unsupported format version ", v.toInt()));

@@ -40,8 +40,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void UpdateAndZeroG
   UpdateBody<true>(p, g, m, v, avg, n, c);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Update(float* __restrict p,
-                                                                         const float* __restrict g,
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Update(float* __restrict p, const float* __restrict g,
                                                                          float* __restrict m, float* __restrict v,
                                                                          float* __restrict avg, int64_t n,
                                                                          Coefficients c) {

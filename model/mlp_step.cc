@@ -256,9 +256,8 @@ void MlpTrainStep::UpdateLayer(Layer& layer, const at::Tensor& dy, const at::Ten
       const int64_t m = std::min(rows, out - r0);
       auto block = grad_block_.narrow(0, 0, m * in).view({m, in});
       at::mm_out(block, dy.narrow(1, r0, m).t(), input);
-      at::parallel_for(0, m * in, RowGrain(1), [&](int64_t begin, int64_t end) {
-        update.Apply(r0 * in + begin, g + begin, end - begin);
-      });
+      at::parallel_for(0, m * in, RowGrain(1),
+                       [&](int64_t begin, int64_t end) { update.Apply(r0 * in + begin, g + begin, end - begin); });
     }
   }
 }

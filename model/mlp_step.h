@@ -76,6 +76,7 @@ class MlpTrainStep {
   struct Layer {
     at::Tensor weight;  // [out, in]
     at::Tensor bias;    // [out]
+
     at::Tensor grad_weight;  // undefined when fused
     at::Tensor grad_bias;    // fused: a work buffer, not the parameter's grad
     size_t index = 0;        // of the weight among the model's parameters; the bias is index + 1
@@ -85,8 +86,9 @@ class MlpTrainStep {
   // rows [0, B) of `hidden` and the last layer's output into `out`. Returns each layer's input.
   std::vector<at::Tensor> Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
                                   const at::Tensor& input, at::Tensor& out) const;
-  // Back through `layers` given d loss / d out: writes every weight's and bias's grad, the hidden activations'
-  // gradients into `hidden_grad`, and d loss / d input into `input_grad` when it is not null.
+  // Back through `layers` given d loss / d out: writes every weight's and bias's grad (fused: makes their optimizer
+  // step instead), the hidden activations' gradients into `hidden_grad`, and d loss / d input into `input_grad` when
+  // it is not null.
   void Backward(std::vector<Layer>& layers, const std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& hidden_grad,
                 const at::Tensor& out_grad, at::Tensor* input_grad);
   // Fused: the optimizer's step for `layer`'s weight and bias from d loss / d out `dy` and the layer's input.
@@ -97,6 +99,7 @@ class MlpTrainStep {
   Average average_{};                        // of the Run() in progress
   int64_t gradient_block_ = 0;               // see set_gradient_block
   at::Tensor grad_block_;                    // fused: one block of a weight gradient
+
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D
 

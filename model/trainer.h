@@ -124,7 +124,8 @@ class Trainer {
 
   Vae model_;
   Vae ema_{nullptr};  // the moving average; null when ema_decay == 0
-  Vae given_away_{nullptr};  // ema_ as TakeServingModel handed it out, until the next step replaces ema_ by a copy
+  // ema_ as TakeServingModel handed it out, until the next step replaces ema_ by a copy.
+  Vae given_away_{nullptr};
   TrainOptions options_;
   torch::Device device_;
   std::unique_ptr<torch::optim::Adam> optimizer_;
