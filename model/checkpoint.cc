@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -38,23 +39,64 @@ absl::Status Corrupt(const std::string& path, absl::string_view why) {
   return absl::DataLossError(absl::StrCat("checkpoint ", path, " is corrupt: ", why));
 }
 
-// The torch archive inside a checkpoint file's `bytes`, once magic, end marker, length and CRC-32 check out.
-absl::StatusOr<absl::string_view> Payload(const std::string& path, const std::string& bytes) {
-  if (bytes.size() < sizeof(kMagic) + kTrailerSize) return Corrupt(path, absl::StrCat("only ", bytes.size(), " bytes"));
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return Corrupt(path, "bad magic (not a vae checkpoint)");
-  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
+// The payload's length and CRC-32 from a checkpoint file of `size` bytes, given its first 8 and last kTrailerSize
+// bytes, once magic, end marker and length check out.
+struct Framing {
+  uint64_t length = 0;
+  uint32_t crc = 0;
+};
+absl::StatusOr<Framing> CheckFraming(const std::string& path, uint64_t size, const char* head, const char* trailer) {
+  if (size < sizeof(kMagic) + kTrailerSize) return Corrupt(path, absl::StrCat("only ", size, " bytes"));
+  if (std::memcmp(head, kMagic, sizeof(kMagic)) != 0) return Corrupt(path, "bad magic (not a vae checkpoint)");
   if (std::memcmp(trailer + 12, kEndMagic, sizeof(kEndMagic)) != 0) {
     return Corrupt(path, "no end marker (torn write or truncated)");
   }
-  const uint64_t length = GetLe(trailer, 8);
-  const uint32_t crc = static_cast<uint32_t>(GetLe(trailer + 8, 4));
-  if (length != bytes.size() - sizeof(kMagic) - kTrailerSize) {
-    return Corrupt(path, absl::StrCat("payload length ", length, " does not match file size ", bytes.size()));
+  Framing framing{GetLe(trailer, 8), static_cast<uint32_t>(GetLe(trailer + 8, 4))};
+  if (framing.length != size - sizeof(kMagic) - kTrailerSize) {
+    return Corrupt(path, absl::StrCat("payload length ", framing.length, " does not match file size ", size));
   }
-  const char* payload = bytes.data() + sizeof(kMagic);
-  const uint32_t actual_crc = Crc32(payload, length);
-  if (actual_crc != crc) return Corrupt(path, absl::StrFormat("CRC-32 %08x, expected %08x", actual_crc, crc));
-  return absl::string_view(payload, length);
+  return framing;
+}
+
+absl::Status CheckCrc(const std::string& path, uint32_t actual, uint32_t expected) {
+  if (actual == expected) return absl::OkStatus();
+  return Corrupt(path, absl::StrFormat("CRC-32 %08x, expected %08x", actual, expected));
+}
+
+// Opens `path` into `in` and checks its framing and CRC-32, streaming the file through the CRC a piece at a time,
+// never whole: pruning verifies the newest checkpoints after every checkpoint written, and one of the seed preset
+// (weights, average, Adam's two moments) is 4.3 GB. Returns the payload's length; the payload starts at
+// sizeof(kMagic). NOT_FOUND when missing, INTERNAL when unreadable, DATA_LOSS when torn or corrupt.
+absl::StatusOr<uint64_t> OpenVerified(const std::string& path, std::ifstream& in) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return absl::NotFoundError(absl::StrCat("no such file: ", path));
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", ec.message()));
+  in.open(path, std::ios::binary);
+  if (!in) return absl::InternalError(absl::StrCat("cannot open ", path));
+  auto read = [&](uint64_t offset, char* out, uint64_t n) -> absl::Status {
+    in.seekg(static_cast<std::streamoff>(offset));
+    in.read(out, static_cast<std::streamsize>(n));
+    if (in.gcount() != static_cast<std::streamsize>(n)) {
+      return absl::InternalError(absl::StrCat("short read from ", path));
+    }
+    return absl::OkStatus();
+  };
+  char head[sizeof(kMagic)] = {}, trailer[kTrailerSize] = {};
+  if (size >= sizeof(kMagic) + kTrailerSize) {
+    VAE_RETURN_IF_ERROR(read(0, head, sizeof(head)));
+    VAE_RETURN_IF_ERROR(read(size - kTrailerSize, trailer, sizeof(trailer)));
+  }
+  VAE_ASSIGN_OR_RETURN(const Framing framing, CheckFraming(path, size, head, trailer));
+  std::vector<char> piece(std::min<uint64_t>(framing.length, uint64_t{4} << 20));
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < framing.length; done += piece.size()) {
+    const uint64_t n = std::min<uint64_t>(piece.size(), framing.length - done);
+    VAE_RETURN_IF_ERROR(read(sizeof(kMagic) + done, piece.data(), n));
+    crc = Crc32(piece.data(), n, crc);
+  }
+  VAE_RETURN_IF_ERROR(CheckCrc(path, crc, framing.crc));
+  return framing.length;
 }
 
 }  // namespace
@@ -114,17 +156,25 @@ absl::Status SaveCheckpoint(const std::string& path, Vae& model, torch::optim::A
 }
 
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path, const torch::Device& device) {
-  VAE_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
-  VAE_ASSIGN_OR_RETURN(const absl::string_view verified, Payload(path, bytes));
-  const char* payload = verified.data();
-  const size_t length = verified.size();
+  // Read from the file as torch asks for each record, not into one buffer first: the tensors are the only copy.
+  std::ifstream in;
+  VAE_ASSIGN_OR_RETURN(const uint64_t length, OpenVerified(path, in));
+  auto read_payload = [&](uint64_t pos, void* buf, size_t n) -> size_t {
+    if (pos >= length) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, length - pos));
+    in.clear();
+    in.seekg(static_cast<std::streamoff>(sizeof(kMagic) + pos));
+    in.read(static_cast<char*>(buf), static_cast<std::streamsize>(n));
+    return static_cast<size_t>(in.gcount());
+  };
   auto corrupt = [&](const std::string& why) { return Corrupt(path, why); };
 
   Checkpoint ckpt;
   ckpt.path = path;
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(payload, length, torch::Device(torch::kCPU));
+    archive.load_from(
+        read_payload, [length] { return static_cast<size_t>(length); }, torch::Device(torch::kCPU));
     c10::IValue v;
     archive.read("format_version", v);
     if (v.toInt() != kFormatVersion) return corrupt(absl::StrCat("unsupported format version ", v.toInt()));
@@ -212,8 +262,8 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
 }
 
 absl::Status VerifyCheckpointFile(const std::string& path) {
-  VAE_ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path));
-  return Payload(path, bytes).status();
+  std::ifstream in;
+  return OpenVerified(path, in).status();
 }
 
 absl::StatusOr<Checkpoint> LoadNewestCheckpoint(const std::string& dir, const torch::Device& device) {

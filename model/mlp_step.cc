@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "model/fast_math.h"
+#include "model/fused_adam.h"
 
 namespace vae {
 namespace {
@@ -104,7 +105,8 @@ bool MlpTrainStep::Supports(const VaeOptions& options, const torch::Device& devi
          options.likelihood == Likelihood::kBernoulli && options.mc_samples == 1;
 }
 
-MlpTrainStep::MlpTrainStep(const Vae& model) : options_(model->options()) {
+MlpTrainStep::MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer)
+    : options_(model->options()), optimizer_(optimizer) {
   auto params = model->parameters();
   const size_t layers = options_.hidden.size() + 1;  // per side
   TORCH_CHECK(params.size() == 4 * layers, "MlpTrainStep: expected ", 4 * layers, " parameters, the model has ",
@@ -114,15 +116,23 @@ MlpTrainStep::MlpTrainStep(const Vae& model) : options_(model->options()) {
     Layer layer;
     layer.weight = params[2 * i];
     layer.bias = params[2 * i + 1];
+    layer.index = 2 * i;
     TORCH_CHECK(layer.weight.dim() == 2 && layer.bias.dim() == 1 && layer.weight.size(0) == layer.bias.size(0) &&
                     layer.weight.scalar_type() == at::kFloat && layer.weight.is_contiguous() &&
                     layer.bias.is_contiguous(),
                 "MlpTrainStep: parameter ", 2 * i, " is not a float32 Linear layer");
-    // The grads are written in place from now on, so the optimizer sees them through the same tensors.
-    if (!layer.weight.mutable_grad().defined()) layer.weight.mutable_grad() = at::zeros_like(layer.weight);
-    if (!layer.bias.mutable_grad().defined()) layer.bias.mutable_grad() = at::zeros_like(layer.bias);
-    layer.grad_weight = layer.weight.mutable_grad();
-    layer.grad_bias = layer.bias.mutable_grad();
+    if (optimizer_ != nullptr) {
+      // Fused: gradients never exist in full; one a caller left would only hold memory.
+      layer.weight.mutable_grad().reset();
+      layer.bias.mutable_grad().reset();
+      layer.grad_bias = at::zeros_like(layer.bias);
+    } else {
+      // The grads are written in place from now on, so the optimizer sees them through the same tensors.
+      if (!layer.weight.mutable_grad().defined()) layer.weight.mutable_grad() = at::zeros_like(layer.weight);
+      if (!layer.bias.mutable_grad().defined()) layer.bias.mutable_grad() = at::zeros_like(layer.bias);
+      layer.grad_weight = layer.weight.mutable_grad();
+      layer.grad_bias = layer.bias.mutable_grad();
+    }
     (i < layers ? encoder_ : decoder_).push_back(std::move(layer));
   }
   TORCH_CHECK(encoder_.front().weight.size(1) == options_.input_dim() &&
@@ -130,6 +140,23 @@ MlpTrainStep::MlpTrainStep(const Vae& model) : options_(model->options()) {
                   decoder_.front().weight.size(1) == options_.latent_dim &&
                   decoder_.back().weight.size(0) == options_.input_dim(),
               "MlpTrainStep: layer shapes do not match the options");
+  set_gradient_block(kGradientBlock);
+}
+
+void MlpTrainStep::set_gradient_block(int64_t elements) {
+  TORCH_CHECK(elements >= 1, "MlpTrainStep: gradient block must be >= 1 element");
+  gradient_block_ = elements;
+  if (optimizer_ == nullptr) return;
+  // The largest block UpdateLayer computes: whole rows or whole columns, at least one of them.
+  int64_t largest = 0;
+  for (const auto* side : {&encoder_, &decoder_}) {
+    for (const Layer& layer : *side) {
+      const int64_t out = layer.weight.size(0), in = layer.weight.size(1);
+      const int64_t line = std::min(out, in), lines = std::max(out, in);
+      largest = std::max(largest, line * std::clamp<int64_t>(elements / line, 1, lines));
+    }
+  }
+  grad_block_ = at::empty({largest}, at::TensorOptions().dtype(at::kFloat));
 }
 
 void MlpTrainStep::EnsureCapacity(int64_t batch) {
@@ -173,32 +200,76 @@ std::vector<at::Tensor> MlpTrainStep::Forward(const std::vector<Layer>& layers, 
 }
 
 void MlpTrainStep::Backward(std::vector<Layer>& layers, const std::vector<at::Tensor>& inputs,
-                            std::vector<at::Tensor>& hidden_grad, const at::Tensor& out_grad,
-                            at::Tensor* input_grad) const {
+                            std::vector<at::Tensor>& hidden_grad, const at::Tensor& out_grad, at::Tensor* input_grad) {
   const int64_t b = out_grad.size(0);
   at::Tensor dy = out_grad;
   for (size_t i = layers.size(); i-- > 0;) {
-    // dW = dY^T X, db = sum over rows of dY, dX = dY W (not for the first layer's input unless asked).
-    at::mm_out(layers[i].grad_weight, dy.t(), inputs[i]);
-    at::sum_out(layers[i].grad_bias, dy, {0});
-    if (i == 0) {
-      if (input_grad != nullptr) at::mm_out(*input_grad, dy, layers[i].weight);
-      break;
+    // dX = dY W (not for the first layer's input unless asked), first: a fused step updates W just below.
+    at::Tensor dx;
+    if (i > 0) {
+      dx = hidden_grad[i - 1].narrow(0, 0, b);
+      at::mm_out(dx, dy, layers[i].weight);
+    } else if (input_grad != nullptr) {
+      at::mm_out(*input_grad, dy, layers[i].weight);
     }
-    auto dx = hidden_grad[i - 1].narrow(0, 0, b);
-    at::mm_out(dx, dy, layers[i].weight);
+    // dW = dY^T X, db = sum over rows of dY.
+    if (optimizer_ != nullptr) {
+      UpdateLayer(layers[i], dy, inputs[i]);
+    } else {
+      at::mm_out(layers[i].grad_weight, dy.t(), inputs[i]);
+      at::sum_out(layers[i].grad_bias, dy, {0});
+    }
+    if (i == 0) break;
     ActivationBackward(options_.activation, dx, inputs[i]);
     dy = dx;
   }
 }
 
-StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator) {
+void MlpTrainStep::UpdateLayer(Layer& layer, const at::Tensor& dy, const at::Tensor& input) {
+  auto average_of = [&](size_t index) {
+    const auto* avg = average_.tensors;
+    return avg != nullptr && !avg->empty() ? avg->at(index) : at::Tensor();
+  };
+  at::sum_out(layer.grad_bias, dy, {0});
+  AdamParamUpdate(*optimizer_, layer.bias, average_of(layer.index + 1), average_.decay)
+      .Apply(0, layer.grad_bias.data_ptr<float>(), layer.bias.numel());
+
+  // dW = dY^T X a block at a time, each block applied as soon as it is computed (while it is in cache): whole
+  // columns (dY^T X[:, c0:c1]) when the input side is the longer one, as for the first encoder layer of an image
+  // model, else whole rows (dY[:, r0:r1]^T X), as for the last decoder layer.
+  const AdamParamUpdate update(*optimizer_, layer.weight, average_of(layer.index), average_.decay);
+  const int64_t out = layer.weight.size(0), in = layer.weight.size(1);
+  float* g = grad_block_.data_ptr<float>();
+  if (in >= out) {
+    const int64_t cols = std::clamp<int64_t>(gradient_block_ / out, 1, in);
+    for (int64_t c0 = 0; c0 < in; c0 += cols) {
+      const int64_t n = std::min(cols, in - c0);
+      auto block = grad_block_.narrow(0, 0, out * n).view({out, n});
+      at::mm_out(block, dy.t(), input.narrow(1, c0, n));
+      at::parallel_for(0, out, RowGrain(n), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) update.Apply(r * in + c0, g + r * n, n);
+      });
+    }
+  } else {
+    const int64_t rows = std::clamp<int64_t>(gradient_block_ / in, 1, out);
+    for (int64_t r0 = 0; r0 < out; r0 += rows) {
+      const int64_t m = std::min(rows, out - r0);
+      auto block = grad_block_.narrow(0, 0, m * in).view({m, in});
+      at::mm_out(block, dy.narrow(1, r0, m).t(), input);
+      at::parallel_for(0, m * in, RowGrain(1),
+                       [&](int64_t begin, int64_t end) { update.Apply(r0 * in + begin, g + begin, end - begin); });
+    }
+  }
+}
+
+StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator, const Average& average) {
   const int64_t b = x_in.size(0), j = options_.latent_dim, d = options_.input_dim();
   TORCH_CHECK(x_in.numel() == b * d && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
               "MlpTrainStep: x must be float32 [B, ", options_.channels, ", ", options_.height, ", ", options_.width,
               "] on the CPU");
   c10::NoGradGuard no_grad;  // gradients are computed here, not recorded
   EnsureCapacity(b);
+  average_ = average;
   const auto x = x_in.reshape({b, d}).contiguous();
   auto rows = [b](const at::Tensor& t) { return t.narrow(0, 0, b); };
   const float beta = static_cast<float>(options_.beta);

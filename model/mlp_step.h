@@ -11,6 +11,13 @@
 // Supports: Architecture::kMlp, Likelihood::kBernoulli, any hidden widths, relu or tanh, any beta, mc_samples == 1,
 // float32 parameters on the CPU. Everything else trains through autograd (Trainer picks).
 //
+// With an optimizer (the Trainer's default) the step also applies Adam and the moving average of the weights
+// (model/fused_adam.h) inside the backward pass, a layer at a time and a block of each weight gradient at a time,
+// right after the block is computed: no parameter ever has a full-size gradient (for the seed preset that is 1.08 GB
+// less at every step, BENCHMARKS.md §8). A layer's weights are updated only after the gradient that flows below it
+// (dY W) has been computed from them, so the result is FusedAdamStep applied after the unfused step, bitwise when a
+// layer's gradient fits one block (tests/model/mlp_step_test.cc).
+//
 // Not thread-safe; one per Trainer, used from its training thread.
 #ifndef VAE_MODEL_MLP_STEP_H_
 #define VAE_MODEL_MLP_STEP_H_
@@ -21,6 +28,10 @@
 #include <vector>
 
 #include "model/vae.h"
+
+namespace torch::optim {
+class Adam;
+}  // namespace torch::optim
 
 namespace vae {
 
@@ -37,32 +48,58 @@ class MlpTrainStep {
   static bool Supports(const VaeOptions& options, const torch::Device& device);
 
   // Keeps a handle on `model`'s parameters (not a copy): Run() reads the current weights and writes their grads.
-  // Requires Supports(model->options(), device of the parameters).
-  explicit MlpTrainStep(const Vae& model);
+  // Requires Supports(model->options(), device of the parameters). With `optimizer` (not owned; its parameters must
+  // be `model`'s, in order), Run() updates the weights itself instead: the parameters' grads are released here and
+  // never written.
+  explicit MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer = nullptr);
+
+  // The moving average of the weights that a fused Run() keeps (average <- decay * average + (1 - decay) * weight,
+  // as FusedAdamStep). `tensors`: one per parameter, same order and shapes; null (the value-initialised {}) or empty:
+  // no average.
+  struct Average {
+    const std::vector<at::Tensor>* tensors;
+    double decay;
+  };
 
   // One forward + backward for the batch x ([B, C, H, W], float32 in [0, 1]). Draws eps ([B, J]) from `generator`
-  // exactly as VaeImpl::forward does, so the same seed gives the same noise on either path. Overwrites every
-  // parameter's grad with d(mean over the batch of recon + beta * KL) / d(parameter). Returns this batch's loss.
-  StepLoss Run(const at::Tensor& x, at::Generator& generator);
+  // exactly as VaeImpl::forward does, so the same seed gives the same noise on either path. Without an optimizer,
+  // overwrites every parameter's grad with d(mean over the batch of recon + beta * KL) / d(parameter); with one,
+  // makes the optimizer's step with that gradient and updates `average`. Returns this batch's loss.
+  StepLoss Run(const at::Tensor& x, at::Generator& generator, const Average& average = {});
+
+  // Elements of the largest weight-gradient block a fused step computes at once (default kGradientBlock). Any value
+  // >= 1 gives the same update up to BLAS's summation order; tests use small ones to exercise the blocking.
+  void set_gradient_block(int64_t elements);
+  static constexpr int64_t kGradientBlock = int64_t{1} << 18;  // 1 MiB of float32: stays in cache for the update
 
  private:
   struct Layer {
     at::Tensor weight;  // [out, in]
     at::Tensor bias;    // [out]
-    at::Tensor grad_weight;
-    at::Tensor grad_bias;
+
+    at::Tensor grad_weight;  // undefined when fused
+    at::Tensor grad_bias;    // fused: a work buffer, not the parameter's grad
+    size_t index = 0;        // of the weight among the model's parameters; the bias is index + 1
   };
   void EnsureCapacity(int64_t batch);
   // Through `layers` (hidden ones followed by the activation) from `input` ([B, in]); writes the activations into
   // rows [0, B) of `hidden` and the last layer's output into `out`. Returns each layer's input.
   std::vector<at::Tensor> Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
                                   const at::Tensor& input, at::Tensor& out) const;
-  // Back through `layers` given d loss / d out: writes every weight's and bias's grad, the hidden activations'
-  // gradients into `hidden_grad`, and d loss / d input into `input_grad` when it is not null.
+  // Back through `layers` given d loss / d out: writes every weight's and bias's grad (fused: makes their optimizer
+  // step instead), the hidden activations' gradients into `hidden_grad`, and d loss / d input into `input_grad` when
+  // it is not null.
   void Backward(std::vector<Layer>& layers, const std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& hidden_grad,
-                const at::Tensor& out_grad, at::Tensor* input_grad) const;
+                const at::Tensor& out_grad, at::Tensor* input_grad);
+  // Fused: the optimizer's step for `layer`'s weight and bias from d loss / d out `dy` and the layer's input.
+  void UpdateLayer(Layer& layer, const at::Tensor& dy, const at::Tensor& input);
 
   VaeOptions options_;
+  torch::optim::Adam* optimizer_ = nullptr;  // fused when not null
+  Average average_{};                        // of the Run() in progress
+  int64_t gradient_block_ = 0;               // see set_gradient_block
+  at::Tensor grad_block_;                    // fused: one block of a weight gradient
+
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D
 

@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -56,11 +57,19 @@ absl::Status CheckDataset(const Dataset& data, const VaeOptions& o, const char* 
 
 bool IsFinite(const Metrics& m) { return std::isfinite(m.loss) && std::isfinite(m.recon) && std::isfinite(m.kl); }
 
-// The name of the first parameter of `model` with a NaN or infinite value, or "" when all are finite.
+// The name of the first parameter of `model` with a NaN or infinite value, or "" when all are finite. A piece of
+// each parameter at a time: isfinite() of a whole tensor builds its abs() and three boolean masks the tensor's size,
+// 0.95 GB at once for the seed preset's largest layer (BENCHMARKS.md §8).
 std::string FirstNonFiniteParameter(Vae& model) {
   c10::NoGradGuard no_grad;
+  constexpr int64_t kPiece = int64_t{1} << 20;
   for (const auto& item : model->named_parameters()) {
-    if (!item.value().isfinite().all().item<bool>()) return item.key();
+    const auto flat = item.value().reshape({-1});
+    for (int64_t begin = 0; begin < flat.numel(); begin += kPiece) {
+      if (!flat.slice(0, begin, std::min(flat.numel(), begin + kPiece)).isfinite().all().item<bool>()) {
+        return item.key();
+      }
+    }
   }
   return "";
 }
@@ -117,6 +126,12 @@ absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
   state_.train_json = ToJson(options_);
   options_.seed = state_.seed;
   return absl::OkStatus();
+}
+
+Vae Trainer::TakeServingModel() {
+  if (!ema_) return CloneVae(model_, device_);
+  given_away_ = ema_;
+  return ema_;
 }
 
 absl::Status Trainer::CheckFinite(const Metrics* test) {
@@ -234,7 +249,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
     std::unique_ptr<MlpTrainStep> fast_step;
     if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_))
-      fast_step = std::make_unique<MlpTrainStep>(model_);
+      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get());  // with Adam fused into its backward
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       auto perm = EpochPermutation(n, state_.seed, epoch);
@@ -244,22 +259,27 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
           stopped = true;
           break;
         }
+        if (given_away_) {  // published: continue the average in a copy of our own (see TakeServingModel)
+          ema_ = CloneVae(given_away_, device_);
+          given_away_ = nullptr;
+          ema_params = ema_->parameters();
+        }
         const int64_t begin = state_.step_in_epoch * bs;
         auto idx = perm.slice(0, begin, std::min(n, begin + bs));
         auto x = train.images.index_select(0, idx).to(device_);
         if (options_.binarize) x = Binarize(x, generator_);
+        const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
         StepLoss loss;
         if (fast_step) {
-          loss = fast_step->Run(x, generator_);
+          loss = fast_step->Run(x, generator_, {&ema_params, decay});  // and Adam + moving average, layer by layer
         } else {
           auto out = model_->forward(x, generator_);
           auto l = ComputeLoss(mo, out, x);
           l.total.backward();
           loss = {l.total.item<double>(), l.recon.item<double>(), l.kl.item<double>()};
+          // Adam + moving average + zeroing the gradients, in one pass per parameter.
+          FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);
         }
-        // Adam + moving average + zeroing the gradients, in one pass per parameter.
-        const double decay = std::min(options_.ema_decay, (1.0 + state_.global_step) / (10.0 + state_.global_step));
-        FusedAdamStep(*optimizer_, ema_ ? ema_params : std::vector<torch::Tensor>(), decay);
         ++state_.step_in_epoch;
         ++state_.global_step;
         ++run_steps;

@@ -111,6 +111,12 @@ class Trainer {
   // The weights that are evaluated, checkpointed as `model` and published: the average, or model() when
   // ema_decay is 0.
   Vae& serving_model() { return ema_ ? ema_ : model_; }
+  // The weights to publish, as a module that the caller owns from now on and this trainer never writes again; for
+  // the progress callback at kEpochEnd. With an average (ema_decay > 0) it is the average itself, not a copy: the
+  // trainer copies it back into a new average of its own before its next step, i.e. after the caller has published
+  // it and let go of the snapshot it replaces, so a publication never holds the average, the new snapshot and the
+  // old one at once (BENCHMARKS.md §8). With ema_decay == 0, a deep copy of model().
+  Vae TakeServingModel();
   const TrainState& state() const { return state_; }
   const TrainOptions& options() const { return options_; }
 
@@ -122,6 +128,8 @@ class Trainer {
 
   Vae model_;
   Vae ema_{nullptr};  // the moving average; null when ema_decay == 0
+  // ema_ as TakeServingModel handed it out, until the next step replaces ema_ by a copy.
+  Vae given_away_{nullptr};
   TrainOptions options_;
   torch::Device device_;
   std::unique_ptr<torch::optim::Adam> optimizer_;

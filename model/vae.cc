@@ -158,8 +158,18 @@ torch::Tensor SampleStandardNormal(at::IntArrayRef shape, const torch::TensorOpt
 at::Generator MakeGenerator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
 Vae CloneVae(const Vae& model, const torch::Device& device) {
-  auto copy = std::dynamic_pointer_cast<VaeImpl>(model->clone(device));
-  return Vae(copy);
+  // Not model->clone(): Cloneable::clone builds a fresh module (every weight allocated and randomly initialised), then
+  // replaces each submodule by a clone of its own (built fresh again) and only then copies the weights: for the seed
+  // preset ~2 GB more than the copy at its peak. Here one module, its weights overwritten in place.
+  torch::NoGradGuard no_grad;
+  Vae copy(model->options());
+  copy->to(device);
+  auto src = model->parameters(), dst = copy->parameters();
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+  auto src_buffers = model->buffers(), dst_buffers = copy->buffers();
+  for (size_t i = 0; i < dst_buffers.size(); ++i) dst_buffers[i].copy_(src_buffers[i]);
+  copy->train(model->is_training());
+  return copy;
 }
 
 }  // namespace vae

@@ -72,7 +72,8 @@ torch::Tensor SampleStandardNormal(at::IntArrayRef shape, const torch::TensorOpt
 // A CPU generator seeded with `seed`.
 at::Generator MakeGenerator(uint64_t seed);
 
-// A deep copy of `model` on `device` (parameters copied, no gradient history).
+// A deep copy of `model` on `device` (parameters and buffers copied, no gradient history, same train/eval mode). At
+// its peak it holds one copy of the weights beside `model`.
 Vae CloneVae(const Vae& model, const torch::Device& device);
 
 }  // namespace vae

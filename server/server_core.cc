@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(const ServerOptio
     if (!preset.ok()) return preset.status();
     LOG(INFO) << "model '" << options.default_model << "' has no version in " << options.model_dir
               << ": serving a fresh '" << options.preset << "' model (seed " << options.seed << ") as its version 0";
-    std::shared_ptr<Snapshot> fresh = SnapshotOfModel(NewSeededVae(*preset, options.seed), device);
+    std::shared_ptr<Snapshot> fresh = SnapshotTakingModel(NewSeededVae(*preset, options.seed), device);
     repository->SetPlaceholder(options.default_model, fresh);
     snapshot = std::move(fresh);
   }

@@ -25,10 +25,15 @@ Vae NewSeededVae(const VaeOptions& options, uint64_t seed) {
 }
 
 std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& device) {
+  return SnapshotTakingModel(CloneVae(model, device), device);
+}
+
+std::shared_ptr<Snapshot> SnapshotTakingModel(Vae model, const c10::Device& device) {
   auto snapshot = std::make_shared<Snapshot>();
-  snapshot->model = CloneVae(model, device);
+  snapshot->model = std::move(model);
+  snapshot->model->to(device);
   snapshot->model->eval();
-  snapshot->options = model->options();
+  snapshot->options = snapshot->model->options();
   snapshot->device = device;
   DeriveFromModel(*snapshot);
   return snapshot;

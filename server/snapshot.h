@@ -58,6 +58,10 @@ Vae NewSeededVae(const VaeOptions& options, uint64_t seed);
 // the copy shares nothing with it. `version.model`/`version.version` are left for the repository to assign.
 std::shared_ptr<Snapshot> SnapshotOfModel(const Vae& model, const c10::Device& device);
 
+// A snapshot that takes `model` over without copying it (moved to `device`, eval mode): nobody may modify `model`
+// afterwards, e.g. a fresh model, or Trainer::TakeServingModel()'s. `version.generation` is left for Publish.
+std::shared_ptr<Snapshot> SnapshotTakingModel(Vae model, const c10::Device& device);
+
 // A snapshot that takes over a loaded checkpoint's model (moved to eval mode), version and metrics.
 std::shared_ptr<Snapshot> SnapshotOfCheckpoint(Checkpoint checkpoint, const c10::Device& device);
 

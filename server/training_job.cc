@@ -379,10 +379,10 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
 
   std::string published_path;  // the checkpoint of the last version this job published
   int64_t final_version = 0;   // and its number
-  // Publishes a deep copy of `model` as the version p.checkpoint_path holds: the trainer goes on mutating `model`,
-  // serving reads only the copy.
-  auto publish = [&](const Progress& p, const Vae& model) {
-    auto snapshot = SnapshotOfModel(model, device_);
+  // Publishes the serving weights as the version p.checkpoint_path holds: weights the trainer never writes again (its
+  // average itself, which it replaces by a copy of its own before the next step, once the old snapshot is gone).
+  auto publish = [&](const Progress& p) {
+    auto snapshot = SnapshotTakingModel(trainer.TakeServingModel(), device_);
     snapshot->version.epochs_trained = p.epoch;
     snapshot->version.global_step = p.global_step;
     if (!std::isnan(p.train.loss)) snapshot->last_train = p.train;
@@ -395,7 +395,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
     return version;
   };
 
-  auto on_progress = [&](const Progress& p, const Vae& model) {
+  auto on_progress = [&](const Progress& p, const Vae& /*serving*/) {
     TrainEvent e;
     e.job_id = job->id();
     e.dataset = job->dataset();
@@ -419,7 +419,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
         // The Trainer reports kEpochEnd only for finite weights and test metrics that are already checkpointed (see
         // ProgressCallback): a diverged epoch or a failed checkpoint ends the job with an error instead, and the
         // previous version stays the newest.
-        e.version = publish(p, model);
+        e.version = publish(p);
         LOG(INFO) << "training job " << job->id() << ": epoch " << p.epoch << "/" << p.epochs << " train loss "
                   << p.train.loss << ", test loss " << p.test.loss << "; published model '" << e.version.model
                   << "' version " << e.version.version;
@@ -437,7 +437,7 @@ void TrainingManager::Run(std::shared_ptr<TrainingJob> job, std::unique_ptr<Prep
             Progress partial = p;
             partial.epoch = trainer.state().epochs_done;
             partial.has_test = false;
-            publish(partial, model);
+            publish(partial);
           }
         } else if (!prepared->promote_label.empty() && final_version > 0) {
           auto moved = repository_->Promote(prepared->model, prepared->promote_label, final_version);

@@ -129,5 +129,55 @@ TEST(FusedAdamTest, MatchesTorchAdamAndAveragesTheWeights) {
   EXPECT_GT((a.detach() - avg).abs().max().item<double>(), 1e-3);  // the average lags: the test can tell them apart
 }
 
+// The fused step (Adam and the moving average applied inside the backward pass, a block of each weight gradient at a
+// time) ends where the unfused step followed by FusedAdamStep ends, over several steps, and never gives a parameter
+// a gradient. With the default block every layer of this net is one block: the same sgemm calls and the same
+// per-element arithmetic, so bitwise equal. With 7-element blocks (one column or one row at a time, both blocking
+// directions: 64x144 by columns, 144x64 by rows) each gradient element is still the same dot product over the batch,
+// but BLAS may sum it in another order (~1e-7 relative), and Adam's m / (sqrt(v) + eps) magnifies that without bound
+// for a gradient that cancels to ~eps (seen: 1.4e-6 with eps = 1e-8). So that case runs with eps = 1, where the update
+// moves by at most lr / eps = 1e-3 times the change of the gradient (<= 1e-9 here), while an element updated twice,
+// never, or from another element's gradient would be off by ~lr |g| / (|g| + 1) ~ 1e-5: 1e-7 tells them apart.
+TEST(MlpStepTest, FusedAdamEqualsTheUnfusedStepThenFusedAdamStep) {
+  const VaeOptions options = Custom();
+  for (int64_t block : {MlpTrainStep::kGradientBlock, int64_t{7}}) {
+    torch::manual_seed(21);
+    Vae unfused_model(options);
+    Vae fused_model = CloneVae(unfused_model, torch::kCPU);
+    std::vector<torch::Tensor> unfused_avg, fused_avg;
+    for (const auto& p : unfused_model->parameters()) unfused_avg.push_back(p.detach().clone());
+    for (const auto& p : fused_model->parameters()) fused_avg.push_back(p.detach().clone());
+    const bool one_block = block == MlpTrainStep::kGradientBlock;
+    const auto adam_options = torch::optim::AdamOptions(1e-3).eps(one_block ? 1e-8 : 1.0);
+    torch::optim::Adam unfused_adam(unfused_model->parameters(), adam_options);
+    torch::optim::Adam fused_adam(fused_model->parameters(), adam_options);
+    MlpTrainStep unfused(unfused_model);
+    MlpTrainStep fused(fused_model, &fused_adam);
+    fused.set_gradient_block(block);
+    for (int step = 0; step < 4; ++step) {
+      auto x = torch::rand({16, options.channels, options.height, options.width});
+      const double decay = 0.5 + 0.1 * step;
+      auto gen_a = MakeGenerator(40 + step), gen_b = MakeGenerator(40 + step);
+      const StepLoss a = unfused.Run(x, gen_a);
+      FusedAdamStep(unfused_adam, unfused_avg, decay);
+      const StepLoss b = fused.Run(x, gen_b, {&fused_avg, decay});
+      EXPECT_NEAR(a.total, b.total, one_block ? 0.0 : 1e-5 * a.total) << "step " << step;
+      auto pa = unfused_model->parameters(), pb = fused_model->parameters();
+      for (size_t i = 0; i < pa.size(); ++i) {
+        EXPECT_FALSE(pb[i].grad().defined()) << "parameter " << i << " has a gradient";
+        if (one_block) {
+          EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "parameter " << i << ", step " << step;
+          EXPECT_TRUE(torch::equal(unfused_avg[i], fused_avg[i])) << "average " << i << ", step " << step;
+        } else {
+          EXPECT_LT((pa[i] - pb[i]).abs().max().item<double>(), 1e-7) << "parameter " << i << ", step " << step;
+          EXPECT_LT((unfused_avg[i] - fused_avg[i]).abs().max().item<double>(), 1e-7) << "average " << i;
+        }
+      }
+    }
+    // The test can fail: the steps moved the weights (by more than the tolerance) and the average lags them.
+    EXPECT_GT((unfused_model->parameters()[0] - unfused_avg[0]).abs().max().item<double>(), 1e-5);
+  }
+}
+
 }  // namespace
 }  // namespace vae

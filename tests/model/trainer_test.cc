@@ -124,6 +124,46 @@ TEST_F(TrainerTest, ResumeGivesTheSameWeightsAsAnUninterruptedRun) {
   }
 }
 
+// TakeServingModel hands out the average itself (no copy) at every epoch end: the handed-out module never changes
+// afterwards (publication stays immutable), and training goes on exactly as if nothing had been handed out.
+TEST_F(TrainerTest, TakenServingModelIsNeverWrittenAndTrainingContinuesUnchanged) {
+  const auto train = Head(data_->train, 1000);
+  TrainOptions opts;
+  opts.epochs = 3;
+  opts.batch_size = 100;
+  opts.seed = 8;
+  torch::manual_seed(0);
+  Trainer plain(Vae(*Preset("mnist")), opts, torch::kCPU);
+  Trainer taking(CloneVae(plain.model(), torch::kCPU), opts, torch::kCPU);
+  ASSERT_TRUE(plain.Run(train, nullptr).ok());
+
+  std::vector<Vae> taken;
+  std::vector<std::vector<torch::Tensor>> at_take;  // their values when taken
+  auto result = taking.Run(train, nullptr, [&](const Progress& p, const Vae& serving) {
+    if (p.kind != Progress::Kind::kEpochEnd) return;
+    taken.push_back(taking.TakeServingModel());
+    EXPECT_EQ(taken.back().get(), serving.get()) << "the average itself, not a copy";
+    at_take.emplace_back();
+    for (const auto& t : taken.back()->parameters()) at_take.back().push_back(t.detach().clone());
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(taken.size(), 3u);
+  for (size_t e = 0; e < taken.size(); ++e) {
+    auto params = taken[e]->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_TRUE(torch::equal(params[i], at_take[e][i])) << "epoch " << e + 1 << " parameter " << i << " changed";
+    }
+  }
+  EXPECT_FALSE(torch::equal(at_take[0][0], at_take[1][0]));  // a new average at every epoch
+  for (bool serving : {false, true}) {
+    auto a = (serving ? plain.serving_model() : plain.model())->parameters();
+    auto b = (serving ? taking.serving_model() : taking.model())->parameters();
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a[i], b[i])) << (serving ? "serving " : "train ") << "parameter " << i;
+    }
+  }
+}
+
 TEST_F(TrainerTest, CancelStopsAtTheNextStepAndKeepsACheckpoint) {
   TempDir dir;
   TrainOptions opts;
