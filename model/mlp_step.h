@@ -9,7 +9,8 @@
 // autograd computes (tests/model/mlp_step_test.cc checks it against autograd for every supported configuration).
 //
 // Supports: Architecture::kMlp, Likelihood::kBernoulli, any hidden widths, relu or tanh, any beta, mc_samples == 1,
-// float32 parameters on the CPU. Everything else trains through autograd (Trainer picks).
+// the IWAE objective with k samples (beta == 1), float32 parameters on the CPU. Everything else trains through
+// autograd (Trainer picks).
 //
 // Not thread-safe; one per Trainer, used from its training thread.
 #ifndef VAE_MODEL_MLP_STEP_H_
@@ -37,12 +38,16 @@ class MlpTrainStep {
   static bool Supports(const VaeOptions& options, const torch::Device& device);
 
   // Keeps a handle on `model`'s parameters (not a copy): Run() reads the current weights and writes their grads.
-  // Requires Supports(model->options(), device of the parameters).
-  explicit MlpTrainStep(const Vae& model);
+  // Requires Supports(model->options(), device of the parameters). `iw_samples` is the IWAE k (1: the ELBO); k > 1
+  // needs beta == 1.
+  explicit MlpTrainStep(const Vae& model, int64_t iw_samples = 1);
 
-  // One forward + backward for the batch x ([B, C, H, W], float32 in [0, 1]). Draws eps ([B, J]) from `generator`
-  // exactly as VaeImpl::forward does, so the same seed gives the same noise on either path. Overwrites every
-  // parameter's grad with d(mean over the batch of recon + beta * KL) / d(parameter). Returns this batch's loss.
+  // One forward + backward for the batch x ([B, C, H, W], float32 in [0, 1]). Draws eps from `generator` exactly as
+  // TrainingLoss (model/loss.h) does ([B, J] through VaeImpl::forward for k = 1, [k, B, J] for k > 1), so the same
+  // seed gives the same noise on either path. Overwrites every parameter's grad with the gradient of
+  // TrainingLoss(model, x, k).total: the mean over the batch of recon + beta * KL (k = 1), or of the IWAE loss
+  // -log mean_i w_i (k > 1, decoding k * B rows). Returns this batch's loss (for k > 1: total is the IWAE loss, recon
+  // the mean over the samples, kl the closed-form KL).
   StepLoss Run(const at::Tensor& x, at::Generator& generator);
 
  private:
@@ -53,6 +58,9 @@ class MlpTrainStep {
     at::Tensor grad_bias;
   };
   void EnsureCapacity(int64_t batch);
+  // k > 1: from the encoder's output [B, 2J] through the k samples, the decoder and the IWAE loss back to
+  // enc_out, which it overwrites with d loss / d(mu | logvar).
+  StepLoss IwaeLatentAndDecoder(const at::Tensor& x, at::Tensor& enc_out, at::Generator& generator);
   // Through `layers` (hidden ones followed by the activation) from `input` ([B, in]); writes the activations into
   // rows [0, B) of `hidden` and the last layer's output into `out`. Returns each layer's input.
   std::vector<at::Tensor> Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
@@ -63,6 +71,7 @@ class MlpTrainStep {
                 const at::Tensor& out_grad, at::Tensor* input_grad) const;
 
   VaeOptions options_;
+  int64_t iw_samples_ = 1;      // k; the decoder-side buffers hold k rows per image
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D
 
@@ -78,6 +87,8 @@ class MlpTrainStep {
   at::Tensor sigma_;    // [B, J]
   at::Tensor logits_;   // [B, D], then d loss / d logits
   std::vector<float> row_recon_, row_kl_;
+  std::vector<float> row_scale_;   // k > 1: [k * B] normalised importance weight / B of each sample
+  std::vector<double> row_log_w_;  // k > 1: [k * B] log p(z) - log q(z|x), then log w
 };
 
 namespace internal {
