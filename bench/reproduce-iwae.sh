@@ -74,6 +74,13 @@ for d in dirs:
     state = load(os.path.join(d, "state.json")) or {}
     reached = state.get("epochs_done", 0)
     partial = state.get("step_in_epoch", 0)
+    try:  # a run in progress: its log has the epochs finished since state.json was written
+        with open(os.path.join(d, "train.log")) as f:
+            logged = [int(l.split()[1].split("/")[0]) for l in f if l.startswith("epoch ")]
+        if logged and logged[-1] > reached:
+            reached, partial = logged[-1], 0
+    except (OSError, ValueError, IndexError):
+        pass
     finals = [load(p) for p in glob.glob(os.path.join(d, "final-*.json"))]
     finals = [f for f in finals if f and f.get("iw_images", 0) >= 10000]
     best = max(finals, key=lambda f: (f["epochs_done"], f["step_in_epoch"]), default=None)

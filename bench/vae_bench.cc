@@ -248,9 +248,8 @@ int RunIwNll() {
   vae::ConfigureThreads(absl::GetFlag(FLAGS_threads));
   const int64_t k = absl::GetFlag(FLAGS_iw_k) == 0 ? vae::kDefaultIwnllSamples : absl::GetFlag(FLAGS_iw_k);
   if (k < 1 || k > vae::kMaxIwnllSamples) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--iw_k is ", k, ", expected 1 to ", vae::kMaxIwnllSamples, " (0: ", vae::kDefaultIwnllSamples,
-                     ")")));
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--iw_k is ", k, ", expected 1 to ", vae::kMaxIwnllSamples,
+                                                        " (0: ", vae::kDefaultIwnllSamples, ")")));
   }
   const std::string where = absl::GetFlag(FLAGS_checkpoint);
   if (where.empty()) return Fail(absl::InvalidArgumentError("iwnll: --checkpoint is required"));
@@ -645,7 +644,8 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("vae-bench MODE [--flags]; MODE is train, iwnll, infer, grpc or loopback. See BENCHMARKS.md.");
+  absl::SetProgramUsageMessage(
+      "vae-bench MODE [--flags]; MODE is train, iwnll, infer, grpc or loopback. See BENCHMARKS.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << "usage: vae-bench train|iwnll|infer|grpc|loopback [--flags] (--help lists them)\n";

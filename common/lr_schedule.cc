@@ -50,8 +50,8 @@ absl::Status ValidateLrSchedule(const LrSchedule& schedule, const std::string& f
   }
   for (size_t i = 0; i < schedule.size(); ++i) {
     if (!IsValidStageEpochs(schedule[i].epochs)) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "].epochs is ", schedule[i].epochs,
-                                                     ", expected 1 to ", kMaxStageEpochs));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[", i, "].epochs is ", schedule[i].epochs, ", expected 1 to ", kMaxStageEpochs));
     }
     if (!IsValidLearningRate(schedule[i].learning_rate)) {
       return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "].learning_rate is ", schedule[i].learning_rate,

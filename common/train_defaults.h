@@ -23,10 +23,12 @@ inline constexpr double kDefaultAdamEps = 1e-8;        // Adam's epsilon (torch'
 inline constexpr int64_t kMaxEpochs = 1000;       // epochs of one job: 1 .. kMaxEpochs
 inline constexpr int64_t kMaxBatchSize = 65536;   // 1 .. kMaxBatchSize
 inline constexpr double kMaxLearningRate = 10.0;  // (0, kMaxLearningRate]
-inline constexpr int64_t kMaxIwSamples = 1000;    // IWAE k: 1 .. kMaxIwSamples (a step decodes k * batch_size rows)
-inline constexpr double kMaxAdamEps = 1.0;        // (0, kMaxAdamEps]
-inline constexpr int64_t kMaxLrStages = 64;       // stages of a learning-rate schedule: 0 .. kMaxLrStages
+
+inline constexpr int64_t kMaxIwSamples = 1000;       // IWAE k: 1 .. kMaxIwSamples (a step decodes k * batch_size rows)
+inline constexpr double kMaxAdamEps = 1.0;           // (0, kMaxAdamEps]
+inline constexpr int64_t kMaxLrStages = 64;          // stages of a learning-rate schedule: 0 .. kMaxLrStages
 inline constexpr int64_t kMaxStageEpochs = 1000000;  // epochs of one schedule stage: 1 .. kMaxStageEpochs
+
 // IW-NLL evaluation (vae-bench iwnll): importance samples per image, and how many are decoded at once.
 inline constexpr int64_t kDefaultIwnllSamples = 5000;  // Burda et al.'s k for the test NLL
 inline constexpr int64_t kMaxIwnllSamples = 1000000;

@@ -83,7 +83,8 @@ torch::Tensor BernoulliNllOverwriting(torch::Tensor& logits, const torch::Tensor
   const float* xv = x.data_ptr<float>();
   float* out = recon.data_ptr<float>();
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / d), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) internal::BernoulliLossAndGrad(l + r * d, xv + (r % n) * d, 1, d, 1.0f, out + r);
+    for (int64_t r = begin; r < end; ++r)
+      internal::BernoulliLossAndGrad(l + r * d, xv + (r % n) * d, 1, d, 1.0f, out + r);
   });
   return recon;
 }
@@ -136,8 +137,8 @@ torch::Tensor ImportanceWeightedLogLikelihood(Vae& model, const torch::Tensor& x
   const int64_t n = x.size(0), j = mu.size(1);
   auto sigma = torch::exp(0.5 * logvar);
   // Bernoulli float32 on the CPU: -log p(x|z) by the fused kernel (the same sum, ~1 ulp per pixel from ATen's).
-  const bool fused = options.likelihood == Likelihood::kBernoulli && x.device().is_cpu() &&
-                     x.scalar_type() == torch::kFloat32;
+  const bool fused =
+      options.likelihood == Likelihood::kBernoulli && x.device().is_cpu() && x.scalar_type() == torch::kFloat32;
   const auto x_rows = fused ? x.reshape({n, -1}).contiguous() : x;
   torch::Tensor running;  // logsumexp of the log-weights seen so far, [N], float64 so that k = 5000 sums stay exact
   for (int64_t done = 0; done < k; done += chunk) {

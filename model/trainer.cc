@@ -68,10 +68,16 @@ std::string FirstNonFiniteParameter(Vae& model) {
 }  // namespace
 
 std::string ToJson(const TrainOptions& o) {
-  nlohmann::json j = {{"epochs", o.epochs},      {"batch_size", o.batch_size}, {"learning_rate", o.learning_rate},
-                      {"seed", o.seed},          {"binarize", o.binarize},     {"init_output_bias", o.init_output_bias},
-                      {"ema_decay", o.ema_decay}, {"adam_eps", o.adam_eps},
-                      {"iw_samples", o.iw_samples}, {"lr_schedule", FormatLrSchedule(o.lr_schedule)}};
+  nlohmann::json j = {{"epochs", o.epochs},
+                      {"batch_size", o.batch_size},
+                      {"learning_rate", o.learning_rate},
+                      {"seed", o.seed},
+                      {"binarize", o.binarize},
+                      {"init_output_bias", o.init_output_bias},
+                      {"ema_decay", o.ema_decay},
+                      {"adam_eps", o.adam_eps},
+                      {"iw_samples", o.iw_samples},
+                      {"lr_schedule", FormatLrSchedule(o.lr_schedule)}};
   return j.dump();
 }
 
@@ -83,8 +89,8 @@ Trainer::Trainer(Vae model, TrainOptions options, torch::Device device)
   model_->to(device_);
   model_->train();
   if (options_.ema_decay > 0) ema_ = CloneVae(model_, device_);
-  optimizer_ =
-      std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(options_.learning_rate).eps(options_.adam_eps));
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      model_->parameters(), torch::optim::AdamOptions(options_.learning_rate).eps(options_.adam_eps));
   state_.seed = options_.seed;
   state_.train_json = ToJson(options_);
 }
@@ -169,7 +175,8 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   // Where the run is in its schedule, for whoever reads the checkpoint (resume derives it from epochs_done).
   nlohmann::json train_json = nlohmann::json::parse(ToJson(options_));
   train_json["lr_stage"] = LrStageAt(options_.lr_schedule, state_.epochs_done);
-  train_json["current_learning_rate"] = LearningRateAt(options_.lr_schedule, state_.epochs_done, options_.learning_rate);
+  train_json["current_learning_rate"] =
+      LearningRateAt(options_.lr_schedule, state_.epochs_done, options_.learning_rate);
   state_.train_json = train_json.dump();
   state_.rng_state = generator_.get_state();
   const std::string path = NextCheckpointPath(options_.checkpoint_dir);
@@ -210,8 +217,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         absl::StrCat("iw_samples is ", options_.iw_samples, ", expected 1 to ", kMaxIwSamples));
   }
   if (options_.iw_samples > 1 && (mo.mc_samples > 1 || mo.beta != 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("iw_samples is ", options_.iw_samples, ", the model's mc_samples is ",
-                                                   mo.mc_samples, " and beta ", mo.beta,
+    return absl::InvalidArgumentError(absl::StrCat("iw_samples is ", options_.iw_samples,
+                                                   ", the model's mc_samples is ", mo.mc_samples, " and beta ", mo.beta,
                                                    ": the IWAE objective (iw_samples > 1) needs mc_samples 1, beta 1"));
   }
 
@@ -369,9 +376,9 @@ absl::StatusOr<torch::Tensor> EvaluateIwNll(Vae& model, const Dataset& data, int
     std::vector<torch::Tensor> parts;
     for (int64_t begin = 0; begin < n; begin += images_per_batch) {
       auto x = data.images.slice(0, begin, std::min(n, begin + images_per_batch)).to(device);
-      parts.push_back(-ImportanceWeightedLogLikelihood(model, x, k, MakeGenerator(seed + static_cast<uint64_t>(begin)),
-                                                       chunk)
-                           .cpu());
+      parts.push_back(
+          -ImportanceWeightedLogLikelihood(model, x, k, MakeGenerator(seed + static_cast<uint64_t>(begin)), chunk)
+               .cpu());
     }
     return torch::cat(parts);
   } catch (const c10::Error& e) {

@@ -24,9 +24,9 @@
 namespace vae {
 
 struct TrainOptions {
-  int64_t epochs = kDefaultTrainEpochs;             // total epochs of the run; a resumed run continues up to this
-  int64_t batch_size = kDefaultBatchSize;           // images per optimizer step, 1 .. kMaxBatchSize
-  double learning_rate = kDefaultLearningRate;      // Adam step size, (0, kMaxLearningRate]
+  int64_t epochs = kDefaultTrainEpochs;         // total epochs of the run; a resumed run continues up to this
+  int64_t batch_size = kDefaultBatchSize;       // images per optimizer step, 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;  // Adam step size, (0, kMaxLearningRate]
   // Piecewise-constant learning rate over the model's epochs (epoch e trains at LearningRateAt(lr_schedule, e)); it
   // replaces learning_rate when not empty. The position in it is the checkpoint's epochs_done, so a resumed run
   // continues the schedule where the checkpoint left it.

@@ -114,7 +114,8 @@ INSTANTIATE_TEST_SUITE_P(Presets, MlpStepGradientTest,
                          [](const auto& info) { return std::string(info.param.name); });
 
 // With k = 1 the IWAE loss is the VAE's: TrainingLoss is ComputeLoss of forward() exactly (same noise, same value),
-// and the k-sample bound is tighter (lower) than the ELBO on average: E[-log mean_i w_i] <= -ELBO (Burda et al., Thm 1).
+// and the k-sample bound is tighter (lower) than the ELBO on average: E[-log mean_i w_i] <= -ELBO (Burda et al., Thm
+// 1).
 TEST(IwaeLossTest, OneSampleIsTheElboAndMoreSamplesTightenIt) {
   torch::manual_seed(5);
   Vae model(*Preset("iwae1"));
