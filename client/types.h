@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/lr_schedule.h"
 
 namespace vae::client {
 
@@ -97,6 +98,9 @@ struct TrainOptions {
   int32_t log_every_steps = 0;   // a kStep message every N steps; 0: kDefaultLogEverySteps
   int32_t max_train_images = 0;  // use the first N training images; 0: all
   bool binarize = false;         // dynamic binarisation
+  int32_t iw_samples = 0;        // IWAE k; 0: kDefaultIwSamples (1, the ELBO); at most kMaxIwSamples
+  double adam_eps = 0;           // Adam's epsilon; 0: kDefaultAdamEps; at most kMaxAdamEps
+  LrSchedule lr_schedule;        // per-epoch learning rates (common/lr_schedule.h); empty: learning_rate throughout
   // Deadline of the whole job; infinite by default (ClientOptions::timeout does not apply to Train).
   absl::Duration timeout = absl::InfiniteDuration();
 };

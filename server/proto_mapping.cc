@@ -34,6 +34,9 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
   if (r.log_every_steps() != 0) spec.log_every_steps = r.log_every_steps();
   spec.max_train_images = r.max_train_images();
   spec.binarize = r.binarize();
+  if (r.iw_samples() != 0) spec.iw_samples = r.iw_samples();
+  if (r.adam_eps() != 0.0) spec.adam_eps = r.adam_eps();
+  for (const v1::LrStage& stage : r.lr_schedule()) spec.lr_schedule.push_back({stage.epochs(), stage.learning_rate()});
   return spec;
 }
 
