@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Peak RSS and training speed of the seed preset (BENCHMARKS.md §8): vae-train-memory from one or more builds, run
+# Peak RSS and training speed of the seed preset (BENCHMARKS.md §14): vae-train-memory from one or more builds, run
 # one after the other in each of ROUNDS rounds, so that the figures of the builds are measured side by side.
 #   bench/seed-memory.sh ROUNDS BUILD_DIR [BUILD_DIR...]      e.g. bench/seed-memory.sh 2 /tmp/base/build build
 # Each run: 256 synthetic 3x218x178 PNGs, batch 32, 2 epochs (a checkpoint and a publication after each), 2 threads.

@@ -1,4 +1,4 @@
-// vae-train-memory: peak memory of a training job, through the server's own path (BENCHMARKS.md §8).
+// vae-train-memory: peak memory of a training job, through the server's own path (BENCHMARKS.md §14).
 //
 //   vae-train-memory --preset=seed --images=256 --batch_size=32 --epochs=2 --threads=2 --work_dir=/tmp/mem --json
 //

@@ -4,6 +4,16 @@
 //       Trains on the full training set, evaluates -ELBO on the test set after every epoch (sampled z, fixed seed),
 //       optionally the importance-weighted NLL (--iw_k, on --iw_images test images).
 //
+//       For Burda et al.'s settings (bench/reproduce-iwae.sh): --binarize (dynamic binarisation of the training
+//       batches, and the test set binarised once with a fixed seed), --iw_samples (IWAE k), --adam_eps,
+//       --lr_schedule=EPOCHS:LR,..., --checkpoint_dir (continues from the newest checkpoint there; --epochs counts the
+//       model's life) and --max_seconds (stops with a checkpoint, to be continued by the next run).
+//
+//   vae-bench iwnll --checkpoint=DIR_OR_FILE --data_dir=data --dataset=mnist --binarize --iw_k=5000 --json
+//       The importance-weighted test NLL (k samples per image, 100 decoded at a time, log-sum-exp accumulated in
+//       float64) of a checkpoint's served weights on --iw_images test images (-1: all), with its standard error and
+//       the checkpoint's training position.
+//
 //   vae-bench infer --preset=mnist --threads=2 --json
 //       In-process Encode and Decode images/s through the server's InferenceEngine (validation included, no
 //       transport, no batching) at batch 1, 64, 256, 1024.
@@ -60,6 +70,7 @@
 #include "bench/png_bench.h"
 #include "bench/process_stats.h"
 #include "common/tool_flags.h"
+#include "common/lr_schedule.h"
 #include "common/train_defaults.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -84,6 +95,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -98,8 +110,17 @@ ABSL_FLAG(double, lr, vae::kDefaultLearningRate, "Adam learning rate");
 ABSL_FLAG(uint64_t, seed, vae::kDefaultTrainSeed, "training seed");
 ABSL_FLAG(int32_t, threads, 2, "torch intra-op threads");
 ABSL_FLAG(int64_t, max_train, -1, "use only the first N training images (-1: all)");
-ABSL_FLAG(int64_t, iw_k, 0, "importance samples for the IW-NLL estimate (0: skip)");
-ABSL_FLAG(int64_t, iw_images, 1000, "test images the IW-NLL is estimated on");
+ABSL_FLAG(int64_t, iw_k, 0, "importance samples for the IW-NLL estimate (train: 0 skips it; iwnll: 0 is 5000)");
+ABSL_FLAG(int64_t, iw_images, -1, "test images the IW-NLL is estimated on (-1: all)");
+ABSL_FLAG(int64_t, iw_samples, vae::kDefaultIwSamples, "train: k of the IWAE objective (1: the VAE's ELBO)");
+ABSL_FLAG(double, adam_eps, vae::kDefaultAdamEps, "train: Adam's epsilon");
+ABSL_FLAG(std::string, lr_schedule, "", "train: EPOCHS:LR,EPOCHS:LR,... over the model's epochs (empty: --lr)");
+ABSL_FLAG(bool, binarize, false,
+          "train/iwnll: dynamic binarisation of training batches; the test set binarised once (fixed seed)");
+ABSL_FLAG(double, ema_decay, 0.998, "train: decay of the served weight average (0: serve the raw weights)");
+ABSL_FLAG(std::string, checkpoint_dir, "", "train: checkpoint every epoch here and resume from the newest one");
+ABSL_FLAG(double, max_seconds, 0, "train: stop (with a checkpoint) after this many seconds (0: no limit)");
+ABSL_FLAG(std::string, checkpoint, "", "iwnll: a checkpoint file, or a folder (its newest checkpoint)");
 ABSL_FLAG(bool, fast_mlp_step, true, "train: the hand-written MLP step (false: autograd), see model/mlp_step.h");
 ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the last line)");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");
@@ -133,28 +154,73 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
+absl::Status AddIwNll(vae::Vae& model, const vae::Dataset& test, int64_t k, uint64_t seed, nlohmann::json& out);
+
+// The named dataset; with --binarize its test images are binarised once, from a fixed seed, so that every evaluation
+// (the trainer's, iwnll's, any later run's) sees the same binary test set.
+absl::StatusOr<vae::TrainTestSplit> LoadData(int64_t max_train) {
+  auto split = vae::LoadNamedDataset(absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_dataset), max_train);
+  if (split.ok() && absl::GetFlag(FLAGS_binarize)) {
+    constexpr uint64_t kTestBinarizationSeed = 20151101;
+    auto generator = vae::MakeGenerator(kTestBinarizationSeed);
+    split->test.images = vae::Binarize(split->test.images, generator);
+  }
+  return split;
+}
+
 int RunTrain() {
   vae::ConfigureThreads(absl::GetFlag(FLAGS_threads));
-  auto split = vae::LoadNamedDataset(absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_dataset),
-                                     absl::GetFlag(FLAGS_max_train));
+  auto split = LoadData(absl::GetFlag(FLAGS_max_train));
   if (!split.ok()) return Fail(split.status());
   auto options = vae::Preset(absl::GetFlag(FLAGS_preset));
   if (!options.ok()) return Fail(options.status());
+  auto schedule = vae::ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule), "--lr_schedule");
+  if (!schedule.ok()) return Fail(schedule.status());
   vae::TrainOptions t;
   t.epochs = absl::GetFlag(FLAGS_epochs);
   t.batch_size = absl::GetFlag(FLAGS_batch_size);
   t.learning_rate = absl::GetFlag(FLAGS_lr);
+  t.lr_schedule = *schedule;
+  t.adam_eps = absl::GetFlag(FLAGS_adam_eps);
+  t.iw_samples = absl::GetFlag(FLAGS_iw_samples);
+  t.binarize = absl::GetFlag(FLAGS_binarize);
+  t.ema_decay = absl::GetFlag(FLAGS_ema_decay);
+  t.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   t.seed = absl::GetFlag(FLAGS_seed);
   t.log_every_steps = 0;
   t.fast_mlp_step = absl::GetFlag(FLAGS_fast_mlp_step);
   torch::manual_seed(t.seed);  // weight initialisation
-  vae::Trainer trainer(vae::Vae(*options), t, torch::kCPU);
-  auto result = trainer.Run(split->train, &split->test, [](const vae::Progress& p, const vae::Vae&) {
-    if (p.kind != vae::Progress::Kind::kEpochEnd) return;
-    std::fprintf(stderr, "epoch %lld/%lld  train %.3f  test %.3f (recon %.3f, kl %.3f)  %.0f images/s\n",
-                 static_cast<long long>(p.epoch), static_cast<long long>(p.epochs), p.train.loss, p.test.loss,
-                 p.test.recon, p.test.kl, p.images_per_sec);
-  });
+  vae::Vae model(*options);
+  absl::StatusOr<vae::Checkpoint> resume = absl::NotFoundError("no checkpoint_dir");
+  if (!t.checkpoint_dir.empty()) {
+    resume = vae::LoadNewestCheckpoint(t.checkpoint_dir, torch::kCPU);
+    if (!resume.ok() && resume.status().code() != absl::StatusCode::kNotFound) return Fail(resume.status());
+    if (resume.ok()) model = resume->model;
+  }
+  vae::Trainer trainer(model, t, torch::kCPU);
+  if (resume.ok()) {
+    if (auto s = trainer.Resume(*resume); !s.ok()) return Fail(s);
+    std::fprintf(stderr, "resumed from %s: %lld epochs + %lld steps done\n", resume->path.c_str(),
+                 static_cast<long long>(trainer.state().epochs_done),
+                 static_cast<long long>(trainer.state().step_in_epoch));
+  }
+  std::atomic<bool> cancel{false};
+  const double max_seconds = absl::GetFlag(FLAGS_max_seconds);
+  const auto start = std::chrono::steady_clock::now();
+  auto result = trainer.Run(
+      split->train, &split->test,
+      [&](const vae::Progress& p, const vae::Vae&) {
+        if (max_seconds > 0 &&
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > max_seconds) {
+          cancel = true;
+        }
+        if (p.kind != vae::Progress::Kind::kEpochEnd) return;
+        std::fprintf(stderr, "epoch %lld/%lld  lr %.3g  train %.3f  test %.3f (recon %.3f, kl %.3f)  %.0f images/s\n",
+                     static_cast<long long>(p.epoch), static_cast<long long>(p.epochs),
+                     vae::LearningRateAt(t.lr_schedule, p.epoch - 1, t.learning_rate), p.train.loss, p.test.loss,
+                     p.test.recon, p.test.kl, p.images_per_sec);
+      },
+      &cancel);
   if (!result.ok()) return Fail(result.status());
 
   nlohmann::json out = {{"mode", "train"},
@@ -163,6 +229,12 @@ int RunTrain() {
                         {"train_images", split->train.size()},
                         {"test_images", split->test.size()},
                         {"epochs", t.epochs},
+                        {"epochs_done", result->state.epochs_done},
+                        {"step_in_epoch", result->state.step_in_epoch},
+                        {"stopped", result->cancelled},
+                        {"iw_samples", t.iw_samples},
+                        {"lr_schedule", vae::FormatLrSchedule(t.lr_schedule)},
+                        {"checkpoint", result->checkpoint_path},
                         {"batch_size", t.batch_size},
                         {"lr", t.learning_rate},
                         {"threads", absl::GetFlag(FLAGS_threads)},
@@ -177,21 +249,59 @@ int RunTrain() {
   out["test_loss_per_epoch"] = per_epoch;
 
   if (const int64_t k = absl::GetFlag(FLAGS_iw_k); k > 0) {
-    const int64_t n = std::min(absl::GetFlag(FLAGS_iw_images), split->test.size());
-    auto x = split->test.images.slice(0, 0, n);
-    auto start = std::chrono::steady_clock::now();
-    torch::Tensor ll;
-    for (int64_t b = 0; b < n; b += 100) {
-      auto part = vae::ImportanceWeightedLogLikelihood(trainer.serving_model(), x.slice(0, b, std::min(n, b + 100)), k,
-                                                       vae::MakeGenerator(t.seed + 1000 + b));
-      ll = ll.defined() ? torch::cat({ll, part}) : part;
-    }
-    out["iw_k"] = k;
-    out["iw_images"] = n;
-    out["iw_nll"] = -ll.mean().item<double>();
-    out["iw_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "IW-NLL (k=%lld, %lld test images): %.3f\n", static_cast<long long>(k),
-                 static_cast<long long>(n), out["iw_nll"].get<double>());
+    if (auto s = AddIwNll(trainer.serving_model(), split->test, k, t.seed + 1000, out); !s.ok()) return Fail(s);
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+// IW-NLL with `k` samples on the first --iw_images images of `test` into `out` (iw_nll, its standard error over the
+// images, iw_k, iw_images, iw_seconds).
+absl::Status AddIwNll(vae::Vae& model, const vae::Dataset& test, int64_t k, uint64_t seed, nlohmann::json& out) {
+  const int64_t limit = absl::GetFlag(FLAGS_iw_images);
+  const int64_t n = limit < 0 ? test.size() : std::min(limit, test.size());
+  vae::Dataset part = test;
+  part.images = test.images.slice(0, 0, n);
+  const auto start = std::chrono::steady_clock::now();
+  auto nll = vae::EvaluateIwNll(model, part, k, seed, torch::kCPU);
+  if (!nll.ok()) return nll.status();
+  out["iw_k"] = k;
+  out["iw_images"] = n;
+  out["iw_nll"] = nll->mean().item<double>();
+  out["iw_nll_stderr"] = n > 1 ? nll->std().item<double>() / std::sqrt(static_cast<double>(n)) : 0.0;
+  out["iw_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "IW-NLL (k=%lld, %lld test images): %.3f +- %.3f (%.0f s)\n", static_cast<long long>(k),
+               static_cast<long long>(n), out["iw_nll"].get<double>(), out["iw_nll_stderr"].get<double>(),
+               out["iw_seconds"].get<double>());
+  return absl::OkStatus();
+}
+
+int RunIwNll() {
+  vae::ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  const int64_t k = absl::GetFlag(FLAGS_iw_k) == 0 ? vae::kDefaultIwnllSamples : absl::GetFlag(FLAGS_iw_k);
+  if (k < 1 || k > vae::kMaxIwnllSamples) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--iw_k is ", k, ", expected 1 to ", vae::kMaxIwnllSamples,
+                                                        " (0: ", vae::kDefaultIwnllSamples, ")")));
+  }
+  const std::string where = absl::GetFlag(FLAGS_checkpoint);
+  if (where.empty()) return Fail(absl::InvalidArgumentError("iwnll: --checkpoint is required"));
+  auto checkpoint = std::filesystem::is_directory(where) ? vae::LoadNewestCheckpoint(where, torch::kCPU)
+                                                         : vae::LoadCheckpoint(where, torch::kCPU);
+  if (!checkpoint.ok()) return Fail(checkpoint.status());
+  auto split = LoadData(/*max_train=*/1);
+  if (!split.ok()) return Fail(split.status());
+  nlohmann::json out = {{"mode", "iwnll"},
+                        {"checkpoint", checkpoint->path},
+                        {"preset", checkpoint->options.preset},
+                        {"dataset", absl::GetFlag(FLAGS_dataset)},
+                        {"binarized", absl::GetFlag(FLAGS_binarize)},
+                        {"epochs_done", checkpoint->state.epochs_done},
+                        {"step_in_epoch", checkpoint->state.step_in_epoch},
+                        {"global_step", checkpoint->state.global_step},
+                        {"train", nlohmann::json::parse(checkpoint->state.train_json, nullptr, false)},
+                        {"metrics", nlohmann::json::parse(checkpoint->state.metrics_json, nullptr, false)}};
+  if (auto s = AddIwNll(checkpoint->model, split->test, k, absl::GetFlag(FLAGS_seed) + 1000, out); !s.ok()) {
+    return Fail(s);
   }
   std::cout << out.dump() << std::endl;
   return 0;
@@ -775,14 +885,15 @@ int RunLoopback() {
 int main(int argc, char** argv) {
   std::vector<char*> args = vae::ParseToolFlags(
       argc, argv,
-      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, infer, grpc, grpc_ab, load, loopback or png. See BENCHMARKS.md.",
+      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, iwnll, infer, grpc, grpc_ab, load, loopback or png. See BENCHMARKS.md.",
        "bench/"});
   if (args.size() < 2) {
-    std::cerr << "usage: vae-bench train|infer|grpc|grpc_ab|load|loopback|png [--flags] (--help lists them)\n";
+    std::cerr << "usage: vae-bench train|iwnll|infer|grpc|grpc_ab|load|loopback|png [--flags] (--help lists them)\n";
     return 2;
   }
   const std::string mode = args[1];
   if (mode == "train") return RunTrain();
+  if (mode == "iwnll") return RunIwNll();
   if (mode == "infer") return RunInfer();
   if (mode == "grpc") return RunGrpc();
   if (mode == "grpc_ab") return RunGrpcAB();
@@ -790,6 +901,6 @@ int main(int argc, char** argv) {
   if (mode == "loopback") return RunLoopback();
   if (mode == "load") return RunLoad();
   if (mode == "png") return vae::bench::RunPng(absl::GetFlag(FLAGS_preset));
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, infer, grpc, grpc_ab, load, loopback or png)\n";
+  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, iwnll, infer, grpc, grpc_ab, load, loopback or png)\n";
   return 2;
 }

@@ -693,6 +693,11 @@ int Cli::Train() {
   options.binarize = absl::GetFlag(FLAGS_binarize);
   options.model = absl::GetFlag(FLAGS_model);
   options.promote_label = absl::GetFlag(FLAGS_promote_label);
+  options.iw_samples = absl::GetFlag(FLAGS_iw_samples);
+  options.adam_eps = absl::GetFlag(FLAGS_adam_eps);
+  auto schedule = ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule), "--lr_schedule");
+  if (!schedule.ok()) return Usage(std::string(schedule.status().message()));
+  options.lr_schedule = *std::move(schedule);
   if (options.dataset.empty()) return Usage("--dataset is required");
   // The wire reads 0 as "the server's default": a 0 typed here must be refused, not silently replaced. These are
   // the server's own ranges (common/train_defaults.h), checked before connecting; the rest the server checks.
@@ -704,6 +709,10 @@ int Cli::Train() {
     return Usage(absl::StrCat("--lr=", options.learning_rate, ": expected a value in (0, ", kMaxLearningRate, "]"));
   if (!IsValidLogEverySteps(options.log_every_steps))
     return Usage(absl::StrCat("--log_every_steps=", options.log_every_steps, ": expected >= 1"));
+  if (!IsValidIwSamples(options.iw_samples))
+    return Usage(absl::StrCat("--iw_samples=", options.iw_samples, ": expected 1 to ", kMaxIwSamples));
+  if (!IsValidAdamEps(options.adam_eps))
+    return Usage(absl::StrCat("--adam_eps=", options.adam_eps, ": expected a value in (0, ", kMaxAdamEps, "]"));
 
   // Before the first gRPC call, so that gRPC's threads inherit the blocked
   // mask.

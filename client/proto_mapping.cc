@@ -123,6 +123,13 @@ void ToProto(const TrainOptions& options, v1::TrainRequest* out) {
   out->set_binarize(options.binarize);
   out->set_model(options.model);
   out->set_promote_label(options.promote_label);
+  out->set_iw_samples(options.iw_samples);
+  out->set_adam_eps(options.adam_eps);
+  for (const LrStage& stage : options.lr_schedule) {
+    v1::LrStage* added = out->add_lr_schedule();
+    added->set_epochs(stage.epochs);
+    added->set_learning_rate(stage.learning_rate);
+  }
 }
 
 absl::Status ToProto(const at::Tensor& tensor, const char* field, v1::Tensor* out) {

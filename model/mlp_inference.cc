@@ -77,7 +77,7 @@ void MlpInference::Affine(const Layer& layer, int64_t out, const float* x, int64
   if (rows == 1) {
     // One row: y = W x + y as a matrix-vector product. sgemm would first pack (copy) all of W into its panel layout,
     // on every call: `perf record` of vae-server under a b=1 Encode loop had OpenBLAS's sgemm_incopy at 23 % of the
-    // server's samples, more than the multiply itself (BENCHMARKS.md §11).
+    // server's samples, more than the multiply itself (BENCHMARKS.md §12).
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(layer.in), 1.0f,
                 layer.weight.data_ptr<float>(), static_cast<int>(layer.in), x, 1, 1.0f, y, 1);
     return;

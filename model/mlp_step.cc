@@ -105,8 +105,10 @@ bool MlpTrainStep::Supports(const VaeOptions& options, const torch::Device& devi
          options.likelihood == Likelihood::kBernoulli && options.mc_samples == 1;
 }
 
-MlpTrainStep::MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer)
-    : options_(model->options()), optimizer_(optimizer) {
+MlpTrainStep::MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer, int64_t iw_samples)
+    : options_(model->options()), optimizer_(optimizer), iw_samples_(iw_samples) {
+  TORCH_CHECK(iw_samples_ >= 1 && (iw_samples_ == 1 || options_.beta == 1.0), "MlpTrainStep: iw_samples ", iw_samples_,
+              " needs beta 1, got ", options_.beta);
   auto params = model->parameters();
   const size_t layers = options_.hidden.size() + 1;  // per side
   TORCH_CHECK(params.size() == 4 * layers, "MlpTrainStep: expected ", 4 * layers, " parameters, the model has ",
@@ -170,18 +172,23 @@ void MlpTrainStep::EnsureCapacity(int64_t batch) {
     enc_hidden_.push_back(at::empty({batch, encoder_[i].weight.size(0)}, f));
     enc_hidden_grad_.push_back(at::empty({batch, encoder_[i].weight.size(0)}, f));
   }
+  const int64_t samples = batch * iw_samples_;  // decoder rows
   for (size_t i = 0; i + 1 < decoder_.size(); ++i) {
-    dec_hidden_.push_back(at::empty({batch, decoder_[i].weight.size(0)}, f));
-    dec_hidden_grad_.push_back(at::empty({batch, decoder_[i].weight.size(0)}, f));
+    dec_hidden_.push_back(at::empty({samples, decoder_[i].weight.size(0)}, f));
+    dec_hidden_grad_.push_back(at::empty({samples, decoder_[i].weight.size(0)}, f));
   }
   const int64_t j = options_.latent_dim, d = options_.input_dim();
   enc_out_ = at::empty({batch, 2 * j}, f);
-  z_ = at::empty({batch, j}, f);
-  z_grad_ = at::empty({batch, j}, f);
+  z_ = at::empty({samples, j}, f);
+  z_grad_ = at::empty({samples, j}, f);
   sigma_ = at::empty({batch, j}, f);
-  logits_ = at::empty({batch, d}, f);
-  row_recon_.assign(batch, 0.0f);
+  logits_ = at::empty({samples, d}, f);
+  row_recon_.assign(samples, 0.0f);
   row_kl_.assign(batch, 0.0f);
+  if (iw_samples_ > 1) {
+    row_scale_.assign(samples, 0.0f);
+    row_log_w_.assign(samples, 0.0);
+  }
   capacity_ = batch;
 }
 
@@ -278,6 +285,11 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator, con
   // Encoder: h_i = act(h_{i-1} W_i^T + b_i), then [mu | logvar] = h_n W^T + b.
   auto enc_out = rows(enc_out_);
   const std::vector<at::Tensor> enc_in = Forward(encoder_, enc_hidden_, x, enc_out);
+  if (iw_samples_ > 1) {
+    const StepLoss loss = IwaeLatentAndDecoder(x, enc_out, generator);
+    Backward(encoder_, enc_in, enc_hidden_grad_, enc_out, nullptr);
+    return loss;
+  }
 
   // Reparameterisation z = mu + sigma * eps and the closed-form KL, one pass over [B, J].
   const auto eps = SampleStandardNormal({b, j}, x.options(), generator);
@@ -347,6 +359,107 @@ StepLoss MlpTrainStep::Run(const at::Tensor& x_in, at::Generator& generator, con
 
   // Encoder backward; the input x needs no gradient.
   Backward(encoder_, enc_in, enc_hidden_grad_, enc_out, nullptr);
+  return loss;
+}
+
+StepLoss MlpTrainStep::IwaeLatentAndDecoder(const at::Tensor& x, at::Tensor& enc_out, at::Generator& generator) {
+  const int64_t b = x.size(0), j = options_.latent_dim, d = options_.input_dim(), k = iw_samples_, m = k * b;
+  const float inv_b = 1.0f / static_cast<float>(b);
+  // Sample i of image n is row i * B + n, as in TrainingLoss.
+  const auto eps = SampleStandardNormal({k, b, j}, x.options(), generator);
+  auto z = z_.narrow(0, 0, m);
+  auto sigma = sigma_.narrow(0, 0, b);
+  float* e = enc_out.data_ptr<float>();
+  const float* n = eps.data_ptr<float>();
+  float* zv = z.data_ptr<float>();
+  float* s = sigma.data_ptr<float>();
+  // sigma, the closed-form KL (reported only), z = mu + sigma eps, and log p(z) - log q(z|x) of every sample:
+  // with z - mu = sigma eps, -0.5 sum_j z_j^2 + 0.5 sum_j (eps_j^2 + log sigma_j^2) (the log 2 pi terms cancel).
+  for (int64_t r = 0; r < b; ++r) {
+    float kl = 0.0f, sum_logvar = 0.0f;
+    for (int64_t c = 0; c < j; ++c) {
+      const float mu = e[r * 2 * j + c], logvar = e[r * 2 * j + j + c];
+      const float sg = std::exp(0.5f * logvar);
+      s[r * j + c] = sg;
+      kl += mu * mu + sg * sg - logvar - 1.0f;
+      sum_logvar += logvar;
+    }
+    row_kl_[r] = 0.5f * kl;
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t row = i * b + r;
+      double z2 = 0, eps2 = 0;
+      for (int64_t c = 0; c < j; ++c) {
+        const float ep = n[row * j + c];
+        const float zc = e[r * 2 * j + c] + s[r * j + c] * ep;
+        zv[row * j + c] = zc;
+        z2 += zc * zc;
+        eps2 += ep * ep;
+      }
+      row_log_w_[row] = 0.5 * (eps2 + sum_logvar - z2);
+    }
+  }
+
+  auto logits = logits_.narrow(0, 0, m);
+  const std::vector<at::Tensor> dec_in = Forward(decoder_, dec_hidden_, z, logits);
+  // recon of every sample, and the logits overwritten with sigmoid(l) - x (scaled by each sample's weight below).
+  float* l = logits.data_ptr<float>();
+  const float* xv = x.data_ptr<float>();
+  at::parallel_for(0, m, RowGrain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      internal::BernoulliLossAndGrad(l + row * d, xv + (row % b) * d, 1, d, 1.0f, row_recon_.data() + row);
+    }
+  });
+  // log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x); loss = -(1/B) sum_n [logsumexp_i log w_ni - log k], so
+  // d loss / d log w_ni = -w~_ni / B with w~_ni = softmax_i(log w_ni), the normalised importance weights.
+  StepLoss loss;
+  for (int64_t r = 0; r < b; ++r) {
+    double max_log_w = -INFINITY;
+    for (int64_t i = 0; i < k; ++i) {
+      double& lw = row_log_w_[i * b + r];
+      lw -= row_recon_[i * b + r];
+      max_log_w = std::max(max_log_w, lw);
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += std::exp(row_log_w_[i * b + r] - max_log_w);
+    loss.total -= max_log_w + std::log(sum / static_cast<double>(k));
+    for (int64_t i = 0; i < k; ++i) {
+      row_scale_[i * b + r] = static_cast<float>(std::exp(row_log_w_[i * b + r] - max_log_w) / sum) * inv_b;
+      loss.recon += row_recon_[i * b + r];
+    }
+    loss.kl += row_kl_[r];
+  }
+  loss.total /= b;
+  loss.recon /= m;
+  loss.kl /= b;
+  // d loss / d logits of sample (i, n) = w~_ni / B * (sigmoid(l) - x).
+  at::parallel_for(0, m, RowGrain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const float scale = row_scale_[row];
+      float* lr = l + row * d;
+      for (int64_t i = 0; i < d; ++i) lr[i] *= scale;
+    }
+  });
+
+  auto dz = z_grad_.narrow(0, 0, m);
+  Backward(decoder_, dec_in, dec_hidden_grad_, logits, &dz);
+
+  // dz += w~/B z (from log p(z) = -0.5 |z|^2), then through z = mu + sigma eps, summed over the k samples:
+  //   d/dmu = sum_i dz_i,  d/dlogvar = sum_i dz_i eps_i sigma / 2 - 1 / (2B)  (-log q holds +0.5 log sigma^2 and the
+  //   weights sum to 1). Overwrites enc_out.
+  float* g = dz.data_ptr<float>();
+  for (int64_t r = 0; r < b; ++r) {
+    for (int64_t c = 0; c < j; ++c) {
+      float dmu = 0.0f, dlogvar = 0.0f;
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t at = (i * b + r) * j + c;
+        const float gz = g[at] + row_scale_[i * b + r] * zv[at];
+        dmu += gz;
+        dlogvar += gz * n[at];
+      }
+      e[r * 2 * j + c] = dmu;
+      e[r * 2 * j + j + c] = 0.5f * dlogvar * s[r * j + c] - 0.5f * inv_b;
+    }
+  }
   return loss;
 }
 

@@ -9,12 +9,13 @@
 // autograd computes (tests/model/mlp_step_test.cc checks it against autograd for every supported configuration).
 //
 // Supports: Architecture::kMlp, Likelihood::kBernoulli, any hidden widths, relu or tanh, any beta, mc_samples == 1,
-// float32 parameters on the CPU. Everything else trains through autograd (Trainer picks).
+// the IWAE objective with k samples (beta == 1), float32 parameters on the CPU. Everything else trains through
+// autograd (Trainer picks).
 //
 // With an optimizer (the Trainer's default) the step also applies Adam and the moving average of the weights
 // (model/fused_adam.h) inside the backward pass, a layer at a time and a block of each weight gradient at a time,
 // right after the block is computed: no parameter ever has a full-size gradient (for the seed preset that is 1.08 GB
-// less at every step, BENCHMARKS.md §8). A layer's weights are updated only after the gradient that flows below it
+// less at every step, BENCHMARKS.md §14). A layer's weights are updated only after the gradient that flows below it
 // (dY W) has been computed from them, so the result is FusedAdamStep applied after the unfused step, bitwise when a
 // layer's gradient fits one block (tests/model/mlp_step_test.cc).
 //
@@ -48,10 +49,10 @@ class MlpTrainStep {
   static bool Supports(const VaeOptions& options, const torch::Device& device);
 
   // Keeps a handle on `model`'s parameters (not a copy): Run() reads the current weights and writes their grads.
-  // Requires Supports(model->options(), device of the parameters). With `optimizer` (not owned; its parameters must
-  // be `model`'s, in order), Run() updates the weights itself instead: the parameters' grads are released here and
-  // never written.
-  explicit MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer = nullptr);
+  // Requires Supports(model->options(), device of the parameters). `iw_samples` is the IWAE k (1: the ELBO); k > 1
+  // needs beta == 1. With `optimizer` (not owned; its parameters must be `model`'s, in order), Run() updates the
+  // weights itself instead: the parameters' grads are released here and never written.
+  explicit MlpTrainStep(const Vae& model, torch::optim::Adam* optimizer = nullptr, int64_t iw_samples = 1);
 
   // The moving average of the weights that a fused Run() keeps (average <- decay * average + (1 - decay) * weight,
   // as FusedAdamStep). `tensors`: one per parameter, same order and shapes; null (the value-initialised {}) or empty:
@@ -61,10 +62,13 @@ class MlpTrainStep {
     double decay;
   };
 
-  // One forward + backward for the batch x ([B, C, H, W], float32 in [0, 1]). Draws eps ([B, J]) from `generator`
-  // exactly as VaeImpl::forward does, so the same seed gives the same noise on either path. Without an optimizer,
-  // overwrites every parameter's grad with d(mean over the batch of recon + beta * KL) / d(parameter); with one,
-  // makes the optimizer's step with that gradient and updates `average`. Returns this batch's loss.
+  // One forward + backward for the batch x ([B, C, H, W], float32 in [0, 1]). Draws eps from `generator` exactly as
+  // TrainingLoss (model/loss.h) does ([B, J] through VaeImpl::forward for k = 1, [k, B, J] for k > 1), so the same
+  // seed gives the same noise on either path. The gradient is that of TrainingLoss(model, x, k).total: the mean over
+  // the batch of recon + beta * KL (k = 1), or of the IWAE loss -log mean_i w_i (k > 1, decoding k * B rows). Without
+  // an optimizer, overwrites every parameter's grad with it; with one, makes the optimizer's step with it and updates
+  // `average`. Returns this batch's loss (for k > 1: total is the IWAE loss, recon the mean over the samples, kl the
+  // closed-form KL).
   StepLoss Run(const at::Tensor& x, at::Generator& generator, const Average& average = {});
 
   // Elements of the largest weight-gradient block a fused step computes at once (default kGradientBlock). Any value
@@ -82,6 +86,9 @@ class MlpTrainStep {
     size_t index = 0;        // of the weight among the model's parameters; the bias is index + 1
   };
   void EnsureCapacity(int64_t batch);
+  // k > 1: from the encoder's output [B, 2J] through the k samples, the decoder and the IWAE loss back to
+  // enc_out, which it overwrites with d loss / d(mu | logvar).
+  StepLoss IwaeLatentAndDecoder(const at::Tensor& x, at::Tensor& enc_out, at::Generator& generator);
   // Through `layers` (hidden ones followed by the activation) from `input` ([B, in]); writes the activations into
   // rows [0, B) of `hidden` and the last layer's output into `out`. Returns each layer's input.
   std::vector<at::Tensor> Forward(const std::vector<Layer>& layers, std::vector<at::Tensor>& hidden,
@@ -100,6 +107,7 @@ class MlpTrainStep {
   int64_t gradient_block_ = 0;               // see set_gradient_block
   at::Tensor grad_block_;                    // fused: one block of a weight gradient
 
+  int64_t iw_samples_ = 1;      // k; the decoder-side buffers hold k rows per image
   std::vector<Layer> encoder_;  // D -> h_1 -> ... -> 2J
   std::vector<Layer> decoder_;  // J -> h_n -> ... -> D
 
@@ -115,6 +123,8 @@ class MlpTrainStep {
   at::Tensor sigma_;    // [B, J]
   at::Tensor logits_;   // [B, D], then d loss / d logits
   std::vector<float> row_recon_, row_kl_;
+  std::vector<float> row_scale_;   // k > 1: [k * B] normalised importance weight / B of each sample
+  std::vector<double> row_log_w_;  // k > 1: [k * B] log p(z) - log q(z|x), then log w
 };
 
 namespace internal {

@@ -110,7 +110,7 @@ absl::Status Validate(const VaeOptions& o) {
   return absl::OkStatus();
 }
 
-std::vector<std::string> PresetNames() { return {"mnist", "aevb", "seed", "conv", "conv64", "fashion"}; }
+std::vector<std::string> PresetNames() { return {"mnist", "aevb", "iwae1", "seed", "conv", "conv64", "fashion"}; }
 
 absl::StatusOr<VaeOptions> Preset(const std::string& name) {
   if (name == "mnist") {
@@ -118,6 +118,10 @@ absl::StatusOr<VaeOptions> Preset(const std::string& name) {
   }
   if (name == "aevb") {
     return Mlp(name, 1, 28, 28, {500}, 20, Activation::kTanh, Likelihood::kBernoulli);
+  }
+  if (name == "iwae1") {
+    // Burda et al. (2015), MNIST, one stochastic layer: 784-200-200-(2x50) tanh encoder, 50-200-200-784 tanh decoder.
+    return Mlp(name, 1, 28, 28, {200, 200}, 50, Activation::kTanh, Likelihood::kBernoulli);
   }
   if (name == "seed") {
     // The source document: 3x218x178 (D = 116412) -> 1164 -> 116 -> (mu, log sigma^2) of J = 10, mirrored decoder.

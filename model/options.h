@@ -43,6 +43,7 @@ absl::Status Validate(const VaeOptions& options);
 // Named presets:
 //   mnist   1x28x28, 784-400-20 ReLU, Bernoulli (pytorch/examples' VAE)
 //   aevb    1x28x28, one 500-unit tanh layer, J=20, Bernoulli (Kingma & Welling's MNIST net)
+//   iwae1   1x28x28, 784-200-200-50 tanh, Bernoulli (Burda et al.'s IWAE net with one stochastic layer)
 //   seed    3x218x178 (D=116412), 1164-116 ReLU, J=10, Bernoulli (the source document's net, ~271M parameters)
 //   conv    1x28x28 convolutional, stages 32-64, J=20, Bernoulli
 //   conv64  3x64x64 convolutional, stages 32-64-128-256, J=32, Bernoulli

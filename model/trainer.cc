@@ -59,7 +59,7 @@ bool IsFinite(const Metrics& m) { return std::isfinite(m.loss) && std::isfinite(
 
 // The name of the first parameter of `model` with a NaN or infinite value, or "" when all are finite. A piece of
 // each parameter at a time: isfinite() of a whole tensor builds its abs() and three boolean masks the tensor's size,
-// 0.95 GB at once for the seed preset's largest layer (BENCHMARKS.md §8).
+// 0.95 GB at once for the seed preset's largest layer (BENCHMARKS.md §14).
 std::string FirstNonFiniteParameter(Vae& model) {
   c10::NoGradGuard no_grad;
   constexpr int64_t kPiece = int64_t{1} << 20;
@@ -77,9 +77,16 @@ std::string FirstNonFiniteParameter(Vae& model) {
 }  // namespace
 
 std::string ToJson(const TrainOptions& o) {
-  nlohmann::json j = {{"epochs", o.epochs},      {"batch_size", o.batch_size}, {"learning_rate", o.learning_rate},
-                      {"seed", o.seed},          {"binarize", o.binarize},     {"init_output_bias", o.init_output_bias},
-                      {"ema_decay", o.ema_decay}};
+  nlohmann::json j = {{"epochs", o.epochs},
+                      {"batch_size", o.batch_size},
+                      {"learning_rate", o.learning_rate},
+                      {"seed", o.seed},
+                      {"binarize", o.binarize},
+                      {"init_output_bias", o.init_output_bias},
+                      {"ema_decay", o.ema_decay},
+                      {"adam_eps", o.adam_eps},
+                      {"iw_samples", o.iw_samples},
+                      {"lr_schedule", FormatLrSchedule(o.lr_schedule)}};
   return j.dump();
 }
 
@@ -91,8 +98,8 @@ Trainer::Trainer(Vae model, TrainOptions options, torch::Device device)
   model_->to(device_);
   model_->train();
   if (options_.ema_decay > 0) ema_ = CloneVae(model_, device_);
-  optimizer_ =
-      std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(options_.learning_rate));
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      model_->parameters(), torch::optim::AdamOptions(options_.learning_rate).eps(options_.adam_eps));
   state_.seed = options_.seed;
   state_.train_json = ToJson(options_);
 }
@@ -113,9 +120,9 @@ absl::Status Trainer::Resume(const Checkpoint& checkpoint) {
     }
     if (checkpoint.optimizer) {
       optimizer_->load(*checkpoint.optimizer);
-      // The learning rate is this run's choice, not the checkpoint's.
+      // The learning rate and eps are this run's choice, not the checkpoint's (Run sets the rate of each epoch).
       for (auto& group : optimizer_->param_groups()) {
-        static_cast<torch::optim::AdamOptions&>(group.options()).lr(options_.learning_rate);
+        static_cast<torch::optim::AdamOptions&>(group.options()).lr(options_.learning_rate).eps(options_.adam_eps);
       }
     }
     if (checkpoint.state.rng_state.defined()) generator_.set_state(checkpoint.state.rng_state);
@@ -159,7 +166,13 @@ absl::Status Trainer::Diverged(const std::string& why) const {
       ": ", why,
       "; nothing of this epoch was published or checkpointed, the last good weights stay served and on disk; "
       "retry with a lower learning_rate than ",
-      options_.learning_rate));
+      LearningRateAt(options_.lr_schedule, state_.epochs_done, options_.learning_rate)));
+}
+
+double Trainer::ApplyLearningRate() {
+  const double lr = LearningRateAt(options_.lr_schedule, state_.epochs_done, options_.learning_rate);
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  return lr;
 }
 
 absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const Metrics* test) {
@@ -174,6 +187,12 @@ absl::StatusOr<std::string> Trainer::WriteCheckpoint(const Metrics& train, const
   nlohmann::json metrics = {{"train", MetricsJson(train)}};
   if (test != nullptr) metrics["test"] = MetricsJson(*test);
   state_.metrics_json = metrics.dump();
+  // Where the run is in its schedule, for whoever reads the checkpoint (resume derives it from epochs_done).
+  nlohmann::json train_json = nlohmann::json::parse(ToJson(options_));
+  train_json["lr_stage"] = LrStageAt(options_.lr_schedule, state_.epochs_done);
+  train_json["current_learning_rate"] =
+      LearningRateAt(options_.lr_schedule, state_.epochs_done, options_.learning_rate);
+  state_.train_json = train_json.dump();
   state_.rng_state = generator_.get_state();
   std::string path;
   if (options_.checkpoint_path) {
@@ -207,6 +226,20 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
   if (!IsValidLearningRate(options_.learning_rate)) {
     return absl::InvalidArgumentError(
         absl::StrCat("learning_rate is ", options_.learning_rate, ", expected a value in (0, ", kMaxLearningRate, "]"));
+  }
+  VAE_RETURN_IF_ERROR(ValidateLrSchedule(options_.lr_schedule));
+  if (!IsValidAdamEps(options_.adam_eps)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adam_eps is ", options_.adam_eps, ", expected a value in (0, ", kMaxAdamEps, "]"));
+  }
+  if (!IsValidIwSamples(options_.iw_samples)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("iw_samples is ", options_.iw_samples, ", expected 1 to ", kMaxIwSamples));
+  }
+  if (options_.iw_samples > 1 && (mo.mc_samples > 1 || mo.beta != 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("iw_samples is ", options_.iw_samples,
+                                                   ", the model's mc_samples is ", mo.mc_samples, " and beta ", mo.beta,
+                                                   ": the IWAE objective (iw_samples > 1) needs mc_samples 1, beta 1"));
   }
 
   const int64_t n = train.size();
@@ -249,9 +282,10 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
     std::unique_ptr<MlpTrainStep> fast_step;
     if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_))
-      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get());  // with Adam fused into its backward
+      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get(), options_.iw_samples);  // Adam fused into its backward
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
+      ApplyLearningRate();
       auto perm = EpochPermutation(n, state_.seed, epoch);
       Accumulator epoch_acc, window;
       while (state_.step_in_epoch < steps_per_epoch) {
@@ -273,8 +307,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
         if (fast_step) {
           loss = fast_step->Run(x, generator_, {&ema_params, decay});  // and Adam + moving average, layer by layer
         } else {
-          auto out = model_->forward(x, generator_);
-          auto l = ComputeLoss(mo, out, x);
+          auto l = TrainingLoss(model_, x, options_.iw_samples, generator_);
           l.total.backward();
           loss = {l.total.item<double>(), l.recon.item<double>(), l.kl.item<double>()};
           // Adam + moving average + zeroing the gradients, in one pass per parameter.
@@ -351,6 +384,30 @@ absl::StatusOr<Metrics> Evaluate(Vae& model, const Dataset& data, int64_t batch_
     return Metrics{loss / n, recon / n, kl / n};
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("evaluate: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<torch::Tensor> EvaluateIwNll(Vae& model, const Dataset& data, int64_t k, uint64_t seed,
+                                            const torch::Device& device, int64_t images_per_batch, int64_t chunk) {
+  if (data.size() == 0) return absl::InvalidArgumentError("iw-nll: empty dataset");
+  if (k < 1 || images_per_batch < 1 || chunk < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("iw-nll: k (", k, "), images_per_batch (", images_per_batch,
+                                                   ") and chunk (", chunk, ") must be >= 1"));
+  }
+  try {
+    c10::NoGradGuard no_grad;
+    model->eval();
+    const int64_t n = data.size();
+    std::vector<torch::Tensor> parts;
+    for (int64_t begin = 0; begin < n; begin += images_per_batch) {
+      auto x = data.images.slice(0, begin, std::min(n, begin + images_per_batch)).to(device);
+      parts.push_back(
+          -ImportanceWeightedLogLikelihood(model, x, k, MakeGenerator(seed + static_cast<uint64_t>(begin)), chunk)
+               .cpu());
+    }
+    return torch::cat(parts);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("iw-nll: ", e.what_without_backtrace()));
   }
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/lr_schedule.h"
 #include "common/train_defaults.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -23,9 +24,17 @@
 namespace vae {
 
 struct TrainOptions {
-  int64_t epochs = kDefaultTrainEpochs;             // total epochs of the run; a resumed run continues up to this
-  int64_t batch_size = kDefaultBatchSize;           // images per optimizer step, 1 .. kMaxBatchSize
-  double learning_rate = kDefaultLearningRate;      // Adam step size, (0, kMaxLearningRate]
+  int64_t epochs = kDefaultTrainEpochs;         // total epochs of the run; a resumed run continues up to this
+  int64_t batch_size = kDefaultBatchSize;       // images per optimizer step, 1 .. kMaxBatchSize
+  double learning_rate = kDefaultLearningRate;  // Adam step size, (0, kMaxLearningRate]
+  // Piecewise-constant learning rate over the model's epochs (epoch e trains at LearningRateAt(lr_schedule, e)); it
+  // replaces learning_rate when not empty. The position in it is the checkpoint's epochs_done, so a resumed run
+  // continues the schedule where the checkpoint left it.
+  LrSchedule lr_schedule;
+  double adam_eps = kDefaultAdamEps;  // Adam's epsilon, (0, kMaxAdamEps]
+  // k of the IWAE objective (Burda et al. 2015): k samples z_i ~ q(z|x) per image and the loss
+  // -log((1/k) sum_i p(x, z_i) / q(z_i|x)). 1 is the VAE's ELBO with the closed-form KL (model/loss.h, TrainingLoss).
+  int64_t iw_samples = kDefaultIwSamples;
   uint64_t seed = kDefaultTrainSeed;                // epoch order, noise eps and binarisation all derive from it
   int64_t log_every_steps = kDefaultLogEverySteps;  // a kStep progress report every N steps (0: only at epoch ends)
   bool binarize = false;                            // dynamic binarisation of every training batch (Bernoulli models)
@@ -49,7 +58,8 @@ struct TrainOptions {
 
 // Per-image means, nats.
 struct Metrics {
-  double loss = std::nan("");   // recon + beta * KL
+  // recon + beta * KL; training with iw_samples k > 1: the IWAE loss -log mean_i w_i (then loss < recon + KL)
+  double loss = std::nan("");
   double recon = std::nan("");  // -log p(x|z)
   double kl = std::nan("");     // KL(q(z|x) || p(z))
 };
@@ -115,7 +125,7 @@ class Trainer {
   // the progress callback at kEpochEnd. With an average (ema_decay > 0) it is the average itself, not a copy: the
   // trainer copies it back into a new average of its own before its next step, i.e. after the caller has published
   // it and let go of the snapshot it replaces, so a publication never holds the average, the new snapshot and the
-  // old one at once (BENCHMARKS.md §8). With ema_decay == 0, a deep copy of model().
+  // old one at once (BENCHMARKS.md §14). With ema_decay == 0, a deep copy of model().
   Vae TakeServingModel();
   const TrainState& state() const { return state_; }
   const TrainOptions& options() const { return options_; }
@@ -125,6 +135,8 @@ class Trainer {
   // ABORTED (Diverged) unless every parameter of both models and `test` (when not null) are finite.
   absl::Status CheckFinite(const Metrics* test);
   absl::Status Diverged(const std::string& why) const;
+  // The learning rate of the epoch state_ is in, set on every parameter group.
+  double ApplyLearningRate();
 
   Vae model_;
   Vae ema_{nullptr};  // the moving average; null when ema_decay == 0
@@ -141,6 +153,14 @@ class Trainer {
 // gradients. Deterministic for a given seed and thread count.
 absl::StatusOr<Metrics> Evaluate(Vae& model, const Dataset& data, int64_t batch_size, uint64_t seed,
                                  const torch::Device& device);
+
+// The importance-weighted NLL (Burda et al. 2015) of every image of `data`: -log p(x) estimated with `k` samples
+// z ~ q(z|x) as -(logsumexp_i log w_i - log k) (ImportanceWeightedLogLikelihood, model/loss.h), in nats, [N] float64.
+// Images go `images_per_batch` at a time, each batch with its own generator seeded from `seed` and its first index
+// (so the result does not depend on what else is evaluated), samples `chunk` at a time. No gradients.
+absl::StatusOr<torch::Tensor> EvaluateIwNll(Vae& model, const Dataset& data, int64_t k, uint64_t seed,
+                                            const torch::Device& device, int64_t images_per_batch = 100,
+                                            int64_t chunk = 100);
 
 // TrainOptions as JSON (stored in checkpoints).
 std::string ToJson(const TrainOptions& options);

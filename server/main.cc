@@ -51,7 +51,7 @@ __attribute__((section(".preinit_array"), used)) void (*block_shutdown_signals)(
 // otherwise. libgomp reads the variable once, in its initialiser, before main() and before anything main() could
 // set (a .preinit_array setenv is undone when libc sets up environ), so without it in the environment the server
 // sets it and re-executes itself (same PID; the blocked and pending signals carry over execve). Measured on the
-// 2-core VM with other processes busy (load ~12; BENCHMARKS.md §9): a Train of the mnist preset ran at 300-500
+// 2-core VM with other processes busy (load ~12; BENCHMARKS.md §10): a Train of the mnist preset ran at 300-500
 // images/s with libgomp's default spinning (its 2-thread team spun on cores the other processes held) and at
 // 21-29k images/s with PASSIVE (1 training thread: 7-8k).
 void ReexecWithPassiveOpenMp(char** argv) {

@@ -36,6 +36,9 @@ TrainSpec TrainSpecFromProto(const v1::TrainRequest& r) {
   spec.binarize = r.binarize();
   spec.model = r.model();
   spec.promote_label = r.promote_label();
+  if (r.iw_samples() != 0) spec.iw_samples = r.iw_samples();
+  if (r.adam_eps() != 0.0) spec.adam_eps = r.adam_eps();
+  for (const v1::LrStage& stage : r.lr_schedule()) spec.lr_schedule.push_back({stage.epochs(), stage.learning_rate()});
   return spec;
 }
 

@@ -15,7 +15,8 @@
 namespace vae::server {
 
 // TrainRequest -> TrainSpec: proto zeros become the defaults of common/train_defaults.h (epochs 1, batch_size 128,
-// learning_rate 1e-3, seed 1, log_every_steps 100); everything else is copied for the core to validate.
+// learning_rate 1e-3, seed 1, log_every_steps 100, iw_samples 1, adam_eps 1e-8); everything else is copied for the
+// core to validate.
 TrainSpec TrainSpecFromProto(const v1::TrainRequest& request);
 
 // ModelSpec -> ModelRef, copied as is (the repository validates it).

@@ -132,6 +132,15 @@ absl::Status ValidateTrainSpec(const TrainSpec& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("train: max_train_images is ", s.max_train_images, ", expected >= 0 (0: all)"));
   }
+  if (!IsValidIwSamples(s.iw_samples)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: iw_samples is ", s.iw_samples, ", expected 1 to ", kMaxIwSamples));
+  }
+  if (!IsValidAdamEps(s.adam_eps)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train: adam_eps is ", s.adam_eps, ", expected a value in (0, ", kMaxAdamEps, "]"));
+  }
+  VAE_RETURN_IF_ERROR(ValidateLrSchedule(s.lr_schedule, "train: lr_schedule"));
   if (s.resume && (!s.preset.empty() || !s.options_json.empty())) {
     return absl::InvalidArgumentError(
         "train: preset and options_json only apply to a fresh model (resume = false); a resumed model keeps the "
@@ -323,13 +332,21 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
     return absl::InvalidArgumentError(
         absl::StrCat("train: binarize needs a bernoulli likelihood, the model's is ", ToString(options.likelihood)));
   }
-  // The decoder's output holds batch_size x mc_samples images: bound it (1 GiB of float32) so that a request cannot
-  // make the training thread allocate without limit.
+  if (spec.iw_samples > 1 && (options.mc_samples > 1 || options.beta != 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("train: iw_samples is ", spec.iw_samples,
+                                                   ": the IWAE objective needs a model with mc_samples 1 and beta 1, "
+                                                   "this one has mc_samples ",
+                                                   options.mc_samples, " and beta ", options.beta));
+  }
+  // The decoder's output holds batch_size x mc_samples (or x iw_samples) images: bound it (1 GiB of float32) so that
+  // a request cannot make the training thread allocate without limit.
   constexpr int64_t kMaxBatchElements = int64_t{1} << 28;
-  if (spec.batch_size * options.mc_samples * options.input_dim() > kMaxBatchElements) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "train: batch_size ", spec.batch_size, " x mc_samples ", options.mc_samples, " x ", options.input_dim(),
-        " pixels is over the limit of ", kMaxBatchElements, " values per batch; lower batch_size"));
+  const int64_t samples = std::max(options.mc_samples, spec.iw_samples);
+  if (spec.batch_size * samples * options.input_dim() > kMaxBatchElements) {
+    return absl::InvalidArgumentError(absl::StrCat("train: batch_size ", spec.batch_size,
+                                                   samples == options.mc_samples ? " x mc_samples " : " x iw_samples ",
+                                                   samples, " x ", options.input_dim(), " pixels is over the limit of ",
+                                                   kMaxBatchElements, " values per batch; lower batch_size"));
   }
 
   auto prepared = std::make_unique<Prepared>();
@@ -345,6 +362,9 @@ absl::StatusOr<std::unique_ptr<TrainingManager::Prepared>> TrainingManager::Prep
   train.seed = spec.seed;
   train.log_every_steps = spec.log_every_steps;
   train.binarize = spec.binarize;
+  train.iw_samples = spec.iw_samples;
+  train.adam_eps = spec.adam_eps;
+  train.lr_schedule = spec.lr_schedule;
   train.checkpoint_dir = repository_->ModelDir(model);
   // The repository numbers versions (never reusing one) and prunes by its own policy.
   train.checkpoint_path = [repository = repository_, model, options] {

@@ -64,6 +64,9 @@ struct TrainSpec {
   int64_t log_every_steps = kDefaultLogEverySteps;  // a STEP event every N steps, >= 1
   int64_t max_train_images = 0;                     // use the first N training images; 0: all
   bool binarize = false;                            // dynamic binarisation (Bernoulli models only)
+  int64_t iw_samples = kDefaultIwSamples;           // IWAE k, 1 .. kMaxIwSamples (1: the ELBO)
+  double adam_eps = kDefaultAdamEps;                // (0, kMaxAdamEps]
+  LrSchedule lr_schedule;                           // replaces learning_rate when not empty (common/lr_schedule.h)
 };
 
 // One event of a job: the trainer's Progress as it reported it, plus what the job adds.

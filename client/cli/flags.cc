@@ -58,6 +58,12 @@ ABSL_FLAG(int32_t, max_train_images, 0, "train: use only the first N training im
 // presentation choice of the CLI, not a training default.
 ABSL_FLAG(int32_t, log_every_steps, 20, "train: progress updates every N steps");
 ABSL_FLAG(bool, binarize, false, "train: dynamic binarisation of training batches (Bernoulli models)");
+ABSL_FLAG(int32_t, iw_samples, vae::kDefaultIwSamples,
+          "train: k of the IWAE objective (importance samples per image; 1: the VAE's ELBO)");
+ABSL_FLAG(double, adam_eps, vae::kDefaultAdamEps, "train: Adam's epsilon (Burda et al. use 1e-4)");
+ABSL_FLAG(std::string, lr_schedule, "",
+          "train: learning rate per stage of the model's epochs, EPOCHS:LR,EPOCHS:LR,... (replaces --lr; the last "
+          "rate holds past the end)");
 ABSL_FLAG(std::string, output, "", "where to write the result");
 ABSL_FLAG(std::string, input, "",
           "decode: latent codes, .json ({\"z\": [[...]]} or encode's {\"mu\": "
@@ -173,8 +179,12 @@ const std::vector<Command>& Commands() {
         {"options_json", nullptr},
         {"max_train_images", nullptr},
         {"log_every_steps", nullptr},
-        {"binarize", nullptr}}},
-      {"encode", "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
+        {"binarize", nullptr},
+        {"iw_samples", nullptr},
+        {"adam_eps", nullptr},
+        {"lr_schedule", nullptr}}},
+      {"encode",
+       "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
        "images -> the posterior mean and standard deviation of z",
        "IMAGE is a PNG/JPEG file (converted to the model's channels; resized "
        "to its height x width with area\n"

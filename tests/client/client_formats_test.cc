@@ -474,6 +474,23 @@ TEST(ClientProtoMappingTest, TrainOptionsKeepZerosForTheServersDefaults) {
   client::ToProto(o, &r);
   EXPECT_EQ(r.model(), "fashion");
   EXPECT_EQ(r.promote_label(), "stable");
+  EXPECT_EQ(r.iw_samples(), 0);
+  EXPECT_EQ(r.adam_eps(), 0.0);
+  EXPECT_EQ(r.lr_schedule_size(), 0);
+}
+
+TEST(ClientProtoMappingTest, TrainOptionsCarryTheIwaeOptionsAndTheSchedule) {
+  client::TrainOptions o;
+  o.iw_samples = 5;
+  o.adam_eps = 1e-4;
+  o.lr_schedule = {{1, 1e-3}, {3, 7.2e-4}};
+  v1::TrainRequest r;
+  client::ToProto(o, &r);
+  EXPECT_EQ(r.iw_samples(), 5);
+  EXPECT_EQ(r.adam_eps(), 1e-4);
+  ASSERT_EQ(r.lr_schedule_size(), 2);
+  EXPECT_EQ(r.lr_schedule(1).epochs(), 3);
+  EXPECT_EQ(r.lr_schedule(1).learning_rate(), 7.2e-4);
 }
 
 }  // namespace

@@ -53,36 +53,39 @@ TEST(MlpStepTest, SupportsOnlyCpuMlpBernoulliWithOneSample) {
 struct StepCase {
   const char* name;
   VaeOptions options;
+  int64_t iw_samples = 1;  // IWAE k (1: the ELBO)
 };
 void PrintTo(const StepCase& c, std::ostream* os) { *os << c.name; }
 
-VaeOptions Custom() {
+VaeOptions Custom(double beta = 0.5) {
   VaeOptions o;
   o.channels = 3;
   o.height = 8;
   o.width = 6;
   o.latent_dim = 5;
   o.hidden = {64, 32};
-  o.beta = 0.5;
+  o.beta = beta;
   return o;
 }
 
 class MlpStepGradientTest : public ::testing::TestWithParam<StepCase> {};
 
-// The gradients of every parameter and the loss equal what autograd computes through VaeImpl::forward and
-// ComputeLoss for the same weights, batch and noise seed; a larger batch first, then a smaller one (buffer reuse).
+// The gradients of every parameter and the loss equal what autograd computes through TrainingLoss (VaeImpl::forward
+// and ComputeLoss for k = 1, the IWAE bound for k > 1) for the same weights, batch and noise seed; a larger batch
+// first, then a smaller one (buffer reuse).
 TEST_P(MlpStepGradientTest, EqualsAutograd) {
   torch::manual_seed(11);
   const auto& options = GetParam().options;
+  const int64_t k = GetParam().iw_samples;
   Vae model(options);
-  MlpTrainStep step(model);
+  MlpTrainStep step(model, k);
   auto params = model->parameters();
   for (int64_t batch : {16, 5}) {
     auto x = torch::rand({batch, options.channels, options.height, options.width});
 
     for (auto& p : params) p.mutable_grad().zero_();
     auto gen = MakeGenerator(99 + batch);
-    auto ref = ComputeLoss(options, model->forward(x, gen), x);
+    auto ref = TrainingLoss(model, x, k, gen);
     ref.total.backward();
     std::vector<torch::Tensor> ref_grads;
     for (auto& p : params) ref_grads.push_back(p.grad().clone());
@@ -103,8 +106,31 @@ TEST_P(MlpStepGradientTest, EqualsAutograd) {
 
 INSTANTIATE_TEST_SUITE_P(Presets, MlpStepGradientTest,
                          ::testing::Values(StepCase{"mnist", *Preset("mnist")}, StepCase{"aevb_tanh", *Preset("aevb")},
-                                           StepCase{"two_layers_rgb_beta_half", Custom()}),
+                                           StepCase{"two_layers_rgb_beta_half", Custom()},
+                                           StepCase{"iwae1_k1", *Preset("iwae1"), 1},
+                                           StepCase{"iwae1_k5", *Preset("iwae1"), 5},
+                                           StepCase{"mnist_relu_k5", *Preset("mnist"), 5},
+                                           StepCase{"two_layers_rgb_k3", Custom(1.0), 3}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// With k = 1 the IWAE loss is the VAE's: TrainingLoss is ComputeLoss of forward() exactly (same noise, same value),
+// and the k-sample bound is tighter (lower) than the ELBO on average: E[-log mean_i w_i] <= -ELBO (Burda et al., Thm
+// 1).
+TEST(IwaeLossTest, OneSampleIsTheElboAndMoreSamplesTightenIt) {
+  torch::manual_seed(5);
+  Vae model(*Preset("iwae1"));
+  auto x = torch::rand({64, 1, 28, 28}).gt(0.6).to(torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  auto gen_a = MakeGenerator(3), gen_b = MakeGenerator(3);
+  const auto one = TrainingLoss(model, x, 1, gen_a);
+  const auto elbo = ComputeLoss(model->options(), model->forward(x, gen_b), x);
+  EXPECT_EQ(one.total.item<double>(), elbo.total.item<double>());
+  EXPECT_TRUE(torch::equal(one.total_per_image, elbo.total_per_image));
+  auto gen_c = MakeGenerator(4);
+  const double five = TrainingLoss(model, x, 5, gen_c).total.item<double>();
+  // An untrained model's log-weights spread over several nats, so the gap is far above the noise of 64 images.
+  EXPECT_LT(five, elbo.total.item<double>() - 1.0) << "IWAE k=5 " << five << " vs -ELBO " << elbo.total.item<double>();
+}
 
 // FusedAdamStep makes exactly torch::optim::Adam's update and keeps the average, over several steps.
 TEST(FusedAdamTest, MatchesTorchAdamAndAveragesTheWeights) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 #include "model/loss.h"
 #include "model/runtime.h"
@@ -77,6 +78,8 @@ TEST_F(TrainerRealDataTest, OneEpochOnRealMnistLearns) {
   EXPECT_EQ(result->state.global_step, 30000 / 128 + 1);
 }
 
+// Also with a learning-rate schedule: each epoch's rate follows from the model's epoch count, so the resumed run
+// trains the rest of the schedule exactly as the uninterrupted one, and the checkpoint says where in it the run is.
 TEST_F(TrainerTest, ResumeGivesTheSameWeightsAsAnUninterruptedRun) {
   const auto train = Head(data_->train, 2000);
   TrainOptions opts;
@@ -84,6 +87,8 @@ TEST_F(TrainerTest, ResumeGivesTheSameWeightsAsAnUninterruptedRun) {
   opts.batch_size = 100;
   opts.seed = 5;
   opts.binarize = true;  // the generator's state must survive the checkpoint too
+  opts.adam_eps = 1e-4;
+  opts.lr_schedule = {{1, 2e-3}, {1, 1e-4}, {5, 5e-4}};
 
   torch::manual_seed(0);
   Trainer straight(Vae(*Preset("mnist")), opts, torch::kCPU);
@@ -104,6 +109,9 @@ TEST_F(TrainerTest, ResumeGivesTheSameWeightsAsAnUninterruptedRun) {
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   EXPECT_EQ(ckpt->state.epochs_done, 1);
   EXPECT_EQ(ckpt->state.step_in_epoch, 7);
+  EXPECT_NE(ckpt->state.train_json.find("\"lr_stage\":1"), std::string::npos) << ckpt->state.train_json;
+  EXPECT_NE(ckpt->state.train_json.find("\"current_learning_rate\":0.0001"), std::string::npos);
+  EXPECT_NE(ckpt->state.train_json.find("\"lr_schedule\":\"1:0.002,1:0.0001,5:0.0005\""), std::string::npos);
   TrainOptions second = opts;
   second.checkpoint_dir = dir.path();
   Trainer resumed(ckpt->model, second, torch::kCPU);
@@ -122,6 +130,13 @@ TEST_F(TrainerTest, ResumeGivesTheSameWeightsAsAnUninterruptedRun) {
           << (item.value() - b[item.key()]).abs().max().item<float>();
     }
   }
+  // The same run at the first stage's constant rate ends elsewhere: the schedule's second stage was applied.
+  TrainOptions constant = opts;
+  constant.lr_schedule.clear();
+  constant.learning_rate = 2e-3;
+  Trainer flat(CloneVae(initial, torch::kCPU), constant, torch::kCPU);
+  ASSERT_TRUE(flat.Run(train, nullptr).ok());
+  EXPECT_FALSE(torch::equal(flat.model()->parameters()[0], straight.model()->parameters()[0]));
 }
 
 // TakeServingModel hands out the average itself (no copy) at every epoch end: the handed-out module never changes
@@ -257,6 +272,88 @@ TEST_F(TrainerTest, ShapeMismatchIsAnError) {
   auto result = trainer.Run(Head(data_->train, 10), nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(result.status().message().find("[N, 3, 64, 64]"), std::string::npos) << result.status();
+}
+
+// IWAE k = 5 trains through both paths (the hand-written step and autograd) from the same start to nearly the same
+// loss: the two compute the same gradient (tests/model/mlp_step_test.cc) up to float rounding, which grows over the
+// 50 steps, so only closeness is asserted, plus that the model learned.
+TEST_F(TrainerTest, IwaeObjectiveTrainsOnBothPaths) {
+  const auto train = Head(data_->train, 2000);
+  TrainOptions opts;
+  opts.epochs = 1;
+  opts.batch_size = 40;
+  opts.iw_samples = 5;
+  torch::manual_seed(0);
+  Vae initial(*Preset("iwae1"));
+  const auto before = Evaluate(initial, data_->test, 1000, 7, torch::kCPU);
+  ASSERT_TRUE(before.ok());
+  std::vector<double> train_loss, test_loss;
+  for (bool fast : {true, false}) {
+    opts.fast_mlp_step = fast;
+    Trainer trainer(CloneVae(initial, torch::kCPU), opts, torch::kCPU);
+    auto result = trainer.Run(train, &data_->test);
+    ASSERT_TRUE(result.ok()) << result.status();
+    train_loss.push_back(result->last_train.loss);
+    test_loss.push_back(result->last_test.loss);
+    // The k = 5 bound is below recon + KL on the training batches (Burda et al., Theorem 1).
+    EXPECT_LT(result->last_train.loss, result->last_train.recon + result->last_train.kl);
+  }
+  EXPECT_LT(test_loss[0], before->loss - 100.0) << "before " << before->loss;
+  EXPECT_NEAR(train_loss[0], train_loss[1], 0.01 * train_loss[1]);
+  EXPECT_NEAR(test_loss[0], test_loss[1], 0.01 * test_loss[1]);
+}
+
+TEST_F(TrainerTest, InvalidIwaeAndScheduleOptionsAreRejectedNamingTheField) {
+  const auto train = Head(data_->train, 100);
+  struct Case {
+    std::function<void(TrainOptions&, VaeOptions&)> set;
+    std::string word, other_word;  // both must be in the message
+  };
+  const std::vector<Case> cases = {
+      {[](TrainOptions& t, VaeOptions&) { t.iw_samples = 0; }, "iw_samples is 0", "1 to 1000"},
+      {[](TrainOptions& t, VaeOptions&) { t.iw_samples = kMaxIwSamples + 1; }, "iw_samples is 1001", ""},
+      {[](TrainOptions& t, VaeOptions&) { t.adam_eps = 0; }, "adam_eps is 0", ""},
+      {[](TrainOptions& t, VaeOptions&) {
+         t.lr_schedule = {{2, 1e-3}, {0, 1e-3}};
+       },
+       "lr_schedule[1].epochs is 0", ""},
+      {[](TrainOptions& t, VaeOptions& o) {
+         t.iw_samples = 5;
+         o.mc_samples = 2;
+       },
+       "iw_samples is 5", "mc_samples is 2"},
+      {[](TrainOptions& t, VaeOptions& o) {
+         t.iw_samples = 5;
+         o.beta = 0.5;
+       },
+       "iw_samples is 5", "beta"},
+  };
+  for (const auto& c : cases) {
+    TrainOptions t;
+    VaeOptions o = *Preset("mnist");
+    c.set(t, o);
+    Trainer trainer(Vae(o), t, torch::kCPU);
+    EXPECT_TRUE(HasCodeAndWords(trainer.Run(train, nullptr).status(), absl::StatusCode::kInvalidArgument,
+                                {c.word, c.other_word}));
+  }
+}
+
+// IW-NLL of every image, in float64; per-batch seeds make an image's score independent of the batching.
+TEST_F(TrainerTest, EvaluateIwNllScoresEveryImage) {
+  Vae model(*Preset("mnist"));
+  auto small = Head(data_->test, 300);
+  auto a = EvaluateIwNll(model, small, 20, 3, torch::kCPU, /*images_per_batch=*/100, /*chunk=*/7);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->sizes(), (std::vector<int64_t>{300}));
+  EXPECT_EQ(a->scalar_type(), torch::kFloat64);
+  EXPECT_TRUE(a->isfinite().all().item<bool>());
+  auto b = EvaluateIwNll(model, Head(data_->test, 100), 20, 3, torch::kCPU, 100, 7);
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(torch::equal(a->slice(0, 0, 100), *b));
+  // IW-NLL(20) <= -ELBO on average (both in nats per image).
+  auto elbo = Evaluate(model, small, 300, 3, torch::kCPU);
+  EXPECT_LT(a->mean().item<double>(), elbo->loss);
+  EXPECT_EQ(EvaluateIwNll(model, small, 0, 3, torch::kCPU).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -349,9 +349,29 @@ TEST(TrainSpecFromProtoTest, ZerosBecomeTheDocumentedDefaults) {
   EXPECT_EQ(spec.seed, 1u);
   EXPECT_EQ(spec.log_every_steps, 100);
   EXPECT_EQ(spec.max_train_images, 0);
+  EXPECT_EQ(spec.iw_samples, 1);
+  EXPECT_DOUBLE_EQ(spec.adam_eps, 1e-8);
+  EXPECT_TRUE(spec.lr_schedule.empty());
   v1::TrainRequest negative;
   negative.set_epochs(-2);
   EXPECT_EQ(TrainSpecFromProto(negative).epochs, -2);  // left for the core to reject
+}
+
+TEST(TrainSpecFromProtoTest, CarriesTheIwaeOptionsAndTheSchedule) {
+  v1::TrainRequest r;
+  r.set_iw_samples(5);
+  r.set_adam_eps(1e-4);
+  for (const auto& [epochs, lr] : {std::pair{1, 1e-3}, std::pair{3, 7.2e-4}}) {
+    auto* stage = r.add_lr_schedule();
+    stage->set_epochs(epochs);
+    stage->set_learning_rate(lr);
+  }
+  const TrainSpec spec = TrainSpecFromProto(r);
+  EXPECT_EQ(spec.iw_samples, 5);
+  EXPECT_DOUBLE_EQ(spec.adam_eps, 1e-4);
+  ASSERT_EQ(spec.lr_schedule.size(), 2u);
+  EXPECT_EQ(spec.lr_schedule[1].epochs, 3);
+  EXPECT_DOUBLE_EQ(spec.lr_schedule[1].learning_rate, 7.2e-4);
 }
 
 // Every field of the trainer's Progress and of the job reaches the wire, each from its own value.

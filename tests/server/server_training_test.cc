@@ -303,6 +303,17 @@ TEST_F(TrainingTest, BadRequestsAreRejectedWithoutChangingAnything) {
        "batch_size 1000 x mc_samples 1000 x 784 pixels is over the limit of 268435456 values per batch"},
       {with([](TrainSpec& s) { s.preset = "fashion", s.binarize = true; }), absl::StatusCode::kInvalidArgument,
        "binarize needs a bernoulli likelihood, the model's is gaussian"},
+      {with([](TrainSpec& s) { s.iw_samples = 0; }), absl::StatusCode::kInvalidArgument,
+       "iw_samples is 0, expected 1 to 1000"},
+      {with([](TrainSpec& s) { s.adam_eps = -1e-4; }), absl::StatusCode::kInvalidArgument, "adam_eps is -0.0001"},
+      {with([](TrainSpec& s) {
+         s.lr_schedule = {{3, 1e-3}, {2, 0.0}};
+       }),
+       absl::StatusCode::kInvalidArgument, "lr_schedule[1].learning_rate is 0"},
+      {with([&](TrainSpec& s) { s.options_json = ToJson(many_samples), s.iw_samples = 5; }),
+       absl::StatusCode::kInvalidArgument, "iw_samples is 5: the IWAE objective needs a model with mc_samples 1"},
+      {with([](TrainSpec& s) { s.iw_samples = 1000, s.batch_size = 1000; }), absl::StatusCode::kInvalidArgument,
+       "batch_size 1000 x iw_samples 1000 x 784 pixels is over the limit"},
       {with([](TrainSpec& s) { s.dataset = "../etc"; }), absl::StatusCode::kPermissionDenied, "contains '..'"},
       {with([](TrainSpec& s) { s.dataset = "/etc"; }), absl::StatusCode::kPermissionDenied, "absolute path"},
       {with([](TrainSpec& s) { s.dataset = "celeba"; }), absl::StatusCode::kNotFound, "not found under --data_dir"},
