@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "bench/process_stats.h"
@@ -41,7 +42,7 @@
 #include <spng.h>
 #endif
 
-ABSL_FLAG(std::string, checkpoint, "", "png: decode with this checkpoint's model (default: a fresh --preset model)");
+ABSL_DECLARE_FLAG(std::string, checkpoint);  // vae_bench.cc; png: decode with this checkpoint's model
 ABSL_FLAG(int64_t, count, 64, "png: images per answer");
 ABSL_FLAG(int64_t, rounds, 5, "png: rounds over every setting (the figures are medians over them)");
 ABSL_FLAG(double, png_seconds, 0.2, "png: seconds each setting runs per round");

@@ -32,7 +32,8 @@
 #include "model/options.h"
 #include "model/runtime.h"
 #include "server/dataset_registry.h"
-#include "server/model_slot.h"
+#include "server/model_repository.h"
+#include "server/snapshot.h"
 #include "server/tensor_codec.h"
 #include "server/training_job.h"
 
@@ -113,12 +114,20 @@ int main(int argc, char** argv) {
     }
   }
 
-  vae::server::ModelSlot slot;
+  // The server's repository (one version kept, as the server's pruning would at --keep_versions=1), serving a fresh
+  // --serve_preset model as the default model's version 0 until the job publishes.
+  vae::server::RepositoryOptions repository_options;
+  repository_options.root = (work / "models").string();
+  repository_options.keep_versions = 1;
+  auto repository = vae::server::ModelRepository::Open(repository_options, at::kCPU);
+  if (!repository.ok()) return Fail(repository.status());
   auto serve = vae::Preset(absl::GetFlag(FLAGS_serve_preset));
   if (!serve.ok()) return Fail(serve.status());
-  slot.Publish(vae::server::SnapshotOfModel(vae::server::NewSeededVae(*serve, 1), at::kCPU));
+  (*repository)
+      ->SetPlaceholder(repository_options.default_model,
+                       vae::server::SnapshotTakingModel(vae::server::NewSeededVae(*serve, 1), at::kCPU));
   vae::server::DatasetRegistry datasets((work / "data").string());
-  vae::server::TrainingManager manager(&slot, &datasets, (work / "models").string(), at::kCPU, /*keep_checkpoints=*/1);
+  vae::server::TrainingManager manager(repository->get(), &datasets, at::kCPU);
 
   // The sampler: the highest VmRSS since the last event.
   std::atomic<bool> stop{false};

@@ -120,7 +120,9 @@ ABSL_FLAG(bool, binarize, false,
 ABSL_FLAG(double, ema_decay, 0.998, "train: decay of the served weight average (0: serve the raw weights)");
 ABSL_FLAG(std::string, checkpoint_dir, "", "train: checkpoint every epoch here and resume from the newest one");
 ABSL_FLAG(double, max_seconds, 0, "train: stop (with a checkpoint) after this many seconds (0: no limit)");
-ABSL_FLAG(std::string, checkpoint, "", "iwnll: a checkpoint file, or a folder (its newest checkpoint)");
+ABSL_FLAG(std::string, checkpoint, "",
+          "iwnll: a checkpoint file, or a folder (its newest checkpoint); png: decode with this checkpoint file's model "
+          "(default: a fresh --preset model)");
 ABSL_FLAG(bool, fast_mlp_step, true, "train: the hand-written MLP step (false: autograd), see model/mlp_step.h");
 ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the last line)");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "model/fused_adam.h"
 #include "model/loss.h"
 
@@ -78,7 +79,7 @@ TEST_P(MlpStepGradientTest, EqualsAutograd) {
   const auto& options = GetParam().options;
   const int64_t k = GetParam().iw_samples;
   Vae model(options);
-  MlpTrainStep step(model, k);
+  MlpTrainStep step(model, /*optimizer=*/nullptr, k);
   auto params = model->parameters();
   for (int64_t batch : {16, 5}) {
     auto x = torch::rand({batch, options.channels, options.height, options.width});
@@ -164,9 +165,12 @@ TEST(FusedAdamTest, MatchesTorchAdamAndAveragesTheWeights) {
 // for a gradient that cancels to ~eps (seen: 1.4e-6 with eps = 1e-8). So that case runs with eps = 1, where the update
 // moves by at most lr / eps = 1e-3 times the change of the gradient (<= 1e-9 here), while an element updated twice,
 // never, or from another element's gradient would be off by ~lr |g| / (|g| + 1) ~ 1e-5: 1e-7 tells them apart.
+// The same holds for the IWAE objective (k = 5: its branch of Run() ends in the same fused backward pass).
 TEST(MlpStepTest, FusedAdamEqualsTheUnfusedStepThenFusedAdamStep) {
-  const VaeOptions options = Custom();
-  for (int64_t block : {MlpTrainStep::kGradientBlock, int64_t{7}}) {
+  for (const auto& [k, block] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, MlpTrainStep::kGradientBlock}, {1, 7}, {5, MlpTrainStep::kGradientBlock}, {5, 7}}) {
+    SCOPED_TRACE(absl::StrCat("k = ", k, ", block = ", block));
+    const VaeOptions options = Custom(k == 1 ? 0.5 : 1.0);  // IWAE needs beta 1
     torch::manual_seed(21);
     Vae unfused_model(options);
     Vae fused_model = CloneVae(unfused_model, torch::kCPU);
@@ -177,8 +181,8 @@ TEST(MlpStepTest, FusedAdamEqualsTheUnfusedStepThenFusedAdamStep) {
     const auto adam_options = torch::optim::AdamOptions(1e-3).eps(one_block ? 1e-8 : 1.0);
     torch::optim::Adam unfused_adam(unfused_model->parameters(), adam_options);
     torch::optim::Adam fused_adam(fused_model->parameters(), adam_options);
-    MlpTrainStep unfused(unfused_model);
-    MlpTrainStep fused(fused_model, &fused_adam);
+    MlpTrainStep unfused(unfused_model, /*optimizer=*/nullptr, k);
+    MlpTrainStep fused(fused_model, &fused_adam, k);
     fused.set_gradient_block(block);
     for (int step = 0; step < 4; ++step) {
       auto x = torch::rand({16, options.channels, options.height, options.width});
