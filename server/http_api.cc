@@ -41,9 +41,16 @@ constexpr char kModelsRoute[] = "/v1/models";
 constexpr char kTrainRoute[] = "/v1/train";
 constexpr int kMaxJsonDepth = 32;  // deeper than any valid body ([N][C][H][W] images sit at depth 6)
 
-ModelRef RefOf(const Request& req) {
+// The model a path names. A version in the path must be a stored one (>= 1): 0 would mean "not pinned".
+absl::StatusOr<ModelRef> RefOf(const Request& req) {
   ModelRef ref{req.matches[1].str(), 0, req.matches[3].str()};
-  if (req.matches[2].matched) ref.version = std::stoll(req.matches[2].str());
+  if (req.matches[2].matched) {
+    ref.version = std::stoll(req.matches[2].str());
+    if (ref.version < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the path's version is ", ref.version, ", expected a version number >= 1"));
+    }
+  }
   return ref;
 }
 
@@ -388,7 +395,8 @@ httplib::Server::Handler Call(ServerCore* core, Run run) {
     int http = 0;
     absl::StatusOr<std::string> answer = [&]() -> absl::StatusOr<std::string> {
       VAE_ASSIGN_OR_RETURN(json body, ParseBody(req, &http));
-      VAE_ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> model, ResolveModel(core, RefOf(req)));
+      VAE_ASSIGN_OR_RETURN(const ModelRef ref, RefOf(req));
+      VAE_ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> model, ResolveModel(core, ref));
       return run(body, model, req.matches[4].str());
     }();
     if (!answer.ok()) return WriteError(res, answer.status(), http);
@@ -521,7 +529,9 @@ void HttpApi::Mount(HttpServer* http) const {
   });
 
   http->Handle(Method::kGet, kModelRoute, [core](const Request& req, Response& res) {
-    auto model = ResolveModel(core, RefOf(req));
+    absl::StatusOr<ModelRef> ref = RefOf(req);
+    if (!ref.ok()) return WriteError(res, ref.status());
+    auto model = ResolveModel(core, *ref);
     if (!model.ok()) return WriteError(res, model.status());
     // GetModelInfo's answer, in proto3's JSON mapping (64-bit integers as strings): one mapping for both transports.
     v1::ModelInfo info;

@@ -184,7 +184,7 @@ void ServerMetrics::CallFinished(const Call& call) {
     RequestsFor(series, call.method, code >= 0 && code < kCodes ? code : 2).Increment();
     const double seconds = absl::ToDoubleSeconds(call.latency);
     LatencyFor(series, call.method).Observe(seconds);
-    if (call.code == absl::StatusCode::kOk && call.version > 0) {
+    if (call.code == absl::StatusCode::kOk && call.version >= 0) {
       model_requests_.WithLabels({std::string(model), absl::StrCat(call.version)}).Increment();
     }
   }

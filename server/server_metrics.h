@@ -47,7 +47,7 @@ class ServerMetrics {
     absl::StatusCode code = absl::StatusCode::kOk;
     absl::Duration latency;
     absl::string_view model;  // "" : the default model
-    int64_t version = 0;      // the version that answered; 0: none (an error before a model was chosen)
+    int64_t version = -1;     // the version that answered (0: a fresh, unstored model); -1: none (an error)
     int64_t images = 0;       // images or codes in the request (Sample: count)
     absl::string_view peer;
     absl::string_view request_id;

@@ -177,8 +177,7 @@ void VaeServiceImpl::Report(grpc::ServerContextBase* context, const char* method
   if constexpr (HasVersion<Response>::value) {
     if (response != nullptr && code == grpc::StatusCode::OK) {
       if (!response->version().model().empty()) call.model = response->version().model();
-      call.version =
-          response->version().version() > 0 ? response->version().version() : response->version().generation();
+      call.version = response->version().version();
     }
   }
   if (!metrics_->logging()) return metrics_->CallFinished(call);

@@ -156,10 +156,10 @@ class HttpMetricsTest(unittest.TestCase):
         self.assertEqual(value(after, "vae_grpc_request_duration_seconds_bucket", method="Encode", le="+Inf"),
                          value(after, "vae_grpc_request_duration_seconds_count", method="Encode"))
         self.assertGreater(delta("vae_grpc_request_duration_seconds_sum", method="Encode"), 0)
-        # Served by the default model's version 1 (generation 1 of a fresh model): the 4 OK calls.
-        self.assertEqual(delta("vae_model_requests_total", model="default", version="1"), 4)
-        self.assertEqual(value(after, "vae_model_loaded", model="default", version="1"), 1)
-        self.assertGreater(value(after, "vae_model_parameters", model="default", version="1"), 0)
+        # Served by the default model's version 0 (the fresh model a server without stored versions serves): the 4 OK
+        # calls. (vae_model_loaded lists stored versions: see the training test.)
+        self.assertEqual(delta("vae_model_requests_total", model="default", version="0"), 4)
+        self.assertEqual(delta("vae_model_requests_total", model="default", version="1"), 0)
         self.assertEqual(value(after, "vae_grpc_requests_in_flight"), 0)
         # Dynamic batching (on by default) ran the 3 valid one-image Encodes, in 1 to 3 model calls of 3 rows in all.
         self.assertEqual(delta("vae_batch_requests_total"), 3)
@@ -203,7 +203,7 @@ class HttpMetricsTest(unittest.TestCase):
         self.assertEqual(entry["event"], "request")
         self.assertEqual(entry["method"], "Encode")
         self.assertEqual(entry["model"], "default")
-        self.assertEqual(entry["version"], 1)
+        self.assertEqual(entry["version"], 0)  # the fresh model: no version is stored yet
         self.assertEqual(entry["images"], 2)
         self.assertEqual(entry["status"], "OK")
         self.assertGreater(entry["latency_ms"], 0)
@@ -245,15 +245,16 @@ class TrainingMetricsTest(unittest.TestCase):
                 self.assertGreater(value(after, "vae_training_loss", split="train"), 0)
                 self.assertGreater(value(after, "vae_training_loss", split="test"), 0)
                 self.assertGreater(value(after, "vae_training_images_per_second"), 0)
-                # The epoch's weights are served now: version 2, and version 1 is gone.
-                self.assertEqual(value(after, "vae_model_loaded", model="default", version="2"), 1)
-                self.assertNotIn(("vae_model_loaded", (("model", "default"), ("version", "1"))), after)
+                # The epoch's weights are the model's first stored version, loaded and served now.
+                self.assertEqual(value(after, "vae_model_loaded", model="default", version="1"), 1)
+                self.assertGreater(value(after, "vae_model_parameters", model="default", version="1"), 0)
+                self.assertNotIn(("vae_model_loaded", (("model", "default"), ("version", "2"))), after)
                 with open(log_path) as f:
                     epochs = [json.loads(line) for line in f if line.startswith('{"') and '"train_epoch"' in line]
                 self.assertEqual(len(epochs), 1)
                 self.assertEqual((epochs[0]["epoch"], epochs[0]["epochs"], epochs[0]["step"]), (1, 1, 5))
                 self.assertEqual(epochs[0]["dataset"], "digits")
-                self.assertEqual(epochs[0]["version"], 2)
+                self.assertEqual(epochs[0]["version"], 1)
                 self.assertGreater(epochs[0]["train_loss"], 0)
             finally:
                 server.kill()

@@ -80,22 +80,37 @@ class HttpApiTest(unittest.TestCase):
         return self.ok("POST", path + ":sample", {"count": count, "seed": seed, "format": fmt})
 
     def served_version(self):
-        return self.ok("GET", "/v1/models")["models"][0]["versions"][0]["version"]
+        # The default model's default label; 0 for the fresh model a server without versions serves (never stored).
+        return self.ok("GET", "/v1/models/default")["model"]["version"]
 
     # --- models ------------------------------------------------------------------------------------------------------
 
     def test_list_models_names_the_default_model_its_version_and_label(self):
-        models = self.ok("GET", "/v1/models")["models"]
+        # ListModels' answer in proto3 JSON (int64 as strings): the default model, its stored versions, "latest" on
+        # the newest of them (none while the fresh model is served as version 0).
+        listing = self.ok("GET", "/v1/models")
+        self.assertEqual(listing["default_model"], "default")
+        models = listing["models"]
         self.assertEqual(len(models), 1)
         self.assertEqual(models[0]["name"], "default")
-        version = models[0]["versions"][0]["version"]
-        self.assertGreaterEqual(version, 1)
-        self.assertEqual(models[0]["labels"], {"latest": version})
-        self.assertEqual(models[0]["versions"][0]["state"], "AVAILABLE")
+        self.assertEqual(models[0]["default_label"], "latest")
+        versions = [int(v["version"]) for v in models[0]["versions"]]
+        self.assertEqual(versions, sorted(versions))
+        if versions:
+            self.assertEqual(models[0]["labels"]["latest"], str(versions[-1]))
+            self.assertEqual(self.served_version(), versions[-1])
+        else:
+            self.assertNotIn("latest", models[0]["labels"])
+            self.assertEqual(self.served_version(), 0)
 
     def test_model_info_by_name_version_and_label(self):
         version = self.served_version()
-        for path in ["/v1/models/default", f"/v1/models/default/versions/{version}", "/v1/models/default/labels/latest"]:
+        paths = ["/v1/models/default", "/v1/models/default/labels/latest"]
+        if version >= 1:  # a stored version can be pinned; the fresh model's version 0 cannot
+            paths.append(f"/v1/models/default/versions/{version}")
+        else:
+            self.error(400, "INVALID_ARGUMENT", "GET", "/v1/models/default/versions/0")
+        for path in paths:
             answer = self.ok("GET", path)
             self.assertEqual(answer["info"]["input_shape"], ["1", "28", "28"], path)  # proto3 JSON: int64 as strings
             self.assertEqual(answer["info"]["latent_dim"], "20")
@@ -106,7 +121,7 @@ class HttpApiTest(unittest.TestCase):
     def test_unknown_model_version_and_label_are_404_naming_what_exists(self):
         message = self.error(404, "NOT_FOUND", "GET", "/v1/models/mnist")
         self.assertIn("'mnist' not found", message)
-        self.assertIn("'default'", message)
+        self.assertIn("models: default", message)
         message = self.error(404, "NOT_FOUND", "POST", "/v1/models/mnist:sample", {"count": 1})
         self.assertIn("'mnist' not found", message)
         message = self.error(404, "NOT_FOUND", "POST", "/v1/models/default/versions/999:sample", {"count": 1})
@@ -272,9 +287,9 @@ class HttpApiTest(unittest.TestCase):
     # --- training ----------------------------------------------------------------------------------------------------
 
     def test_training_is_started_and_watched_over_http(self):
-        # A FAILED_PRECONDITION is 409: resume with no checkpoint yet.
+        # A FAILED_PRECONDITION is 409: resume with no stored version yet.
         message = self.error(409, "FAILED_PRECONDITION", "POST", "/v1/train", {"dataset": "mnist", "resume": True})
-        self.assertIn("checkpoint", message)
+        self.assertIn("no loadable version", message)
         self.error(400, "INVALID_ARGUMENT", "POST", "/v1/train", {"dataset": "mnist", "epochs": 0})
         self.error(404, "NOT_FOUND", "POST", "/v1/train", {"dataset": "no-such-set"})
         before = self.served_version()
@@ -300,12 +315,16 @@ class HttpApiTest(unittest.TestCase):
         epoch_end = [e for e in job["history"] if e["kind"] == "EPOCH_END"]
         self.assertTrue(all("test" in e for e in epoch_end))
         self.assertEqual(job["latest"]["kind"], "DONE")
-        # Every epoch published a version: the model's latest label moved by 2, and the old version is gone.
+        # Every epoch published a version: the model's latest label moved by 2, and the earlier version stays
+        # servable when pinned (versions are immutable and kept).
         self.assertEqual(self.served_version(), before + 2)
         self.assertEqual(job["latest"]["version"], before + 2)
-        self.error(404, "NOT_FOUND", "POST", f"/v1/models/default/versions/{before}:sample", {"count": 1})
-        self.assertEqual(self.sample(1, 1, path=f"/v1/models/default/versions/{before + 2}")["model"]["version"],
-                         before + 2)
+        for version in (before + 1, before + 2):
+            path = f"/v1/models/default/versions/{version}"
+            self.assertEqual(self.sample(1, 1, path=path)["model"]["version"], version)
+        message = self.error(400, "INVALID_ARGUMENT", "POST", "/v1/models/default/versions/0:sample", {"count": 1})
+        self.assertIn("version number >= 1", message)
+        self.error(404, "NOT_FOUND", "POST", f"/v1/models/default/versions/{before + 3}:sample", {"count": 1})
 
 
 FULL_TOKEN = "http-full-token-8d1e"
