@@ -32,8 +32,8 @@
 #include "model/options.h"
 #include "server/idle_helpers.h"
 #include "server/inference.h"
-#include "server/snapshot.h"
 #include "server/png_writer.h"
+#include "server/snapshot.h"
 #include "server/tensor_codec.h"
 
 #include <ATen/ATen.h>

@@ -69,8 +69,8 @@
 #include "absl/strings/str_cat.h"
 #include "bench/png_bench.h"
 #include "bench/process_stats.h"
-#include "common/tool_flags.h"
 #include "common/lr_schedule.h"
+#include "common/tool_flags.h"
 #include "common/train_defaults.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -120,9 +120,10 @@ ABSL_FLAG(bool, binarize, false,
 ABSL_FLAG(double, ema_decay, 0.998, "train: decay of the served weight average (0: serve the raw weights)");
 ABSL_FLAG(std::string, checkpoint_dir, "", "train: checkpoint every epoch here and resume from the newest one");
 ABSL_FLAG(double, max_seconds, 0, "train: stop (with a checkpoint) after this many seconds (0: no limit)");
-ABSL_FLAG(std::string, checkpoint, "",
-          "iwnll: a checkpoint file, or a folder (its newest checkpoint); png: decode with this checkpoint file's model "
-          "(default: a fresh --preset model)");
+ABSL_FLAG(
+    std::string, checkpoint, "",
+    "iwnll: a checkpoint file, or a folder (its newest checkpoint); png: decode with this checkpoint file's model "
+    "(default: a fresh --preset model)");
 ABSL_FLAG(bool, fast_mlp_step, true, "train: the hand-written MLP step (false: autograd), see model/mlp_step.h");
 ABSL_FLAG(bool, json, false, "print the summary as one JSON line (always the last line)");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "grpc: the vae-server to measure");
@@ -885,10 +886,11 @@ int RunLoopback() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> args = vae::ParseToolFlags(
-      argc, argv,
-      {"vae-bench", "vae-bench MODE [--flags]; MODE is train, iwnll, infer, grpc, grpc_ab, load, loopback or png. See BENCHMARKS.md.",
-       "bench/"});
+  std::vector<char*> args = vae::ParseToolFlags(argc, argv,
+                                                {"vae-bench",
+                                                 "vae-bench MODE [--flags]; MODE is train, iwnll, infer, grpc, "
+                                                 "grpc_ab, load, loopback or png. See BENCHMARKS.md.",
+                                                 "bench/"});
   if (args.size() < 2) {
     std::cerr << "usage: vae-bench train|iwnll|infer|grpc|grpc_ab|load|loopback|png [--flags] (--help lists them)\n";
     return 2;
@@ -903,6 +905,7 @@ int main(int argc, char** argv) {
   if (mode == "loopback") return RunLoopback();
   if (mode == "load") return RunLoad();
   if (mode == "png") return vae::bench::RunPng(absl::GetFlag(FLAGS_preset));
-  std::cerr << "vae-bench: unknown mode '" << mode << "' (expected train, iwnll, infer, grpc, grpc_ab, load, loopback or png)\n";
+  std::cerr << "vae-bench: unknown mode '" << mode
+            << "' (expected train, iwnll, infer, grpc, grpc_ab, load, loopback or png)\n";
   return 2;
 }

@@ -169,9 +169,9 @@ struct TrainOptions {
   // loss beats the version the label names now (or the label is new); TrainProgress::label_moved says whether it
   // did. Not "latest".
   std::string promote_label;
-  int32_t iw_samples = 0;        // IWAE k; 0: kDefaultIwSamples (1, the ELBO); at most kMaxIwSamples
-  double adam_eps = 0;           // Adam's epsilon; 0: kDefaultAdamEps; at most kMaxAdamEps
-  LrSchedule lr_schedule;        // per-epoch learning rates (common/lr_schedule.h); empty: learning_rate throughout
+  int32_t iw_samples = 0;  // IWAE k; 0: kDefaultIwSamples (1, the ELBO); at most kMaxIwSamples
+  double adam_eps = 0;     // Adam's epsilon; 0: kDefaultAdamEps; at most kMaxAdamEps
+  LrSchedule lr_schedule;  // per-epoch learning rates (common/lr_schedule.h); empty: learning_rate throughout
   // Deadline of the whole job; infinite by default (ClientOptions::timeout does not apply to Train).
   absl::Duration timeout = absl::InfiniteDuration();
 };

@@ -282,7 +282,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const Dataset& train, const Dataset* te
     // The hand-written step where it applies (same gradients as autograd; see model/mlp_step.h).
     std::unique_ptr<MlpTrainStep> fast_step;
     if (options_.fast_mlp_step && MlpTrainStep::Supports(mo, device_))
-      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get(), options_.iw_samples);  // Adam fused into its backward
+      fast_step = std::make_unique<MlpTrainStep>(model_, optimizer_.get(),
+                                                 options_.iw_samples);  // Adam fused into its backward
     while (state_.epochs_done < options_.epochs && !stopped) {
       const int64_t epoch = state_.epochs_done;
       ApplyLearningRate();

@@ -7,8 +7,8 @@
 
 #include "model/trainer.h"
 #include "server/model_repository.h"
-#include "server/snapshot.h"
 #include "server/server_core.h"
+#include "server/snapshot.h"
 #include "server/training_job.h"
 #include "vae/v1/vae_service.pb.h"
 

@@ -74,7 +74,6 @@ absl::StatusOr<at::Tensor> ImagesFromEncoded(const google::protobuf::RepeatedPtr
                                              const VaeOptions& model, const InputRules& rules,
                                              const EncodedImagesFields& fields);
 
-
 // How EncodePngs writes its files.
 struct PngEncoding {
   PngOptions png = kServingPngOptions;  // compression level and row filter (server/png_writer.h)

@@ -183,8 +183,7 @@ const std::vector<Command>& Commands() {
         {"iw_samples", nullptr},
         {"adam_eps", nullptr},
         {"lr_schedule", nullptr}}},
-      {"encode",
-       "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
+      {"encode", "encode IMAGE... --output=FILE.(json|csv|npy) [--limit=N] [--noresize]",
        "images -> the posterior mean and standard deviation of z",
        "IMAGE is a PNG/JPEG file (converted to the model's channels; resized "
        "to its height x width with area\n"
