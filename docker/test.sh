@@ -517,7 +517,9 @@ log "after restart: ${pin_model} version ${pin_version} encodes byte-identical .
 
 # --- 7. the one-shot client service -----------------------------------------------------------------------------
 phase "compose client service"
-dc --profile client run --rm -T vae-client | tail -n 4
+# --resume: continue version 1. (A fresh job with the same seed, data and epochs would publish bitwise the same
+# weights as version 1 — training is deterministic — and `latest` could not be told from the pin.)
+VAE_TRAIN_ARGS=--resume dc --profile client run --rm -T vae-client | tail -n 4
 check_png "${VAE_OUT_DIR}/samples.png"
 read -r epochs3 steps3 < <(model_version < "${VAE_OUT_DIR}/model-info.json")
 if ! { [ "${epochs3}" -ge 1 ] && [ "${steps3}" -gt 0 ]; }; then
