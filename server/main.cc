@@ -109,7 +109,8 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token every VaeService call must present (default: $VAE_AUTH_TOKEN; unset: no "
           "authentication). Health and reflection stay open. Without TLS the token is readable on the network");
 ABSL_FLAG(std::string, auth_readonly_token_file, "",
-          "file holding a second, read-only token: every call but Train (default: $VAE_AUTH_READONLY_TOKEN)");
+          "file holding a second, read-only token: every call but Train, SetLabel, DeleteVersion and DeleteModel "
+          "(default: $VAE_AUTH_READONLY_TOKEN)");
 ABSL_FLAG(int32_t, http_port, kDefaults.http_port,
           "HTTP port on --host: /healthz, /readyz, /metrics, the HTTP/JSON API and the web page; 0: none. Same TLS "
           "and tokens as gRPC; /healthz, /readyz and /metrics need no token");

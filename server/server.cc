@@ -70,6 +70,7 @@ ServerMetrics::Options MetricsOptions(const ServerOptions& options) {
   const auto* service = v1::TrainRequest::descriptor()->file()->FindServiceByName("VaeService");
   for (int i = 0; service != nullptr && i < service->method_count(); ++i)
     out.methods.push_back(service->method(i)->name());
+  out.default_model = options.default_model;
   out.grpc_version = grpc::Version();
   out.count_calls = options.metrics;
   if (options.log_requests) out.log.emplace(*RequestLog::ParseFormat(options.log_format));
