@@ -212,6 +212,32 @@ class HttpMetricsTest(unittest.TestCase):
         self.assertEqual(entries[generated]["images"], 1)
 
 
+class DefaultModelTest(unittest.TestCase):
+    def test_a_failed_call_without_a_model_name_is_logged_under_the_configured_default_model(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            server, address, _, log_path = start_server(tmp, "--log_format=json", "--default_model=digits")
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    stub = pb_grpc.VaeServiceStub(channel)
+                    with self.assertRaises(grpc.RpcError) as failed:  # no images: refused before a model answers
+                        stub.Encode(pb.EncodeRequest(), metadata=AUTH + [("x-request-id", "rid-default")], timeout=30)
+                    self.assertEqual(failed.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                entry = None
+                for _ in range(100):  # the line is written as the call finishes, on the server's thread
+                    with open(log_path) as f:
+                        lines = [json.loads(line) for line in f if line.startswith("{")]
+                    entry = next((e for e in lines if e.get("request_id") == "rid-default"), None)
+                    if entry is not None:
+                        break
+                    time.sleep(0.05)
+                self.assertIsNotNone(entry)
+                self.assertEqual(entry["model"], "digits")
+                self.assertEqual(entry["status"], "INVALID_ARGUMENT")
+            finally:
+                server.kill()
+                server.wait()
+
+
 class TrainingMetricsTest(unittest.TestCase):
     def test_a_training_job_moves_the_training_series_and_logs_its_epoch(self):
         with tempfile.TemporaryDirectory() as tmp:
