@@ -21,23 +21,17 @@
 # A trap does step 8 (and shows the logs) on any failure. Prints the time of each phase. Exit 0 only if all passed.
 #
 # Environment (all optional):
-#   DOCKER_DATA_ROOT   dockerd's data-root, kept between runs           default /var/tmp/vae-docker
 #   BUILD_DIR          host build tree holding client/vae-client        default build/ (without it: the image's client)
 #   DATA_DIR           datasets, mounted read-only into the container   default data/
 #   VAE_PORT           host port to publish on 127.0.0.1                 default: a free one
 #   VAE_HTTP_PORT, VAE_PROMETHEUS_PORT   the HTTP port's and Prometheus' host ports     default: free ones
-#   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR   where mmdebstrap gets the base image from; default: the URIs this
-#                      host's apt already uses for bookworm and bookworm-security (or for the host's own codename:
-#                      one mirror serves every release), read from /etc/apt/sources.list, sources.list.d/*.list and
-#                      deb822 sources.list.d/*.sources (see apt_mirror_for)
-#   VAE_REFRESH_BASE=1 re-create debian:bookworm-slim (security updates) and rebuild without the layer cache
-#   VAE_DOCKER_KEEP_STORAGE  build cache kept in the data-root after the run   default 12GB
+#   DOCKER_DATA_ROOT, DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR, VAE_REFRESH_BASE=1 (also: rebuild without the layer
+#                      cache), VAE_DOCKER_KEEP_STORAGE, VAE_DOCKER_LOCK_WAIT_S: see docker/lib.sh (shared by the docker
+#                      test scripts: one dockerd data-root, whose lock makes a second script wait for the first)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
-readonly DOCKER=/usr/bin/docker  # Debian's 20.10 client: a newer docker earlier in PATH may lack BuildKit (buildx)
-readonly DOCKER_DATA_ROOT="${DOCKER_DATA_ROOT:-/var/tmp/vae-docker}"
 readonly BUILD_DIR="${BUILD_DIR:-${ROOT}/build}"
 readonly DATA_DIR="${DATA_DIR:-${ROOT}/data}"
 readonly IMAGE="vae-service:latest"
@@ -46,127 +40,18 @@ readonly PROJECT="vae-test"  # compose project: container, network and volume na
 readonly COMPOSE_FILE="${ROOT}/docker/docker-compose.yml"
 readonly IMAGE_UID=10001     # the image's user `vae`
 
-log() { echo "docker/test.sh: $*"; }
-die() { echo "docker/test.sh: FAILED: $*" >&2; exit 1; }
-
-# Prints the first URI (without a trailing slash) from which the apt configuration under $2 (default /etc/apt)
-# fetches `deb` packages of suite $1, e.g. `apt_mirror_for bookworm-security`; returns 1 when no enabled source has
-# that suite. Reads sources.list and sources.list.d/*.list (one-line format: `deb [options] URI SUITE COMPONENTS`)
-# and sources.list.d/*.sources (deb822 stanzas: Types, URIs, Suites, Enabled), in apt's order.
-apt_mirror_for() {
-  local suite="$1" etc="${2:-/etc/apt}" file uri
-  for file in "${etc}/sources.list" "${etc}"/sources.list.d/*.list "${etc}"/sources.list.d/*.sources; do
-    [ -f "${file}" ] || continue
-    if [[ "${file}" == *.sources ]]; then
-      uri="$(awk -v want="${suite}" '
-        function has(list, word,   n, i, a) { n = split(list, a, /[ \t]+/); for (i = 1; i <= n; i++) if (a[i] == word) return 1; return 0 }
-        function first(list,   n, i, a) { n = split(list, a, /[ \t]+/); for (i = 1; i <= n; i++) if (a[i] != "") return a[i]; return "" }
-        function stanza_end() {
-          if (has(f["types"], "deb") && tolower(first(f["enabled"])) != "no" && has(f["suites"], want)) {
-            print first(f["uris"]); found = 1; exit  # exit runs END: found keeps it from printing twice
-          }
-          delete f
-        }
-        /^[ \t]*#/ { next }
-        /^[ \t]*$/ { stanza_end(); next }
-        /^[ \t]/ { f[key] = f[key] " " $0; next }  # a continuation line
-        { key = tolower(substr($0, 1, index($0, ":") - 1)); f[key] = substr($0, index($0, ":") + 1) }
-        END { if (!found) stanza_end() }' "${file}")"
-    else
-      uri="$(awk -v want="${suite}" '
-        { sub(/#.*/, ""); gsub(/\[[^]]*\]/, "") }
-        $1 == "deb" && $3 == want { print $2; exit }' "${file}")"
-    fi
-    uri="$(echo "${uri}" | tr -d ' \t')"
-    if [ -n "${uri}" ]; then
-      echo "${uri%/}"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# The base image's mirrors: the variables, else the host's own apt sources for bookworm, else for the host's own
-# release (a Debian mirror serves every release, so its URI serves bookworm too).
-host_codename="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-$(apt_mirror_for bookworm || apt_mirror_for "${host_codename:-none}" || true)}"
-DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(apt_mirror_for bookworm-security ||
-  apt_mirror_for "${host_codename:-none}-security" || true)}"
-readonly DEBIAN_MIRROR DEBIAN_SECURITY_MIRROR
-
-# --- phase timings -----------------------------------------------------------------------------------------------
-PHASES=()
-phase_name=""
-phase_start=0
-phase() {  # phase NAME: ends the current phase (recording its time) and starts NAME
-  local now=${SECONDS}
-  if [ -n "${phase_name}" ]; then
-    PHASES+=("$(printf '%-34s %4ds' "${phase_name}" $((now - phase_start)))")
-  fi
-  phase_name="$1"
-  phase_start=${now}
-  [ -n "${phase_name}" ] && log "=== ${phase_name}"
-  return 0
-}
-print_timings() {
-  local p
-  echo "docker/test.sh: timings"
-  for p in "${PHASES[@]}"; do echo "  ${p}"; done
-  printf '  %-34s %4ds\n' "total" "${SECONDS}"
-}
+VAE_SCRIPT=docker/test.sh
+# shellcheck source=docker/lib.sh
+. "${ROOT}/docker/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and starts dockerd)"
 
 # --- cleanup: runs on every exit --------------------------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/vae-docker-test.XXXXXX")"
-# dockerd's exec-root and socket: a short fixed path (unix socket paths are limited to 107 bytes; a fixed path
-# also lets the next run clean up after a run that was killed before its trap ran).
-readonly EXEC_ROOT=/tmp/vae-dockerd
-readonly DOCKER_SOCK="${EXEC_ROOT}/docker.sock"
-DOCKERD_PID=""
 COMPOSE_UP=0
-
-export DOCKER_HOST="unix://${DOCKER_SOCK}"
 export DOCKER_CONFIG="${WORK}/docker-config"  # no credential helpers or contexts from ~/.docker
-export PATH="/usr/bin:${PATH}"                # docker-compose runs `docker`: Debian's
-export COMPOSE_INTERACTIVE_NO_CLI=1
-export DOCKER_BUILDKIT=1
 
 dc() { docker-compose --ansi never -p "${PROJECT}" -f "${COMPOSE_FILE}" "$@"; }
-
-# Unmounts every mount point under $1, deepest first (dockerd leaves its netns mount under the exec-root).
-unmount_under() {
-  local prefix="$1" target
-  findmnt -rn -o TARGET | awk -v p="${prefix}/" 'index($0, p) == 1 || $0 == substr(p, 1, length(p) - 1)' |
-    sort -r | while read -r target; do
-      umount "${target}" 2>/dev/null || umount -l "${target}" 2>/dev/null || echo "cannot unmount ${target}" >&2
-    done
-}
-
-# Stops the dockerd with PID $1 (TERM, then KILL after 30 s) and cleans its exec-root.
-stop_dockerd() {
-  local pid="$1" i
-  if [ -n "${pid}" ] && kill -0 "${pid}" 2>/dev/null; then
-    kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do
-      kill -0 "${pid}" 2>/dev/null || break
-      sleep 0.5
-    done
-    if kill -0 "${pid}" 2>/dev/null; then
-      log "dockerd ${pid} did not stop in 30 s: SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      sleep 1
-    fi
-  fi
-  unmount_under "${EXEC_ROOT}"
-  unmount_under "${DOCKER_DATA_ROOT}"  # container rootfs/shm mounts, should a container outlive a killed dockerd
-  # Never rm -rf across a mount point that is still there.
-  if findmnt -rn -o TARGET | grep -q "^${EXEC_ROOT}/"; then
-    echo "docker/test.sh: mounts remain under ${EXEC_ROOT}; not deleting it" >&2
-  else
-    rm -rf "${EXEC_ROOT}"
-  fi
-}
 
 cleanup() {
   local rc=$?
@@ -183,9 +68,7 @@ cleanup() {
       timeout 120 docker-compose --ansi never -p "${PROJECT}" -f "${COMPOSE_FILE}" --profile client \
         --profile monitoring down -v --remove-orphans --timeout 20 >/dev/null 2>&1
     fi
-    # Keep the data-root bounded: drop untagged images and build cache beyond the limit (least recently used first).
-    timeout 120 "${DOCKER}" image prune -f >/dev/null 2>&1
-    timeout 120 "${DOCKER}" builder prune -f --keep-storage "${VAE_DOCKER_KEEP_STORAGE:-12GB}" >/dev/null 2>&1
+    prune_docker
   fi
   if [ "${rc}" -ne 0 ] && [ -f "${WORK}/dockerd.log" ]; then
     echo "----- dockerd log (last 30 lines) -----"
@@ -208,23 +91,7 @@ trap 'exit 143' TERM
 
 # --- 1. packages and data ---------------------------------------------------------------------------------------
 phase "packages and data"
-missing=()
-for p in docker.io docker-compose mmdebstrap python3 curl; do
-  dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  # No init system here, but keep docker.io's postinst from starting a system dockerd through invoke-rc.d anyway.
-  policy_rc=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_rc=1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
-    { [ "${policy_rc}" -eq 0 ] || rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
-  [ "${policy_rc}" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
-fi
+need_packages docker.io docker-compose mmdebstrap python3 curl
 "${DOCKER}" --version
 docker-compose --version
 bash "${ROOT}/scripts/fetch-data.sh" "${DATA_DIR}" | tail -n 1
@@ -240,56 +107,12 @@ fi
 
 # --- 2. dockerd -------------------------------------------------------------------------------------------------
 phase "start dockerd"
-mkdir -p "${DOCKER_DATA_ROOT}"
-# One run at a time per data-root. (fd 9 is closed for dockerd, so a dockerd orphaned by a killed run does not
-# keep the lock.)
-exec 9>"${DOCKER_DATA_ROOT%/}.lock"
-flock -n 9 || die "another docker/test.sh is using ${DOCKER_DATA_ROOT} (lock ${DOCKER_DATA_ROOT%/}.lock)"
-# A dockerd left behind by a run that was killed before its trap ran: we hold the lock, so it is nobody's.
-if [ -f "${EXEC_ROOT}/dockerd.pid" ]; then
-  stale="$(cat "${EXEC_ROOT}/dockerd.pid" 2>/dev/null || true)"
-  if [ -n "${stale}" ] && grep -qa dockerd "/proc/${stale}/cmdline" 2>/dev/null; then
-    log "stopping dockerd ${stale} left by an earlier run"
-  else
-    stale=""
-  fi
-  stop_dockerd "${stale}"
-fi
-mkdir -p "${EXEC_ROOT}" "${DOCKER_CONFIG}"
-dockerd --data-root="${DOCKER_DATA_ROOT}" --exec-root="${EXEC_ROOT}/exec" --pidfile="${EXEC_ROOT}/dockerd.pid" \
-  --host="${DOCKER_HOST}" >"${WORK}/dockerd.log" 2>&1 9>&- &
-DOCKERD_PID=$!
-for ((i = 0; i < 120; i++)); do
-  "${DOCKER}" version >/dev/null 2>&1 && break
-  kill -0 "${DOCKERD_PID}" 2>/dev/null || die "dockerd exited at start (its log follows)"
-  sleep 0.5
-done
-"${DOCKER}" version --format 'dockerd {{.Server.Version}} (pid '"${DOCKERD_PID}"'), data-root '"${DOCKER_DATA_ROOT}" ||
-  die "dockerd did not answer on ${DOCKER_SOCK} within 60 s"
+mkdir -p "${DOCKER_CONFIG}"
+start_dockerd "${WORK}/dockerd.log"
 
 # --- 3. base image ----------------------------------------------------------------------------------------------
 phase "base image"
-if [ "${VAE_REFRESH_BASE:-0}" = 1 ]; then "${DOCKER}" rmi -f "${BASE_IMAGE}" >/dev/null 2>&1 || true; fi
-if "${DOCKER}" image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then
-  log "${BASE_IMAGE}: present ($("${DOCKER}" image inspect -f '{{.Created}}' "${BASE_IMAGE}"))"
-else
-  [ -n "${DEBIAN_MIRROR}" ] && [ -n "${DEBIAN_SECURITY_MIRROR}" ] ||
-    die "no apt source of this host serves bookworm and bookworm-security: set DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR"
-  log "${BASE_IMAGE}: mmdebstrap --variant=minbase bookworm from ${DEBIAN_MIRROR} and ${DEBIAN_SECURITY_MIRROR}"
-  # Like Docker's official slim image: no manuals, docs (but the copyrights) or translations, also in what the
-  # Dockerfile installs later (the options are kept in /etc/dpkg/dpkg.cfg.d).
-  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
-      "${DEBIAN_MIRROR}" "${DEBIAN_MIRROR}" "${DEBIAN_SECURITY_MIRROR}" |
-    mmdebstrap --quiet --variant=minbase --format=tar \
-      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-      --aptopt='Acquire::Languages "none"' \
-      bookworm - - |
-    "${DOCKER}" import --change 'CMD ["bash"]' --message "mmdebstrap --variant=minbase bookworm" - "${BASE_IMAGE}" \
-      >/dev/null
-  log "${BASE_IMAGE}: $("${DOCKER}" image inspect -f '{{.Size}}' "${BASE_IMAGE}" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
-fi
+make_base_image bookworm "${BASE_IMAGE}"
 
 # --- 4. build and start -----------------------------------------------------------------------------------------
 phase "docker build"
